@@ -1,0 +1,8 @@
+//! Kafka: request framing and headers (message bodies come from the `kafka-protocol`
+//! crate) and record batch validation.
+
+pub mod batch;
+pub mod frame;
+pub mod header;
+
+pub use kafka_protocol;
