@@ -1,0 +1,68 @@
+//! The metadata conformance suite against every backend: the embedded store (in memory and
+//! persisted to a file) and a real etcd started for the test.
+
+use std::sync::Arc;
+
+use sluice_metadata::{EmbeddedStore, EtcdStore, MetaStore, MetaStoreExt, conformance};
+
+#[tokio::test]
+async fn embedded_in_memory() {
+    conformance::run_all(|| async { Arc::new(EmbeddedStore::in_memory()) as Arc<dyn MetaStore> })
+        .await;
+}
+
+#[tokio::test]
+async fn embedded_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    conformance::run_all(|| {
+        let path = dir.path().join(
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        async move { Arc::new(EmbeddedStore::open(&path).expect("open")) as Arc<dyn MetaStore> }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn etcd() {
+    let etcd = sluice_testkit::Etcd::start();
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    let endpoint = etcd.endpoint.clone();
+    conformance::run_all(|| {
+        let ns = format!(
+            "/conformance-{}/",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let endpoint = endpoint.clone();
+        async move {
+            Arc::new(EtcdStore::connect(&[endpoint], &ns).await.expect("connect"))
+                as Arc<dyn MetaStore>
+        }
+    })
+    .await;
+}
+
+/// Everything written survives reopening, and revisions continue where they stopped.
+#[tokio::test]
+async fn embedded_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rev = {
+        let s = EmbeddedStore::open(dir.path()).expect("open");
+        s.put("a", "1").await.expect("put");
+        s.put("b", "2").await.expect("put");
+        s.delete("a").await.expect("delete")
+    };
+    let s = EmbeddedStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.get(b"a").await.expect("get"), None);
+    assert_eq!(
+        s.get(b"b").await.expect("get").expect("b").value.as_ref(),
+        b"2"
+    );
+    assert_eq!(s.put("c", "3").await.expect("put"), rev + 1);
+    drop(s);
+    // And once more, now starting from a log with records after the snapshot.
+    let s = EmbeddedStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.range(b"", None).await.expect("range").kvs.len(), 2);
+}
