@@ -1,1 +1,199 @@
+//! A narrow cache of object byte ranges over foyer's hybrid (memory + SSD) cache.
+//!
+//! Objects are cut into fixed, aligned blocks. A read takes the blocks its range covers:
+//! each block comes from memory, else from the local disk, else from one object store
+//! GET; concurrent misses on the same block share that one GET (foyer's `get_or_fetch`).
+//! Objects a gateway has just written are inserted whole, so tail reads never go back to
+//! the object store.
 
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+
+use bytes::{Bytes, BytesMut};
+use foyer::{
+    BlockEngineConfig, Cache, CacheBuilder, DeviceBuilder, FsDeviceBuilder, HybridCache,
+    HybridCacheBuilder, PsyncIoEngineConfig,
+};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use prometheus::{IntCounterVec, register_int_counter_vec};
+
+/// Block size: a catch-up read costs at most one GET per block.
+pub const BLOCK_SIZE: u64 = 4 << 20;
+/// The disk engine's unit of allocation; must hold the largest block.
+const DISK_BLOCK_SIZE: usize = 16 << 20;
+
+static LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_cache_lookups_total",
+        "Cache block lookups by result: hit (memory or disk) or miss (object store GET)",
+        &["result"]
+    )
+    .expect("invariant: metric registered once")
+});
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("object store read of {path} failed: {source}")]
+    Fetch {
+        path: String,
+        #[source]
+        source: anyhow::Error,
+    },
+    #[error("range {start}..{end} is outside object {path} of {size} bytes")]
+    OutOfRange {
+        path: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("cannot open the disk cache: {0}")]
+    Open(String),
+}
+
+/// Where the cache keeps its bytes.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub memory_bytes: usize,
+    /// `None`: memory only.
+    pub disk: Option<(PathBuf, usize)>,
+}
+
+enum Blocks {
+    Memory(Cache<String, Bytes>),
+    Hybrid(HybridCache<String, Bytes>),
+}
+
+/// Object byte ranges through memory, local disk, then the object store.
+pub struct RangeCache {
+    blocks: Blocks,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl std::fmt::Debug for RangeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RangeCache").finish_non_exhaustive()
+    }
+}
+
+fn block_key(path: &Path, block: u64) -> String {
+    format!("{path}#{block}")
+}
+
+impl RangeCache {
+    pub async fn open(
+        config: &CacheConfig,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, CacheError> {
+        let weigh = |_: &String, v: &Bytes| v.len();
+        let blocks = match &config.disk {
+            None => Blocks::Memory(
+                CacheBuilder::new(config.memory_bytes)
+                    .with_weighter(weigh)
+                    .build(),
+            ),
+            Some((dir, capacity)) => {
+                std::fs::create_dir_all(dir).map_err(|e| CacheError::Open(e.to_string()))?;
+                let device = FsDeviceBuilder::new(dir)
+                    .with_capacity(*capacity)
+                    .build()
+                    .map_err(|e| CacheError::Open(e.to_string()))?;
+                let cache = HybridCacheBuilder::new()
+                    .with_name("sluice-blocks")
+                    .memory(config.memory_bytes)
+                    .with_weighter(weigh)
+                    .storage()
+                    .with_io_engine_config(PsyncIoEngineConfig::new())
+                    .with_engine_config(
+                        BlockEngineConfig::new(device).with_block_size(DISK_BLOCK_SIZE),
+                    )
+                    .build()
+                    .await
+                    .map_err(|e| CacheError::Open(e.to_string()))?;
+                Blocks::Hybrid(cache)
+            }
+        };
+        Ok(Self { blocks, store })
+    }
+
+    /// Caches a whole object that was just written.
+    pub fn insert_object(&self, path: &Path, object: &Bytes) {
+        let mut start = 0u64;
+        let size = object.len() as u64;
+        while start < size {
+            let end = (start + BLOCK_SIZE).min(size);
+            let key = block_key(path, start / BLOCK_SIZE);
+            let block = object.slice(start as usize..end as usize);
+            match &self.blocks {
+                Blocks::Memory(c) => {
+                    c.insert(key, block);
+                }
+                Blocks::Hybrid(c) => {
+                    c.insert(key, block);
+                }
+            }
+            start = end;
+        }
+    }
+
+    /// Bytes `range` of the object at `path`, whose total size is `object_size`.
+    pub async fn get_range(
+        &self,
+        path: &Path,
+        object_size: u64,
+        range: Range<u64>,
+    ) -> Result<Bytes, CacheError> {
+        if range.start > range.end || range.end > object_size {
+            return Err(CacheError::OutOfRange {
+                path: path.to_string(),
+                start: range.start,
+                end: range.end,
+                size: object_size,
+            });
+        }
+        if range.is_empty() {
+            return Ok(Bytes::new());
+        }
+        let first = range.start / BLOCK_SIZE;
+        let last = (range.end - 1) / BLOCK_SIZE;
+        let fetches = (first..=last).map(|b| self.block(path, object_size, b));
+        let blocks = futures::future::try_join_all(fetches).await?;
+        let offset_in_first = (range.start - first * BLOCK_SIZE) as usize;
+        let len = (range.end - range.start) as usize;
+        if blocks.len() == 1 {
+            return Ok(blocks[0].slice(offset_in_first..offset_in_first + len));
+        }
+        let mut out = BytesMut::with_capacity(len);
+        for (i, b) in blocks.iter().enumerate() {
+            let from = if i == 0 { offset_in_first } else { 0 };
+            let to = (len - out.len() + from).min(b.len());
+            out.extend_from_slice(&b[from..to]);
+        }
+        Ok(out.freeze())
+    }
+
+    async fn block(&self, path: &Path, object_size: u64, block: u64) -> Result<Bytes, CacheError> {
+        let key = block_key(path, block);
+        let start = block * BLOCK_SIZE;
+        let end = (start + BLOCK_SIZE).min(object_size);
+        let store = self.store.clone();
+        let owned_path = path.clone();
+        let fetch = move || async move {
+            LOOKUPS.with_label_values(&["miss"]).inc();
+            store.get_range(&owned_path, start..end).await
+        };
+        let entry = match &self.blocks {
+            Blocks::Memory(c) => c.get_or_fetch(&key, fetch).await.map(|e| e.value().clone()),
+            Blocks::Hybrid(c) => c.get_or_fetch(&key, fetch).await.map(|e| e.value().clone()),
+        };
+        LOOKUPS.with_label_values(&["lookup"]).inc();
+        entry.map_err(|e| CacheError::Fetch {
+            path: path.to_string(),
+            source: anyhow::anyhow!(e.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

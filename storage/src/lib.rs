@@ -1,1 +1,12 @@
+//! What lives in the bucket: the WAL object format, object naming, and `object_store`
+//! wrappers that add metrics and, for tests, injected faults.
 
+pub mod faults;
+pub mod metrics;
+pub mod naming;
+mod open;
+pub mod wal;
+
+pub use open::{ObjectStoreUrl, open_object_store};
+
+pub use object_store;
