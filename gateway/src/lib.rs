@@ -1,1 +1,15 @@
+//! The stateless gateway: listeners, the Kafka protocol, the WAL batcher, the read path and
+//! the HTTP endpoints. Everything it keeps in memory can be rebuilt from metadata and the
+//! object store, so any gateway can serve any client for any partition.
 
+mod batcher;
+pub mod config;
+mod http;
+mod kafka;
+mod log;
+pub mod metrics;
+mod server;
+mod topics;
+
+pub use config::GatewayConfig;
+pub use server::{Gateway, Services};

@@ -79,7 +79,8 @@ pub enum Applied {
     /// A commit: the base offset of each chunk, in order (`None` where the topic or
     /// partition no longer exists, so the chunk takes no offsets).
     Commit {
-        key: String,
+        /// The commit's id: its key without the commits prefix (the WAL object's id).
+        id: String,
         revision: Revision,
         bases: Vec<Option<i64>>,
         partitions: Vec<(Uuid, u32)>,
@@ -207,7 +208,7 @@ impl LogState {
             partitions.push((c.topic_id, c.partition));
         }
         Applied::Commit {
-            key,
+            id: key,
             revision,
             bases,
             partitions,

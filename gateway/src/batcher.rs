@@ -1,0 +1,330 @@
+//! The WAL batcher: one open buffer for every partition of every topic.
+//!
+//! Appends accumulate until the buffer reaches the target size, its oldest append reaches
+//! the maximum delay, or no flush is in flight (then it flushes at once: low latency at low
+//! load, large objects at high load). A flush PUTs one object (create-only, under a new
+//! name), places its bytes in the cache, commits its chunk list to metadata, and waits for
+//! the log to apply the commit: that assigns the offsets every waiting producer is then
+//! answered with.
+//!
+//! Several flushes may be in flight, but their commits are issued strictly in flush order
+//! (each waits until the previous commit call returned), so two requests from one producer
+//! to one partition keep their order in the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use object_store::{ObjectStore, PutMode, PutOptions};
+use sluice_cache::RangeCache;
+use sluice_metadata::records::CommitRecord;
+use sluice_metadata::{Compare, SharedStore, Txn, TxnOp, keys};
+use sluice_storage::{naming, wal};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::GatewayConfig;
+use crate::log::Log;
+use crate::metrics;
+
+/// One producer batch for one partition.
+#[derive(Debug)]
+pub struct Append {
+    pub topic_id: Uuid,
+    pub partition: u32,
+    pub batch: Bytes,
+    pub records: u32,
+    pub max_timestamp: i64,
+}
+
+/// Why an append was not acknowledged. Nothing about it is visible in the log unless the
+/// error says it may be (a timeout after the commit was written).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("writing the WAL object failed: {0}")]
+    ObjectStore(String),
+    #[error("committing to metadata failed: {0}")]
+    Metadata(String),
+    #[error("the commit was written but not seen applied in time")]
+    Timeout,
+    #[error("the topic or partition was deleted before the commit was applied")]
+    Gone,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+struct Waiter {
+    /// Records before this append in its chunk.
+    offset_in_chunk: u32,
+    reply: oneshot::Sender<Result<i64, AppendError>>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    chunks: Vec<wal::ChunkInput>,
+    waiters: Vec<Vec<Waiter>>,
+    index: HashMap<(Uuid, u32), usize>,
+    bytes: usize,
+    oldest: Option<Instant>,
+}
+
+impl Buffer {
+    fn add(&mut self, a: Append, reply: oneshot::Sender<Result<i64, AppendError>>) {
+        let i = *self
+            .index
+            .entry((a.topic_id, a.partition))
+            .or_insert_with(|| {
+                self.chunks.push(wal::ChunkInput {
+                    topic_id: a.topic_id,
+                    partition: a.partition,
+                    batches: Vec::new(),
+                    records: 0,
+                    max_timestamp: -1,
+                });
+                self.waiters.push(Vec::new());
+                self.chunks.len() - 1
+            });
+        let chunk = &mut self.chunks[i];
+        self.waiters[i].push(Waiter {
+            offset_in_chunk: chunk.records,
+            reply,
+        });
+        chunk.records += a.records;
+        chunk.max_timestamp = chunk.max_timestamp.max(a.max_timestamp);
+        self.bytes += a.batch.len();
+        chunk.batches.push(a.batch);
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<(Append, oneshot::Sender<Result<i64, AppendError>>)>,
+    /// Cancelled when the flusher has stopped, after its last flush.
+    finished: CancellationToken,
+}
+
+struct Shared {
+    config: GatewayConfig,
+    store: SharedStore,
+    objects: Arc<dyn ObjectStore>,
+    cache: Arc<RangeCache>,
+    log: Arc<Log>,
+}
+
+impl Batcher {
+    pub fn start(
+        config: GatewayConfig,
+        store: SharedStore,
+        objects: Arc<dyn ObjectStore>,
+        cache: Arc<RangeCache>,
+        log: Arc<Log>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            objects,
+            cache,
+            log,
+        });
+        let finished = CancellationToken::new();
+        let done = finished.clone();
+        tokio::spawn(async move {
+            run(shared, rx, cancel).await;
+            done.cancel();
+        });
+        Self { tx, finished }
+    }
+
+    /// Waits until the batcher has stopped and every flush has finished.
+    pub async fn closed(&self) {
+        self.finished.cancelled().await;
+    }
+
+    /// Puts one batch in the buffer. The returned future resolves to its base offset once
+    /// it is durable and committed; submitting several before awaiting any lets them share
+    /// a flush.
+    pub async fn submit(
+        &self,
+        a: Append,
+    ) -> impl std::future::Future<Output = Result<i64, AppendError>> + use<> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.tx.send((a, tx)).await;
+        async move {
+            sent.map_err(|_| AppendError::ShuttingDown)?;
+            rx.await.map_err(|_| AppendError::ShuttingDown)?
+        }
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<(Append, oneshot::Sender<Result<i64, AppendError>>)>,
+    cancel: CancellationToken,
+) {
+    let max_inflight = shared.config.max_inflight_flushes.max(1);
+    let slots = Arc::new(Semaphore::new(max_inflight));
+    let finished = Arc::new(Notify::new());
+    let mut buf = Buffer::default();
+    // Completes when the previous flush's commit call has returned.
+    let mut previous_commit: Option<oneshot::Receiver<()>> = None;
+    let mut closed = false;
+    loop {
+        let full = buf.bytes >= shared.config.flush_target_bytes;
+        let due = buf.oldest.map(|t| t + shared.config.flush_max_delay);
+        let idle = slots.available_permits() == max_inflight;
+        if !buf.is_empty() && (full || idle || closed || due.is_some_and(|d| d <= Instant::now())) {
+            if let Ok(permit) = slots.clone().try_acquire_owned() {
+                let (done_tx, done_rx) = oneshot::channel();
+                let prev = previous_commit.replace(done_rx);
+                let flush = std::mem::take(&mut buf);
+                let shared = shared.clone();
+                let finished = finished.clone();
+                tokio::spawn(async move {
+                    flush_buffer(&shared, flush, prev, done_tx).await;
+                    drop(permit);
+                    finished.notify_one();
+                });
+                continue;
+            }
+        }
+        if closed {
+            if buf.is_empty() {
+                // Wait for flushes in flight, then stop.
+                let _ = slots.acquire_many(max_inflight as u32).await;
+                return;
+            }
+            finished.notified().await;
+            continue;
+        }
+        // Stop taking appends while the buffer is full and every flush slot is busy:
+        // producers then wait in the channel (backpressure) instead of growing memory.
+        let accept = !(full && slots.available_permits() == 0);
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                closed = true;
+                rx.close();
+            }
+            m = rx.recv(), if accept => match m {
+                Some((a, reply)) => {
+                    buf.add(a, reply);
+                    while buf.bytes < shared.config.flush_target_bytes {
+                        match rx.try_recv() {
+                            Ok((a, reply)) => buf.add(a, reply),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                None => closed = true,
+            },
+            _ = sleep_until(due), if due.is_some() => {}
+            _ = finished.notified() => {}
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    if let Some(t) = t {
+        tokio::time::sleep_until(t.into()).await;
+    }
+}
+
+fn fail(buf: Buffer, e: AppendError) {
+    for w in buf.waiters.into_iter().flatten() {
+        let _ = w.reply.send(Err(e.clone()));
+    }
+}
+
+async fn flush_buffer(
+    shared: &Shared,
+    buf: Buffer,
+    previous_commit: Option<oneshot::Receiver<()>>,
+    commit_done: oneshot::Sender<()>,
+) {
+    let start = Instant::now();
+    let (object, chunks) = wal::encode(&buf.chunks);
+    let (id, path) = naming::new_wal_object();
+    metrics::FLUSH_BYTES.observe(object.len() as f64);
+    let put = shared
+        .objects
+        .put_opts(
+            &path,
+            object.clone().into(),
+            PutOptions::from(PutMode::Create),
+        )
+        .await;
+    if let Err(e) = put {
+        metrics::FLUSH_ERRORS.with_label_values(&["put"]).inc();
+        tracing::warn!(object = %path, error = %e, "WAL object write failed");
+        // Keep the commit order for flushes behind this one.
+        if let Some(prev) = previous_commit {
+            let _ = prev.await;
+        }
+        drop(commit_done);
+        return fail(buf, AppendError::ObjectStore(e.to_string()));
+    }
+    shared.cache.insert_object(&path, &object);
+    let key = keys::commit(&id);
+    let record = CommitRecord {
+        object: path.to_string(),
+        object_size: object.len() as u64,
+        chunks,
+    };
+    let applied = shared.log.expect_commit(&id);
+    if let Some(prev) = previous_commit {
+        let _ = prev.await;
+    }
+    let txn = Txn {
+        compares: vec![Compare::absent(key.clone())],
+        success: vec![TxnOp::put(key.clone(), record.encode())],
+        failure: vec![],
+    };
+    let committed = shared.store.txn(txn).await;
+    drop(commit_done);
+    match committed {
+        Ok(r) if r.succeeded => {}
+        Ok(_) => {
+            // The name is a fresh uuid: this cannot happen unless ids collide.
+            shared.log.forget_commit(&id);
+            metrics::FLUSH_ERRORS.with_label_values(&["commit"]).inc();
+            return fail(
+                buf,
+                AppendError::Metadata(format!("commit key {key} already exists")),
+            );
+        }
+        Err(e) => {
+            // The outcome is unknown: the commit may have been applied. The producer
+            // retries; without idempotence that may duplicate, never lose.
+            shared.log.forget_commit(&id);
+            metrics::FLUSH_ERRORS.with_label_values(&["commit"]).inc();
+            tracing::warn!(object = %path, error = %e, "commit failed");
+            return fail(buf, AppendError::Metadata(e.to_string()));
+        }
+    }
+    let bases = match tokio::time::timeout(shared.config.commit_timeout, applied).await {
+        Ok(Ok(bases)) => bases,
+        _ => {
+            shared.log.forget_commit(&id);
+            metrics::FLUSH_ERRORS.with_label_values(&["apply"]).inc();
+            return fail(buf, AppendError::Timeout);
+        }
+    };
+    metrics::FLUSH_SECONDS.observe(start.elapsed().as_secs_f64());
+    for (waiters, base) in buf.waiters.into_iter().zip(bases) {
+        for w in waiters {
+            let r = match base {
+                Some(b) => Ok(b + i64::from(w.offset_in_chunk)),
+                None => Err(AppendError::Gone),
+            };
+            let _ = w.reply.send(r);
+        }
+    }
+}

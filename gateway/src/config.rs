@@ -1,0 +1,49 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Everything a gateway needs to know besides its services.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub kafka_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Host and port put in metadata responses; the bound Kafka address if `None`.
+    pub advertise: Option<(String, u16)>,
+    /// Node id reported to clients; derived from the advertised address if `None`, so that
+    /// gateways behind one load-balanced address agree.
+    pub node_id: Option<i32>,
+    /// A WAL object is flushed once its oldest record has waited this long...
+    pub flush_max_delay: Duration,
+    /// ...or once it holds this many bytes, whichever comes first (and at once when no
+    /// flush is in flight).
+    pub flush_target_bytes: usize,
+    /// Flushes in flight at once; beyond this, the buffer grows instead.
+    pub max_inflight_flushes: usize,
+    /// Create unknown topics when a client's Metadata request allows it.
+    pub auto_create_topics: bool,
+    pub default_partitions: u32,
+    /// The largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// How long a produce waits for its commit to be applied before timing out.
+    pub commit_timeout: Duration,
+    /// Expose `/admin/faults` to inject object store failures (tests only).
+    pub fault_injection: bool,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            kafka_listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            advertise: None,
+            node_id: None,
+            flush_max_delay: Duration::from_millis(5),
+            flush_target_bytes: 4 << 20,
+            max_inflight_flushes: 4,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 << 20,
+            commit_timeout: Duration::from_secs(30),
+            fault_injection: false,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! HTTP: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and with fault injection
+//! enabled, `/admin/faults` to fail or delay object store PUTs.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Ctx;
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+fn metrics() -> Response<Full<Bytes>> {
+    let mut out = String::new();
+    let families = prometheus::gather();
+    match prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+        Ok(()) => reply(StatusCode::OK, out),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+fn faults(ctx: &Ctx, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(faults) = &ctx.faults else {
+        return reply(StatusCode::NOT_FOUND, "fault injection is not enabled\n");
+    };
+    if req.method() == Method::POST {
+        let query: HashMap<&str, &str> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        for (k, v) in query {
+            let ok = match k {
+                "fail_next_puts" => v.parse().map(|n| faults.fail_next_puts(n)).is_ok(),
+                "fail_all_puts" => v.parse().map(|b| faults.fail_all_puts(b)).is_ok(),
+                "put_delay_ms" => v
+                    .parse()
+                    .map(|ms| faults.delay_puts(Duration::from_millis(ms)))
+                    .is_ok(),
+                "clear" => {
+                    faults.clear();
+                    true
+                }
+                _ => false,
+            };
+            if !ok {
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    format!("bad fault setting {k}={v}\n"),
+                );
+            }
+        }
+    }
+    reply(
+        StatusCode::OK,
+        format!("{{\"injected_put_failures\":{}}}\n", faults.injected()),
+    )
+}
+
+async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => metrics(),
+        (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if ctx.log.is_following() {
+                reply(StatusCode::OK, "ready\n")
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not following the metadata log\n",
+                )
+            }
+        }
+        (_, "/admin/faults") => faults(&ctx, &req),
+        _ => reply(StatusCode::NOT_FOUND, "not found\n"),
+    })
+}
+
+pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, cancel: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (socket, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| route(ctx.clone(), req));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(socket), service)
+                .await
+            {
+                tracing::debug!(error = %e, "http connection error");
+            }
+        });
+    }
+}

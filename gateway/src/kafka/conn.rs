@@ -1,0 +1,198 @@
+//! One Kafka connection: frames in, responses out in request order.
+//!
+//! Requests are decoded as they arrive and run concurrently (a producer with five requests
+//! in flight gets them all into the same flush), but responses are written strictly in the
+//! order the requests came, as the protocol requires.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::*;
+use sluice_protocols::kafka::frame::take_frame;
+use sluice_protocols::kafka::header::{
+    HeaderError, decode_body, decode_header, encode_response, peek_prefix,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::versions::{SUPPORTED, supported};
+use super::{admin, fetch, list_offsets, metadata, produce};
+use crate::metrics;
+use crate::server::Ctx;
+
+/// Requests of one connection being worked on at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Why a connection is closed. Every case is logged with the peer's address.
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] sluice_protocols::kafka::frame::FrameError),
+    #[error("{0}")]
+    Header(#[from] HeaderError),
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("cannot encode the response: {0}")]
+    Encode(#[from] sluice_protocols::kafka::header::EncodeError),
+}
+
+pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: CancellationToken) {
+    let peer = socket.peer_addr().ok();
+    let _ = socket.set_nodelay(true);
+    match run(&ctx, &mut socket, &cancel).await {
+        Ok(()) => tracing::debug!(?peer, "kafka connection closed"),
+        Err(ConnError::Io(e)) => tracing::debug!(?peer, error = %e, "kafka connection dropped"),
+        Err(e) => tracing::warn!(?peer, error = %e, "closing kafka connection"),
+    }
+}
+
+type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ConnError>> + Send>>;
+
+async fn run(
+    ctx: &Arc<Ctx>,
+    socket: &mut TcpStream,
+    cancel: &CancellationToken,
+) -> Result<(), ConnError> {
+    let (mut reader, mut writer) = socket.split();
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut eof = false;
+    loop {
+        if eof && pending.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
+            n = reader.read_buf(&mut buf), if !eof && pending.len() < MAX_IN_FLIGHT => {
+                if n? == 0 {
+                    eof = true;
+                    continue;
+                }
+                while let Some(frame) = take_frame(&mut buf, ctx.config.max_request_bytes)? {
+                    pending.push_back(Box::pin(handle(ctx.clone(), frame)));
+                }
+            }
+            Some(response) = pending.next() => {
+                if let Some(bytes) = response? {
+                    writer.write_all(&bytes).await?;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes and serves one request; `None` when no response is due (produce with acks=0).
+async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnError> {
+    let prefix = peek_prefix(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnError::UnknownApi(prefix.api_key));
+    let version = prefix.api_version;
+    let Ok(key) = key else {
+        // Clients probe with ApiVersions first, so an unknown key is a broken peer.
+        return Err(ConnError::UnknownApi(prefix.api_key));
+    };
+    if !supported(key, version) {
+        if key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and what we support, so the
+            // client can retry with a version we know.
+            let body = api_versions(ResponseError::UnsupportedVersion.code());
+            return Ok(Some(encode_response(prefix.correlation_id, 0, &body, 0)?));
+        }
+        return Err(ConnError::UnsupportedVersion(key, version));
+    }
+    let header = decode_header(key, version, &mut frame)?;
+    let start = Instant::now();
+    let name = api_name(key);
+    metrics::KAFKA_REQUESTS.with_label_values(&[name]).inc();
+    let cid = header.correlation_id;
+    let header_version = key.response_header_version(version);
+    macro_rules! serve {
+        ($req:ty, $handler:expr) => {{
+            let req: $req = decode_body(&mut frame, version)?;
+            let resp = $handler(&ctx, req, version).await;
+            Some(encode_response(cid, header_version, &resp, version)?)
+        }};
+    }
+    let out = match key {
+        ApiKey::ApiVersions => {
+            let _: ApiVersionsRequest = decode_body(&mut frame, version)?;
+            Some(encode_response(
+                cid,
+                header_version,
+                &api_versions(0),
+                version,
+            )?)
+        }
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode_body(&mut frame, version)?;
+            let acks = req.acks;
+            let resp = produce::handle(&ctx, req, version).await;
+            if acks == 0 {
+                None
+            } else {
+                Some(encode_response(cid, header_version, &resp, version)?)
+            }
+        }
+        ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
+        ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
+        ApiKey::Metadata => serve!(MetadataRequest, metadata::handle),
+        ApiKey::CreateTopics => serve!(CreateTopicsRequest, admin::create_topics),
+        ApiKey::DeleteTopics => serve!(DeleteTopicsRequest, admin::delete_topics),
+        ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, admin::create_partitions),
+        ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, admin::describe_configs),
+        ApiKey::IncrementalAlterConfigs => {
+            serve!(IncrementalAlterConfigsRequest, admin::alter_configs)
+        }
+        ApiKey::DescribeCluster => serve!(DescribeClusterRequest, admin::describe_cluster),
+        other => return Err(ConnError::UnsupportedVersion(other, version)),
+    };
+    metrics::KAFKA_LATENCY
+        .with_label_values(&[name])
+        .observe(start.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+fn api_versions(error_code: i16) -> ApiVersionsResponse {
+    // No feature tags: Apache Kafka sends none a client needs here, and librdkafka before
+    // 2.2 cannot skip them.
+    ApiVersionsResponse::default()
+        .with_error_code(error_code)
+        .with_api_keys(
+            SUPPORTED
+                .iter()
+                .map(|(k, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(*k as i16)
+                        .with_min_version(*min)
+                        .with_max_version(*max)
+                })
+                .collect(),
+        )
+}
+
+fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::DescribeConfigs => "describe_configs",
+        ApiKey::CreatePartitions => "create_partitions",
+        ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        ApiKey::DescribeCluster => "describe_cluster",
+        _ => "other",
+    }
+}

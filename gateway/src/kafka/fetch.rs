@@ -1,0 +1,215 @@
+//! Fetch: offsets to index entries to chunk bytes (through the cache), batch base offsets
+//! patched on the way out; long polling woken by commits.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use object_store::path::Path;
+use sluice_metadata::log::IndexEntry;
+use sluice_protocols::kafka::batch;
+use tokio::time::Instant;
+
+use crate::metrics;
+use crate::server::Ctx;
+
+/// Kafka's default `fetch.max.bytes`, used when a request gives none.
+const DEFAULT_MAX_BYTES: usize = 50 << 20;
+
+pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse {
+    if req.session_id != 0 || req.session_epoch > 0 {
+        // We never hand out fetch sessions (KIP-227), so an incremental fetch names one
+        // that does not exist; the client falls back to full fetches.
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code())
+            .with_session_id(0);
+    }
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut applied = ctx.log.subscribe();
+    loop {
+        applied.borrow_and_update();
+        let (resp, bytes, errors) = read_once(ctx, &req, version).await;
+        if bytes >= min_bytes.max(1) || errors || Instant::now() >= deadline {
+            return resp;
+        }
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return resp,
+        }
+    }
+}
+
+/// What one partition of the log looks like for this fetch.
+struct View {
+    high_watermark: i64,
+    log_start_offset: i64,
+    entries: Vec<IndexEntry>,
+}
+
+async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut budget = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        DEFAULT_MAX_BYTES
+    };
+    let mut total = 0usize;
+    let mut errors = false;
+    let read_committed = req.isolation_level == 1;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let resolved = ctx.log.read(|s| {
+            let topic = if version >= 13 {
+                s.topic_by_id(&t.topic_id)
+            } else {
+                s.topic(t.topic.0.as_str())
+            };
+            topic.map(|t| t.record.id)
+        });
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut out = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
+            let Some(topic_id) = &resolved else {
+                errors = true;
+                let code = if version >= 13 {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                partitions.push(out.with_error_code(code.code()));
+                continue;
+            };
+            let view = ctx.log.read(|s| {
+                let log = s.partition(topic_id, u32::try_from(p.partition).ok()?)?;
+                Some(View {
+                    high_watermark: log.high_watermark,
+                    log_start_offset: log.log_start_offset,
+                    entries: entries_within(log.entries_from(p.fetch_offset), budget),
+                })
+            });
+            let Some(view) = view else {
+                errors = true;
+                partitions.push(out.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            out = out
+                .with_high_watermark(view.high_watermark)
+                .with_last_stable_offset(view.high_watermark);
+            if version >= 5 {
+                out = out.with_log_start_offset(view.log_start_offset);
+            }
+            if read_committed {
+                out = out.with_aborted_transactions(Some(Vec::new()));
+            }
+            if p.fetch_offset < view.log_start_offset || p.fetch_offset > view.high_watermark {
+                errors = true;
+                partitions.push(out.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                continue;
+            }
+            let limit = budget.min(p.partition_max_bytes.max(0) as usize);
+            match read_records(ctx, &view.entries, p.fetch_offset, limit, total == 0).await {
+                Ok(records) => {
+                    total += records.len();
+                    budget = budget.saturating_sub(records.len());
+                    metrics::BYTES_OUT.inc_by(records.len() as u64);
+                    partitions.push(out.with_records(Some(records)));
+                }
+                Err(e) => {
+                    errors = true;
+                    tracing::warn!(topic = %t.topic.0.as_str(), partition = p.partition, error = %e, "fetch read failed");
+                    partitions.push(out.with_error_code(ResponseError::KafkaStorageError.code()));
+                }
+            }
+        }
+        let topic = FetchableTopicResponse::default().with_partitions(partitions);
+        let topic = if version >= 13 {
+            topic.with_topic_id(resolved.unwrap_or(t.topic_id))
+        } else {
+            topic.with_topic(t.topic.clone())
+        };
+        topics.push(topic);
+    }
+    let resp = FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics);
+    (resp, total, errors)
+}
+
+/// The entries a read may touch: enough to fill `budget` bytes, at least one.
+fn entries_within(entries: &[IndexEntry], budget: usize) -> Vec<IndexEntry> {
+    let mut size = 0usize;
+    let mut out = Vec::new();
+    for e in entries {
+        if !out.is_empty() && size >= budget {
+            break;
+        }
+        size += e.size as usize;
+        out.push(e.clone());
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Cache(#[from] sluice_cache::CacheError),
+    #[error("stored batch is unreadable: {0}")]
+    Batch(#[from] batch::BatchError),
+}
+
+/// The bytes of one index entry's chunk, through the cache.
+pub(super) async fn read_chunk(
+    ctx: &Ctx,
+    e: &IndexEntry,
+) -> Result<Bytes, sluice_cache::CacheError> {
+    let path = Path::from(e.object.as_ref());
+    ctx.cache
+        .get_range(
+            &path,
+            e.object_size,
+            e.position..e.position + u64::from(e.size),
+        )
+        .await
+}
+
+/// Batches holding `offset` and after, with their base offsets set, up to `limit` bytes.
+/// The first batch is returned even when larger than `limit` if `may_exceed` (KIP-74), so
+/// a consumer always makes progress.
+async fn read_records(
+    ctx: &Ctx,
+    entries: &[IndexEntry],
+    offset: i64,
+    limit: usize,
+    may_exceed: bool,
+) -> Result<Bytes, ReadError> {
+    let mut out = BytesMut::new();
+    'entries: for e in entries {
+        let chunk = read_chunk(ctx, e).await?;
+        let mut base = e.base_offset;
+        for info in batch::iter_headers(&chunk) {
+            let info = info?;
+            let next = base + i64::from(info.record_count);
+            if next > offset {
+                let fits = out.len() + info.size <= limit;
+                if !fits && !(out.is_empty() && may_exceed) {
+                    break 'entries;
+                }
+                let start = out.len();
+                out.extend_from_slice(&chunk[info.position..info.position + info.size]);
+                batch::set_base_offset(&mut out[start..], base);
+                if !fits {
+                    break 'entries;
+                }
+            }
+            base = next;
+        }
+    }
+    Ok(out.freeze())
+}

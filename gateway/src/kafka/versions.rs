@@ -1,0 +1,44 @@
+//! What this gateway serves, and so what ApiVersions advertises. A request for anything
+//! else is answered with the protocol's error (ApiVersions) or a closed connection with a
+//! log line (every other API, as Apache Kafka does: there is no response version to
+//! encode an error in).
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min version, max version)`.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 15),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+pub fn supported(key: ApiKey, version: i16) -> bool {
+    SUPPORTED
+        .iter()
+        .any(|(k, min, max)| *k == key && (*min..=*max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything advertised must be decodable and encodable by the protocol crate.
+    #[test]
+    fn advertised_versions_are_within_the_crate_range() {
+        for (key, min, max) in SUPPORTED {
+            let range = key.valid_versions();
+            assert!(
+                range.min <= *min && *max <= range.max,
+                "{key:?} {min}..={max} vs {range:?}"
+            );
+        }
+    }
+}

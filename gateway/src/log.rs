@@ -1,0 +1,208 @@
+//! The gateway's copy of the commit log: it applies every topic and commit event from
+//! metadata in revision order, and wakes whoever waits on them (producers waiting for their
+//! offsets, long-polling fetches, admin requests waiting to see their own writes).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sluice_metadata::log::{Applied, LogState};
+use sluice_metadata::{
+    EventKind, KeyValue, MetaError, MetaResult, Revision, SharedStore, WatchEvent, keys,
+};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+/// Base offsets of a commit's chunks, as the log assigned them.
+pub type CommitOffsets = Vec<Option<i64>>;
+
+pub struct Log {
+    state: RwLock<LogState>,
+    /// The revision applied so far; receivers wake on every change.
+    applied: watch::Sender<Revision>,
+    /// Flushes waiting for their commit to be applied, by commit (object) id.
+    waiters: Mutex<HashMap<String, oneshot::Sender<CommitOffsets>>>,
+    /// False while the watch is broken and being re-established.
+    following: AtomicBool,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").finish_non_exhaustive()
+    }
+}
+
+impl Log {
+    /// Loads the log as of now and follows it until `cancel`.
+    pub async fn start(store: SharedStore, cancel: CancellationToken) -> MetaResult<Arc<Self>> {
+        let (state, revision) = load(&store).await?;
+        let (applied, _) = watch::channel(revision);
+        let log = Arc::new(Self {
+            state: RwLock::new(state),
+            applied,
+            waiters: Mutex::new(HashMap::new()),
+            following: AtomicBool::new(true),
+        });
+        tokio::spawn(follow(log.clone(), store, revision, cancel));
+        Ok(log)
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&LogState) -> R) -> R {
+        // A poisoned lock means a panic while applying, which `apply` cannot do; recover
+        // the data rather than take the gateway down.
+        let g = self.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&g)
+    }
+
+    pub fn is_following(&self) -> bool {
+        self.following.load(Ordering::Relaxed)
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.applied.subscribe()
+    }
+
+    /// Registers interest in a commit before it is written, so its application cannot be
+    /// missed.
+    pub fn expect_commit(&self, id: &str) -> oneshot::Receiver<CommitOffsets> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string(), tx);
+        rx
+    }
+
+    pub fn forget_commit(&self, id: &str) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    /// Waits until the log has applied `revision`; false on timeout.
+    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn apply(&self, event: &WatchEvent) {
+        let applied = {
+            let mut g = self.state.write().unwrap_or_else(|e| e.into_inner());
+            g.apply(event)
+        };
+        match applied {
+            Ok(Applied::Commit { id, bases, .. }) => {
+                let waiter = self
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(bases);
+                }
+            }
+            Ok(_) => {}
+            // A record this build cannot read: skipping it would make this gateway's
+            // offsets differ from others', so make it loud. It can only come from a newer
+            // build writing a format this one does not know.
+            Err(e) => {
+                tracing::error!(key = %String::from_utf8_lossy(&event.kv.key), error = %e, "unreadable log record")
+            }
+        }
+        self.applied.send_replace(event.kv.mod_revision);
+    }
+
+    fn replace(&self, state: LogState, revision: Revision) {
+        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        self.applied.send_replace(revision);
+    }
+}
+
+/// Reads every log key at one revision and applies them in revision order.
+async fn load(store: &SharedStore) -> MetaResult<(LogState, Revision)> {
+    let range = store.range(keys::LOG_PREFIX.as_bytes(), None).await?;
+    let mut kvs: Vec<KeyValue> = range.kvs;
+    kvs.sort_by_key(|kv| kv.mod_revision);
+    let mut state = LogState::default();
+    for kv in kvs {
+        let event = WatchEvent {
+            kind: EventKind::Put,
+            kv,
+        };
+        if let Err(e) = state.apply(&event) {
+            tracing::error!(key = %String::from_utf8_lossy(&event.kv.key), error = %e, "unreadable log record");
+        }
+    }
+    Ok((state, range.revision))
+}
+
+async fn follow(
+    log: Arc<Log>,
+    store: SharedStore,
+    mut revision: Revision,
+    cancel: CancellationToken,
+) {
+    let retry = Duration::from_millis(200);
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            s = store.watch(keys::LOG_PREFIX.as_bytes(), revision + 1) => s,
+        };
+        let mut reload = false;
+        match stream {
+            Ok(mut stream) => {
+                log.following.store(true, Ordering::Relaxed);
+                loop {
+                    let next = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        n = stream.next() => n,
+                    };
+                    match next {
+                        Some(Ok(event)) => {
+                            revision = revision.max(event.kv.mod_revision);
+                            log.apply(&event);
+                        }
+                        Some(Err(MetaError::Compacted { .. })) => {
+                            reload = true;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "log watch failed; re-establishing");
+                            break;
+                        }
+                        None => {
+                            tracing::warn!("log watch ended; re-establishing");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(MetaError::Compacted { .. }) => reload = true,
+            Err(e) => tracing::warn!(error = %e, "cannot watch the log; retrying"),
+        }
+        log.following.store(false, Ordering::Relaxed);
+        if reload {
+            tracing::warn!(
+                revision,
+                "log history compacted past this gateway; reloading"
+            );
+            match load(&store).await {
+                Ok((state, rev)) => {
+                    log.replace(state, rev);
+                    revision = rev;
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "reloading the log failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+}

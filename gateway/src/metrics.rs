@@ -1,0 +1,75 @@
+//! Gateway metrics, declared in one place. Exposed with every other registered metric
+//! (object store, cache) on `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, register_histogram, register_histogram_vec,
+    register_int_counter, register_int_counter_vec,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub static KAFKA_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_kafka_requests_total",
+        "Kafka requests by API",
+        &["api"]
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static KAFKA_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "sluice_kafka_request_seconds",
+        "Kafka request latency by API, from decoded request to encoded response",
+        &["api"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_bytes_in_total",
+        "Record batch bytes accepted from producers"
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static BYTES_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_bytes_out_total",
+        "Record batch bytes sent to consumers"
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static FLUSH_BYTES: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "sluice_flush_bytes",
+        "Size of each WAL object written",
+        prometheus::exponential_buckets(1024.0, 4.0, 10).expect("invariant: valid buckets")
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "sluice_flush_seconds",
+        "Time from the start of a flush to its commit being applied",
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static FLUSH_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_flush_errors_total",
+        "Flushes that failed, by stage (put, commit, apply)",
+        &["stage"]
+    )
+    .expect("invariant: metric registered once")
+});

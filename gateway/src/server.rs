@@ -1,0 +1,217 @@
+//! Starting and stopping a gateway: listeners first (so startup is fast), then the log,
+//! the batcher, and the accept loops; on shutdown, stop accepting, let connections answer
+//! what they have in flight, flush the buffer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use sluice_cache::RangeCache;
+use sluice_metadata::{Compare, MetaError, SharedStore, Txn, TxnOp, keys};
+use sluice_storage::faults::Faults;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::batcher::Batcher;
+use crate::config::GatewayConfig;
+use crate::log::Log;
+use crate::{http, kafka};
+
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// The services a gateway runs on.
+#[derive(Clone)]
+pub struct Services {
+    pub store: SharedStore,
+    pub objects: Arc<dyn ObjectStore>,
+    pub cache: Arc<RangeCache>,
+    /// Present when the object store is wrapped for fault injection (tests).
+    pub faults: Option<Arc<Faults>>,
+}
+
+/// What every request handler shares.
+pub(crate) struct Ctx {
+    pub config: GatewayConfig,
+    pub store: SharedStore,
+    pub log: Arc<Log>,
+    pub batcher: Batcher,
+    pub cache: Arc<RangeCache>,
+    pub faults: Option<Arc<Faults>>,
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+    pub cluster_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetaError),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub kafka_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The cluster id, created by the first gateway ever started on this metadata.
+async fn cluster_id(store: &SharedStore) -> Result<String, MetaError> {
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    let r = store
+        .txn(Txn {
+            compares: vec![Compare::absent(keys::CLUSTER_ID)],
+            success: vec![TxnOp::put(keys::CLUSTER_ID, fresh.clone())],
+            failure: vec![TxnOp::Get {
+                key: keys::CLUSTER_ID.into(),
+            }],
+        })
+        .await?;
+    if r.succeeded {
+        return Ok(fresh);
+    }
+    let kv = r.gets.into_iter().flatten().next();
+    Ok(kv.map_or(fresh, |kv| String::from_utf8_lossy(&kv.value).into_owned()))
+}
+
+fn node_id_for(host: &str, port: u16) -> i32 {
+    (crc32c::crc32c(format!("{host}:{port}").as_bytes()) & 0x3fff_ffff) as i32
+}
+
+impl Gateway {
+    pub async fn start(config: GatewayConfig, services: Services) -> Result<Self, StartError> {
+        let kafka_listener = bind(config.kafka_listen).await?;
+        let http_listener = bind(config.http_listen).await?;
+        let kafka_addr = kafka_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.kafka_listen,
+                source,
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.http_listen,
+                source,
+            })?;
+        let (host, port) = config.advertise.clone().unwrap_or_else(|| {
+            let ip = kafka_addr.ip();
+            let host = if ip.is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                ip.to_string()
+            };
+            (host, kafka_addr.port())
+        });
+        let cancel = CancellationToken::new();
+        let cluster_id = cluster_id(&services.store).await?;
+        let log = Log::start(services.store.clone(), cancel.child_token()).await?;
+        // The batcher gets its own token: it must keep flushing while connections drain.
+        let batcher_cancel = CancellationToken::new();
+        let batcher = Batcher::start(
+            config.clone(),
+            services.store.clone(),
+            services.objects.clone(),
+            services.cache.clone(),
+            log.clone(),
+            batcher_cancel.clone(),
+        );
+        let ctx = Arc::new(Ctx {
+            node_id: config.node_id.unwrap_or_else(|| node_id_for(&host, port)),
+            config,
+            store: services.store,
+            log,
+            batcher,
+            cache: services.cache,
+            faults: services.faults,
+            host,
+            port,
+            cluster_id,
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_kafka(
+            ctx.clone(),
+            kafka_listener,
+            cancel.clone(),
+            batcher_cancel,
+        ));
+        tasks.spawn(http::serve(ctx.clone(), http_listener, cancel.clone()));
+        tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = %format!("{}:{}", ctx.host, ctx.port), node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
+        Ok(Self {
+            kafka_addr,
+            http_addr,
+            cancel,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, drains connections and the write buffer.
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Waits until the gateway has stopped.
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_kafka(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    batcher: CancellationToken,
+) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((socket, _)) => {
+                let ctx = ctx.clone();
+                let cancel = cancel.clone();
+                conns.spawn(async move {
+                    kafka::serve_connection(ctx, socket, cancel).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+    batcher.cancel();
+    // Let the batcher finish its last flush before the runtime goes away.
+    ctx.batcher.closed().await;
+}

@@ -1,0 +1,434 @@
+//! Topic administration: create, delete, grow, configure. Every change is a transaction
+//! on the topic's key (create: the key must be absent; others: it must be unchanged since
+//! read), then a wait until this gateway's log has applied it, so the next request on the
+//! same connection sees it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use sluice_metadata::records::{TOPIC_VERSION, TopicRecord};
+use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
+use uuid::Uuid;
+
+use crate::server::Ctx;
+
+const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A topic configuration Sluice understands, with its default.
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub validate: fn(&str) -> Result<(), String>,
+    /// Kafka's config type code (DescribeConfigs v3+): 2 string, 5 long, 7 list.
+    pub kind: i8,
+    pub doc: &'static str,
+}
+
+fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
+    move |v| match v.parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        _ => Err(format!("must be an integer of at least {min}")),
+    }
+}
+
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+pub const TIMESTAMP_TYPE: &str = "message.timestamp.type";
+
+/// Topic configurations. Anything else is refused with INVALID_CONFIG rather than stored
+/// and silently ignored.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    ConfigDef {
+        name: "cleanup.policy",
+        default: "delete",
+        validate: |v| match v {
+            "delete" => Ok(()),
+            _ => Err("only cleanup.policy=delete is supported (log compaction is not)".into()),
+        },
+        kind: 7,
+        doc: "What happens to old data: deleted by retention.",
+    },
+    ConfigDef {
+        name: "compression.type",
+        default: "producer",
+        validate: |v| match v {
+            "producer" => Ok(()),
+            _ => Err(
+                "only compression.type=producer is supported: batches are stored as sent".into(),
+            ),
+        },
+        kind: 2,
+        doc: "Batches are stored with the producer's compression.",
+    },
+    ConfigDef {
+        name: MAX_MESSAGE_BYTES,
+        default: "1048588",
+        validate: |v| long_at_least(0)(v),
+        kind: 5,
+        doc: "The largest record batch accepted, in bytes.",
+    },
+    ConfigDef {
+        name: TIMESTAMP_TYPE,
+        default: "CreateTime",
+        validate: |v| match v {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err("must be CreateTime or LogAppendTime".into()),
+        },
+        kind: 2,
+        doc: "Whether record timestamps are the producer's or the time of append.",
+    },
+    ConfigDef {
+        name: "retention.ms",
+        default: "604800000",
+        validate: |v| long_at_least(-1)(v),
+        kind: 5,
+        doc: "How long data is kept, in milliseconds (-1: forever). Enforced by the compactor.",
+    },
+    ConfigDef {
+        name: "retention.bytes",
+        default: "-1",
+        validate: |v| long_at_least(-1)(v),
+        kind: 5,
+        doc: "How many bytes a partition keeps (-1: no limit). Enforced by the compactor.",
+    },
+    ConfigDef {
+        name: "segment.bytes",
+        default: "134217728",
+        validate: |v| long_at_least(14)(v),
+        kind: 5,
+        doc: "Target size of a compacted Parquet segment, in bytes.",
+    },
+    ConfigDef {
+        name: "segment.ms",
+        default: "604800000",
+        validate: |v| long_at_least(1)(v),
+        kind: 5,
+        doc: "Longest time span of one compacted segment, in milliseconds.",
+    },
+];
+
+pub fn config_def(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The effective value of a topic config: the override, else the default.
+pub fn config_value<'a>(topic: &'a TopicRecord, name: &str) -> Option<&'a str> {
+    topic
+        .configs
+        .get(name)
+        .map(String::as_str)
+        .or_else(|| config_def(name).map(|d| d.default))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic '{0}' already exists")]
+    Exists(String),
+    #[error("topic '{0}' does not exist")]
+    Unknown(String),
+    #[error("invalid topic name: {0}")]
+    InvalidName(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the topic changed concurrently; retry")]
+    Concurrent,
+    #[error("metadata store error: {0}")]
+    Metadata(#[from] MetaError),
+    #[error("the change was written but not seen applied in time")]
+    Timeout,
+}
+
+impl TopicError {
+    pub fn code(&self) -> i16 {
+        self.error().code()
+    }
+
+    pub fn error(&self) -> ResponseError {
+        match self {
+            TopicError::Exists(_) => ResponseError::TopicAlreadyExists,
+            TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+            TopicError::InvalidName(_) => ResponseError::InvalidTopicException,
+            TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+            TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+            TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            TopicError::Concurrent => ResponseError::RequestTimedOut,
+            TopicError::Metadata(_) => ResponseError::KafkaStorageError,
+            TopicError::Timeout => ResponseError::RequestTimedOut,
+        }
+    }
+}
+
+/// Kafka's topic name rules.
+pub fn validate_name(name: &str) -> Result<(), TopicError> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(TopicError::InvalidName(format!("'{name}' is not allowed")));
+    }
+    if name.len() > 249 {
+        return Err(TopicError::InvalidName("longer than 249 characters".into()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(TopicError::InvalidName(format!(
+            "'{name}' contains '{c}'; only ASCII alphanumerics, '.', '_' and '-' are allowed"
+        )));
+    }
+    Ok(())
+}
+
+pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicError> {
+    for (k, v) in configs {
+        let def = config_def(k)
+            .ok_or_else(|| TopicError::InvalidConfig(format!("unknown topic config '{k}'")))?;
+        (def.validate)(v).map_err(|e| TopicError::InvalidConfig(format!("{k}={v}: {e}")))?;
+    }
+    Ok(())
+}
+
+async fn wait_applied(ctx: &Ctx, revision: Revision) -> Result<(), TopicError> {
+    if ctx.log.wait_for(revision, APPLY_TIMEOUT).await {
+        Ok(())
+    } else {
+        Err(TopicError::Timeout)
+    }
+}
+
+/// The current record of a topic and the revision it was last written at.
+async fn read_topic(ctx: &Ctx, name: &str) -> Result<(TopicRecord, Revision), TopicError> {
+    let kv = ctx
+        .store
+        .get(keys::topic(name).as_bytes())
+        .await?
+        .ok_or_else(|| TopicError::Unknown(name.into()))?;
+    let record =
+        TopicRecord::decode(&kv.value).map_err(|e| TopicError::InvalidRequest(e.to_string()))?;
+    Ok((record, kv.mod_revision))
+}
+
+pub async fn create(
+    ctx: &Ctx,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<TopicRecord, TopicError> {
+    validate_name(name)?;
+    let partitions = match partitions {
+        -1 => ctx.config.default_partitions as i32,
+        p if p > 0 => p,
+        p => {
+            return Err(TopicError::InvalidPartitions(format!(
+                "{p} partitions; must be positive or -1"
+            )));
+        }
+    };
+    if replication_factor == 0 || replication_factor < -1 {
+        return Err(TopicError::InvalidReplicationFactor(format!(
+            "replication factor {replication_factor}; must be positive or -1"
+        )));
+    }
+    validate_configs(&configs)?;
+    let record = TopicRecord {
+        v: TOPIC_VERSION,
+        id: Uuid::new_v4(),
+        name: name.to_string(),
+        partitions: partitions as u32,
+        configs,
+    };
+    if validate_only {
+        if ctx.log.read(|s| s.topic(name).is_some()) {
+            return Err(TopicError::Exists(name.into()));
+        }
+        return Ok(record);
+    }
+    let key = keys::topic(name);
+    let r = ctx
+        .store
+        .txn(Txn {
+            compares: vec![Compare::absent(key.clone())],
+            success: vec![TxnOp::put(key, record.encode())],
+            failure: vec![],
+        })
+        .await?;
+    if !r.succeeded {
+        return Err(TopicError::Exists(name.into()));
+    }
+    wait_applied(ctx, r.revision).await?;
+    Ok(record)
+}
+
+/// Runs a read-modify-write again when another writer changed the topic in between.
+async fn retry_concurrent<T, F, Fut>(mut attempt: F) -> Result<T, TopicError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, TopicError>>,
+{
+    for _ in 0..4 {
+        match attempt().await {
+            Err(TopicError::Concurrent) => continue,
+            r => return r,
+        }
+    }
+    attempt().await
+}
+
+/// Replaces a topic's record if it was not changed since `revision`.
+async fn swap(ctx: &Ctx, record: &TopicRecord, revision: Revision) -> Result<(), TopicError> {
+    let key = keys::topic(&record.name);
+    let r = ctx
+        .store
+        .txn(Txn {
+            compares: vec![Compare::mod_revision(key.clone(), revision)],
+            success: vec![TxnOp::put(key, record.encode())],
+            failure: vec![],
+        })
+        .await?;
+    if !r.succeeded {
+        return Err(TopicError::Concurrent);
+    }
+    wait_applied(ctx, r.revision).await
+}
+
+pub async fn delete(ctx: &Ctx, name: &str) -> Result<Uuid, TopicError> {
+    retry_concurrent(|| delete_once(ctx, name)).await
+}
+
+async fn delete_once(ctx: &Ctx, name: &str) -> Result<Uuid, TopicError> {
+    let (record, revision) = read_topic(ctx, name).await?;
+    let key = keys::topic(name);
+    let r = ctx
+        .store
+        .txn(Txn {
+            compares: vec![Compare::mod_revision(key.clone(), revision)],
+            success: vec![TxnOp::delete(key)],
+            failure: vec![],
+        })
+        .await?;
+    if !r.succeeded {
+        return Err(TopicError::Concurrent);
+    }
+    wait_applied(ctx, r.revision).await?;
+    Ok(record.id)
+}
+
+pub async fn create_partitions(
+    ctx: &Ctx,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    retry_concurrent(|| create_partitions_once(ctx, name, count, validate_only)).await
+}
+
+async fn create_partitions_once(
+    ctx: &Ctx,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let (mut record, revision) = read_topic(ctx, name).await?;
+    if count <= record.partitions as i32 {
+        return Err(TopicError::InvalidPartitions(format!(
+            "topic '{name}' has {} partitions; the new count {count} must be larger",
+            record.partitions
+        )));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    record.partitions = count as u32;
+    swap(ctx, &record, revision).await
+}
+
+/// Kafka's IncrementalAlterConfigs operations.
+#[derive(Debug, Clone, Copy)]
+pub enum AlterOp {
+    Set,
+    Delete,
+}
+
+pub async fn alter_configs(
+    ctx: &Ctx,
+    name: &str,
+    changes: Vec<(String, AlterOp, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    retry_concurrent(|| alter_configs_once(ctx, name, changes.clone(), validate_only)).await
+}
+
+async fn alter_configs_once(
+    ctx: &Ctx,
+    name: &str,
+    changes: Vec<(String, AlterOp, Option<String>)>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let (mut record, revision) = read_topic(ctx, name).await?;
+    for (k, op, v) in changes {
+        if config_def(&k).is_none() {
+            return Err(TopicError::InvalidConfig(format!(
+                "unknown topic config '{k}'"
+            )));
+        }
+        match op {
+            AlterOp::Set => {
+                let v = v.ok_or_else(|| {
+                    TopicError::InvalidConfig(format!("no value given to set {k}"))
+                })?;
+                record.configs.insert(k, v);
+            }
+            AlterOp::Delete => {
+                record.configs.remove(&k);
+            }
+        }
+    }
+    validate_configs(&record.configs)?;
+    if validate_only {
+        return Ok(());
+    }
+    swap(ctx, &record, revision).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kafka_rules() {
+        assert!(validate_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_name(&"a".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let ok: BTreeMap<String, String> = [
+            ("retention.ms".into(), "-1".into()),
+            (TIMESTAMP_TYPE.into(), "LogAppendTime".into()),
+        ]
+        .into();
+        assert!(validate_configs(&ok).is_ok());
+        for (k, v) in [
+            ("retention.ms", "x"),
+            ("cleanup.policy", "compact"),
+            ("no.such", "1"),
+            (MAX_MESSAGE_BYTES, "-5"),
+        ] {
+            let c: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into();
+            assert!(
+                matches!(validate_configs(&c), Err(TopicError::InvalidConfig(_))),
+                "{k}={v}"
+            );
+        }
+    }
+}

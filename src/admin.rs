@@ -1,0 +1,226 @@
+//! A small Kafka admin client for `sluice topic`: it speaks the Kafka protocol, so it works
+//! against any Sluice gateway (and any Kafka broker).
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, bail};
+use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+fn check(code: i16, what: &str, message: Option<&StrBytes>) -> Result<()> {
+    if let Some(e) = ResponseError::try_from_code(code) {
+        match message {
+            Some(m) => bail!("{what}: {e}: {}", m.as_str()),
+            None => bail!("{what}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> Result<Self> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        Ok(Self {
+            stream,
+            correlation: 0,
+        })
+    }
+
+    async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Result<Resp> {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("sluice-admin")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, key.request_header_version(version))?;
+        req.encode(&mut body, version)?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(body.len() as i32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await?;
+        let size = self
+            .stream
+            .read_i32()
+            .await
+            .context("reading the response")?;
+        let mut buf = vec![0u8; usize::try_from(size).context("bad response size")?];
+        self.stream.read_exact(&mut buf).await?;
+        let mut buf = bytes::Bytes::from(buf);
+        let header = ResponseHeader::decode(&mut buf, key.response_header_version(version))?;
+        if header.correlation_id != self.correlation {
+            bail!(
+                "response to request {} arrived for {}",
+                header.correlation_id,
+                self.correlation
+            );
+        }
+        let resp = Resp::decode(&mut buf, version)?;
+        if buf.has_remaining() {
+            bail!("{} unexpected bytes after the response", buf.remaining());
+        }
+        Ok(resp)
+    }
+
+    pub async fn create_topic(
+        &mut self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<uuid::Uuid> {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name(topic))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(-1)
+                    .with_configs(
+                        configs
+                            .iter()
+                            .map(|(k, v)| {
+                                CreatableTopicConfig::default()
+                                    .with_name(StrBytes::from_string(k.clone()))
+                                    .with_value(Some(StrBytes::from_string(v.clone())))
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let resp: CreateTopicsResponse = self.call(ApiKey::CreateTopics, 7, &req).await?;
+        let t = resp.topics.first().context("empty CreateTopics response")?;
+        check(t.error_code, "create topic", t.error_message.as_ref())?;
+        Ok(t.topic_id)
+    }
+
+    pub async fn delete_topic(&mut self, topic: &str) -> Result<()> {
+        let req = DeleteTopicsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![
+                DeleteTopicState::default().with_name(Some(name(topic))),
+            ]);
+        let resp: DeleteTopicsResponse = self.call(ApiKey::DeleteTopics, 6, &req).await?;
+        let t = resp
+            .responses
+            .first()
+            .context("empty DeleteTopics response")?;
+        check(t.error_code, "delete topic", t.error_message.as_ref())
+    }
+
+    async fn metadata(&mut self, topics: Option<Vec<&str>>) -> Result<MetadataResponse> {
+        let req = MetadataRequest::default().with_topics(topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| MetadataRequestTopic::default().with_name(Some(name(t))))
+                .collect()
+        }));
+        self.call(ApiKey::Metadata, 12, &req).await
+    }
+
+    pub async fn list_topics(&mut self) -> Result<Vec<(String, usize, uuid::Uuid)>> {
+        let resp = self.metadata(None).await?;
+        let mut out: Vec<_> = resp
+            .topics
+            .into_iter()
+            .filter_map(|t| Some((t.name?.0.to_string(), t.partitions.len(), t.topic_id)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub async fn describe_topic(&mut self, topic: &str) -> Result<String> {
+        let meta = self.metadata(Some(vec![topic])).await?;
+        let t = meta.topics.first().context("empty Metadata response")?;
+        check(t.error_code, "describe topic", None)?;
+        let partitions: Vec<i32> = t.partitions.iter().map(|p| p.partition_index).collect();
+        let mut out = String::new();
+        writeln!(
+            out,
+            "topic: {topic}\nid: {}\npartitions: {}",
+            t.topic_id,
+            partitions.len()
+        )?;
+        let offsets = |ts: i64| {
+            ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    ListOffsetsTopic::default()
+                        .with_name(name(topic))
+                        .with_partitions(
+                            partitions
+                                .iter()
+                                .map(|p| {
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(*p)
+                                        .with_timestamp(ts)
+                                })
+                                .collect(),
+                        ),
+                ])
+        };
+        let earliest: ListOffsetsResponse = self.call(ApiKey::ListOffsets, 7, &offsets(-2)).await?;
+        let latest: ListOffsetsResponse = self.call(ApiKey::ListOffsets, 7, &offsets(-1)).await?;
+        let first = earliest
+            .topics
+            .first()
+            .map(|t| t.partitions.clone())
+            .unwrap_or_default();
+        let last = latest
+            .topics
+            .first()
+            .map(|t| t.partitions.clone())
+            .unwrap_or_default();
+        for (e, l) in first.iter().zip(&last) {
+            writeln!(
+                out,
+                "  partition {}: offsets {}..{}",
+                e.partition_index, e.offset, l.offset
+            )?;
+        }
+        let configs: DescribeConfigsResponse = self
+            .call(
+                ApiKey::DescribeConfigs,
+                4,
+                &DescribeConfigsRequest::default().with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_string(topic.to_string())),
+                ]),
+            )
+            .await?;
+        writeln!(out, "configs:")?;
+        for r in configs.results {
+            check(r.error_code, "describe configs", r.error_message.as_ref())?;
+            for c in r.configs {
+                let v = c.value.as_ref().map_or("", |v| v.as_str());
+                let source = if c.config_source == 1 { " (set)" } else { "" };
+                writeln!(out, "  {}={v}{source}", c.name.as_str())?;
+            }
+        }
+        Ok(out)
+    }
+}

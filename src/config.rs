@@ -1,0 +1,313 @@
+//! Command line, environment (`SLUICE_*`) and config file, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Kafka- and MQTT-compatible message broker on object storage"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: gateway (and, once built, compactor). With no flags:
+    /// data under ./sluice-data, embedded metadata, Kafka on :9092.
+    Serve(ServeArgs),
+    /// Run a stateless gateway (point it at etcd and a bucket for a distributed cluster).
+    Gateway(ServeArgs),
+    /// Manage topics on a running broker.
+    Topic {
+        #[command(subcommand)]
+        action: TopicCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Topic config as key=value; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    List {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    Describe {
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+    Delete {
+        name: String,
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        bootstrap: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A TOML file with any of the options below (names with '_' or '-').
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where local state lives: objects, metadata and cache, unless set separately.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    pub data_dir: PathBuf,
+    /// file://PATH, memory:// or s3://BUCKET/PREFIX (AWS_* variables configure S3).
+    #[arg(long, env = "SLUICE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// `embedded` (in the data directory) or etcd://HOST:PORT[,HOST:PORT]/PREFIX.
+    #[arg(long, env = "SLUICE_METADATA", default_value = "embedded")]
+    pub metadata: String,
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN", default_value = "0.0.0.0:9092")]
+    pub kafka_listen: SocketAddr,
+    #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub http_listen: SocketAddr,
+    /// HOST:PORT given to clients in metadata responses.
+    #[arg(long, env = "SLUICE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Node id given to clients (default: derived from the advertised address).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// Longest time a record waits in the write buffer (e.g. 5ms).
+    #[arg(long, env = "SLUICE_FLUSH_MAX_DELAY", default_value = "5ms", value_parser = parse_duration)]
+    pub flush_max_delay: Duration,
+    /// Buffer size that triggers a flush (e.g. 4MiB).
+    #[arg(long, env = "SLUICE_FLUSH_TARGET_BYTES", default_value = "4MiB", value_parser = parse_size)]
+    pub flush_target_bytes: u64,
+    /// Local directory of the SSD cache (default: DATA_DIR/cache).
+    #[arg(long, env = "SLUICE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, env = "SLUICE_CACHE_MEMORY", default_value = "256MiB", value_parser = parse_size)]
+    pub cache_memory: u64,
+    /// Size of the SSD cache; 0 keeps the cache in memory only.
+    #[arg(long, env = "SLUICE_CACHE_DISK", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_disk: u64,
+    /// Create topics on first use.
+    #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1.
+    #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: u32,
+    /// Expose /admin/faults to make object store PUTs fail (tests only).
+    #[arg(long, env = "SLUICE_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
+}
+
+/// `5ms`, `2s`, `1m`, `250us`; a bare number is milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 5ms or 2s"))?;
+    Ok(match unit.trim() {
+        "" | "ms" => Duration::from_millis(n),
+        "us" => Duration::from_micros(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        u => return Err(format!("unknown duration unit '{u}' (use us, ms, s or m)")),
+    })
+}
+
+/// `4MiB`, `1GiB`, `512KiB`, `10MB`, or a number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size like 64MiB"))?;
+    let m: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => {
+            return Err(format!(
+                "unknown size unit '{u}' (use KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    n.checked_mul(m)
+        .ok_or_else(|| format!("'{s}' is too large"))
+}
+
+/// Parses the command line, then fills every option left at its default from the config
+/// file, if one is given.
+pub fn parse() -> Result<Cli, String> {
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    if let Command::Serve(args) | Command::Gateway(args) = &mut cli.command {
+        if let Some(path) = args.config.clone() {
+            let sub = matches
+                .subcommand()
+                .map(|(_, m)| m)
+                .ok_or("missing subcommand")?;
+            apply_file(args, sub, &path)?;
+        }
+    }
+    Ok(cli)
+}
+
+fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let defaulted = |id: &str| matches!(m.value_source(id), Some(ValueSource::DefaultValue) | None);
+    for (key, value) in table {
+        let id = key.replace('-', "_");
+        if !defaulted(&id) {
+            continue;
+        }
+        let text = match &value {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let bad = |e: String| format!("{}: {key}: {e}", path.display());
+        match id.as_str() {
+            "data_dir" => args.data_dir = text.into(),
+            "object_store" => args.object_store = Some(text),
+            "metadata" => args.metadata = text,
+            "kafka_listen" => args.kafka_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "http_listen" => args.http_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "advertise" => args.advertise = Some(text),
+            "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
+            "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,
+            "flush_target_bytes" => args.flush_target_bytes = parse_size(&text).map_err(bad)?,
+            "cache_dir" => args.cache_dir = Some(text.into()),
+            "cache_memory" => args.cache_memory = parse_size(&text).map_err(bad)?,
+            "cache_disk" => args.cache_disk = parse_size(&text).map_err(bad)?,
+            "auto_create_topics" => {
+                args.auto_create_topics = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
+            "default_partitions" => {
+                args.default_partitions = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
+            _ => return Err(format!("{}: unknown option '{key}'", path.display())),
+        }
+    }
+    Ok(())
+}
+
+/// A parsed `--metadata` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataUrl {
+    Embedded,
+    Memory,
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+}
+
+pub fn parse_metadata(s: &str) -> Result<MetadataUrl, String> {
+    match s {
+        "embedded" => return Ok(MetadataUrl::Embedded),
+        "memory" | "memory://" => return Ok(MetadataUrl::Memory),
+        _ => {}
+    }
+    let rest = s.strip_prefix("etcd://").ok_or_else(|| {
+        format!("unsupported metadata '{s}': use embedded or etcd://HOST:PORT[,HOST:PORT]/PREFIX")
+    })?;
+    let (hosts, prefix) = rest.split_once('/').unwrap_or((rest, "sluice"));
+    let endpoints: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(String::from)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(format!("no etcd endpoint in '{s}'"));
+    }
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() { "sluice" } else { prefix };
+    Ok(MetadataUrl::Etcd {
+        endpoints,
+        prefix: format!("/{prefix}/"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("1XB").is_err());
+        assert_eq!(parse_duration("5ms"), Ok(Duration::from_millis(5)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_millis(7)));
+        assert!(parse_duration("5h").is_err());
+    }
+
+    #[test]
+    fn metadata_urls() {
+        assert_eq!(parse_metadata("embedded"), Ok(MetadataUrl::Embedded));
+        assert_eq!(
+            parse_metadata("etcd://a:1,b:2/cluster1"),
+            Ok(MetadataUrl::Etcd {
+                endpoints: vec!["a:1".into(), "b:2".into()],
+                prefix: "/cluster1/".into()
+            })
+        );
+        assert!(parse_metadata("zk://x").is_err());
+        assert!(parse_metadata("etcd:///p").is_err());
+    }
+
+    #[test]
+    fn config_file_fills_defaults_but_not_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "flush-max-delay = \"20ms\"\ndefault_partitions = 4\nkafka_listen = \"127.0.0.1:1\"\n",
+        )
+        .expect("write");
+        let argv = [
+            "sluice",
+            "serve",
+            "--config",
+            file.to_str().expect("utf8"),
+            "--kafka-listen",
+            "127.0.0.1:9999",
+        ];
+        let matches = Cli::command().get_matches_from(argv);
+        let mut cli = Cli::from_arg_matches(&matches).expect("parse");
+        let Command::Serve(args) = &mut cli.command else {
+            panic!("serve")
+        };
+        let sub = matches.subcommand().expect("sub").1;
+        apply_file(args, sub, &file).expect("apply");
+        assert_eq!(args.flush_max_delay, Duration::from_millis(20));
+        assert_eq!(args.default_partitions, 4);
+        assert_eq!(
+            args.kafka_listen,
+            "127.0.0.1:9999".parse().expect("addr"),
+            "the flag wins"
+        );
+    }
+}
