@@ -181,20 +181,21 @@ async fn run(
         let full = buf.bytes >= shared.config.flush_target_bytes;
         let due = buf.oldest.map(|t| t + shared.config.flush_max_delay);
         let idle = slots.available_permits() == max_inflight;
-        if !buf.is_empty() && (full || idle || closed || due.is_some_and(|d| d <= Instant::now())) {
-            if let Ok(permit) = slots.clone().try_acquire_owned() {
-                let (done_tx, done_rx) = oneshot::channel();
-                let prev = previous_commit.replace(done_rx);
-                let flush = std::mem::take(&mut buf);
-                let shared = shared.clone();
-                let finished = finished.clone();
-                tokio::spawn(async move {
-                    flush_buffer(&shared, flush, prev, done_tx).await;
-                    drop(permit);
-                    finished.notify_one();
-                });
-                continue;
-            }
+        if !buf.is_empty()
+            && (full || idle || closed || due.is_some_and(|d| d <= Instant::now()))
+            && let Ok(permit) = slots.clone().try_acquire_owned()
+        {
+            let (done_tx, done_rx) = oneshot::channel();
+            let prev = previous_commit.replace(done_rx);
+            let flush = std::mem::take(&mut buf);
+            let shared = shared.clone();
+            let finished = finished.clone();
+            tokio::spawn(async move {
+                flush_buffer(&shared, flush, prev, done_tx).await;
+                drop(permit);
+                finished.notify_one();
+            });
+            continue;
         }
         if closed {
             if buf.is_empty() {

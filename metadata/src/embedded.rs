@@ -226,10 +226,10 @@ impl Inner {
                     .map(|(id, ttl)| (id, new_lease(ttl)))
                     .collect();
                 for kv in self.kvs.values() {
-                    if let Some(l) = kv.lease {
-                        if let Some(lease) = self.leases.get_mut(&l.0) {
-                            lease.keys.insert(kv.key.clone());
-                        }
+                    if let Some(l) = kv.lease
+                        && let Some(lease) = self.leases.get_mut(&l.0)
+                    {
+                        lease.keys.insert(kv.key.clone());
                     }
                 }
                 Ok(())
@@ -276,15 +276,15 @@ impl Inner {
                 self.next_lease = self.next_lease.max(id + 1);
             }
             LogRecord::LeaseRevoke { id } => {
-                if let Some(lease) = self.leases.remove(&id) {
-                    if !lease.keys.is_empty() {
-                        self.revision += 1;
-                        let mut events = Vec::new();
-                        for key in lease.keys {
-                            self.apply_delete(&key, &mut events);
-                        }
-                        self.publish(events);
+                if let Some(lease) = self.leases.remove(&id)
+                    && !lease.keys.is_empty()
+                {
+                    self.revision += 1;
+                    let mut events = Vec::new();
+                    for key in lease.keys {
+                        self.apply_delete(&key, &mut events);
                     }
+                    self.publish(events);
                 }
             }
             LogRecord::Snapshot { .. } => {
@@ -304,12 +304,11 @@ impl Inner {
         events: &mut Vec<HistoryEntry>,
     ) {
         let prev = self.kvs.get(&key).cloned();
-        if let Some(old) = prev.as_ref().and_then(|p| p.lease) {
-            if Some(old) != lease {
-                if let Some(l) = self.leases.get_mut(&old.0) {
-                    l.keys.remove(&key);
-                }
-            }
+        if let Some(old) = prev.as_ref().and_then(|p| p.lease)
+            && Some(old) != lease
+            && let Some(l) = self.leases.get_mut(&old.0)
+        {
+            l.keys.remove(&key);
         }
         if let Some(l) = lease.and_then(|l| self.leases.get_mut(&l.0)) {
             l.keys.insert(key.clone());
@@ -410,21 +409,21 @@ impl Inner {
         // writes would be ambiguous.
         let mut written: BTreeSet<&Bytes> = BTreeSet::new();
         for op in &ops {
-            if let TxnOp::Put { key, .. } | TxnOp::Delete { key } = op {
-                if !written.insert(key) {
-                    return Err(MetaError::Rejected(
-                        "duplicate key given in txn request".into(),
-                    ));
-                }
+            if let TxnOp::Put { key, .. } | TxnOp::Delete { key } = op
+                && !written.insert(key)
+            {
+                return Err(MetaError::Rejected(
+                    "duplicate key given in txn request".into(),
+                ));
             }
         }
         for op in &ops {
-            if let TxnOp::DeletePrefix { prefix } = op {
-                if written.iter().any(|k| k.starts_with(prefix)) {
-                    return Err(MetaError::Rejected(
-                        "duplicate key given in txn request".into(),
-                    ));
-                }
+            if let TxnOp::DeletePrefix { prefix } = op
+                && written.iter().any(|k| k.starts_with(prefix))
+            {
+                return Err(MetaError::Rejected(
+                    "duplicate key given in txn request".into(),
+                ));
             }
         }
         let mut gets = Vec::new();
@@ -433,10 +432,10 @@ impl Inner {
             match op {
                 TxnOp::Get { key } => gets.push(self.kvs.get(&key).cloned()),
                 TxnOp::Put { key, value, lease } => {
-                    if let Some(l) = lease {
-                        if !self.leases.contains_key(&l.0) {
-                            return Err(MetaError::LeaseNotFound(l));
-                        }
+                    if let Some(l) = lease
+                        && !self.leases.contains_key(&l.0)
+                    {
+                        return Err(MetaError::LeaseNotFound(l));
                     }
                     persist.push(PersistOp::Put { key, value, lease });
                 }

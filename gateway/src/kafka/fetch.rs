@@ -198,7 +198,8 @@ async fn read_records(
             let next = base + i64::from(info.record_count);
             if next > offset {
                 let fits = out.len() + info.size <= limit;
-                if !fits && !(out.is_empty() && may_exceed) {
+                let oversized_first = out.is_empty() && may_exceed;
+                if !(fits || oversized_first) {
                     break 'entries;
                 }
                 let start = out.len();
