@@ -157,14 +157,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub fn parse() -> Result<Cli, String> {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    if let Command::Serve(args) | Command::Gateway(args) = &mut cli.command {
-        if let Some(path) = args.config.clone() {
-            let sub = matches
-                .subcommand()
-                .map(|(_, m)| m)
-                .ok_or("missing subcommand")?;
-            apply_file(args, sub, &path)?;
-        }
+    if let Command::Serve(args) | Command::Gateway(args) = &mut cli.command
+        && let Some(path) = args.config.clone()
+    {
+        let sub = matches
+            .subcommand()
+            .map(|(_, m)| m)
+            .ok_or("missing subcommand")?;
+        apply_file(args, sub, &path)?;
     }
     Ok(cli)
 }

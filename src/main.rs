@@ -76,7 +76,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let cache = RangeCache::open(
         &CacheConfig {
             memory_bytes: args.cache_memory as usize,
-            disk: (args.cache_disk > 0).then(|| (cache_dir, args.cache_disk as usize)),
+            disk: (args.cache_disk > 0).then_some((cache_dir, args.cache_disk as usize)),
         },
         objects.clone(),
     )
