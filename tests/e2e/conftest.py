@@ -1,0 +1,194 @@
+"""Fixtures for end-to-end tests: a real `sluice` process, real etcd, a real S3 server.
+
+Every server binds 127.0.0.1 on a free port and is stopped by its process id.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("SLUICE_BIN", ROOT / "target" / "debug" / "sluice"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, check, timeout=30.0):
+    """Polls `check` for a server that offers no readiness event; fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not ready after {timeout}s")
+        time.sleep(0.05)
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read().decode()
+
+
+class Sluice:
+    """One `sluice serve` (or `gateway`) process."""
+
+    def __init__(self, data_dir, extra_args=(), env=None, mode="serve"):
+        self.data_dir = Path(data_dir)
+        self.extra_args = list(extra_args)
+        self.env = dict(os.environ, **(env or {}))
+        self.mode = mode
+        self.proc = None
+        self.kafka = None
+        self.http = None
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def start(self):
+        assert BIN.exists(), f"{BIN} is missing: build with `cargo build` first"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(BIN), self.mode,
+            "--data-dir", str(self.data_dir),
+            "--kafka-listen", "127.0.0.1:0",
+            "--http-listen", "127.0.0.1:0",
+            "--cache-disk", "64MiB",
+            "--cache-memory", "64MiB",
+            *self.extra_args,
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=self.env)
+        # The process prints its bound addresses once it accepts connections.
+        lines = []
+        while self.kafka is None or self.http is None:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                raise AssertionError(f"sluice exited early: {lines}; see {self.log_path}")
+            lines.append(line)
+            m = re.match(r"kafka listening on (\S+)", line)
+            if m:
+                self.kafka = m.group(1)
+            m = re.match(r"http listening on (\S+)", line)
+            if m:
+                self.http = m.group(1)
+        return self
+
+    @property
+    def bootstrap(self):
+        return self.kafka
+
+    def metrics(self):
+        return http_get(f"http://{self.http}/metrics")[1]
+
+    def metric(self, name):
+        """Sum of a metric's samples whose line starts with `name` (labels included)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if line.startswith(name):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.kafka = self.http = None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.kafka = self.http = None
+
+
+@pytest.fixture
+def tmp_dir():
+    d = tempfile.mkdtemp(prefix="sluice-e2e-")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sluice(tmp_dir):
+    s = Sluice(tmp_dir / "data", ["--default-partitions", "4"]).start()
+    yield s
+    s.stop()
+
+
+class Etcd:
+    def __init__(self, base):
+        self.client = free_port()
+        peer = free_port()
+        self.endpoint = f"127.0.0.1:{self.client}"
+        url = f"http://127.0.0.1:{self.client}"
+        purl = f"http://127.0.0.1:{peer}"
+        self.log = open(base / "etcd.log", "ab")
+        self.proc = subprocess.Popen([
+            shutil.which("etcd") or "etcd", "--name=e2e", f"--data-dir={base / 'etcd'}",
+            f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
+            f"--listen-peer-urls={purl}", f"--initial-advertise-peer-urls={purl}",
+            f"--initial-cluster=e2e={purl}",
+        ], stdout=subprocess.DEVNULL, stderr=self.log)
+        wait_for("etcd", lambda: "true" in http_get(f"{url}/health")[1])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class S3:
+    def __init__(self, base):
+        port = free_port()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.log = open(base / "moto.log", "ab")
+        self.proc = subprocess.Popen(
+            [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=self.log, stderr=self.log)
+        wait_for("moto_server", lambda: http_get(self.endpoint + "/")[0] == 200)
+        self.bucket = "sluice-e2e"
+        req = urllib.request.Request(f"{self.endpoint}/{self.bucket}", method="PUT")
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def env(self):
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def etcd(tmp_dir):
+    e = Etcd(tmp_dir)
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def s3(tmp_dir):
+    s = S3(tmp_dir)
+    yield s
+    s.stop()

@@ -1,0 +1,65 @@
+"""kafka-python: produce with every codec, consume, offsets by time."""
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from records import CODECS, PARTITIONS, check, record
+
+N = 25_000  # per codec: 100k records in all
+
+
+def test_round_trip_every_codec(sluice):
+    admin = KafkaAdminClient(bootstrap_servers=sluice.bootstrap)
+    topics = [f"kp-{codec}" for codec in CODECS]
+    admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
+    admin.close()
+    for codec, topic in zip(CODECS, topics):
+        # Idempotence (the default since kafka-python 3) needs InitProducerId: see issue 3.
+        p = KafkaProducer(bootstrap_servers=sluice.bootstrap, compression_type=codec, acks="all",
+                          enable_idempotence=False,
+                          linger_ms=5)
+        futures = []
+        for i in range(N):
+            r = record(topic, i)
+            futures.append(p.send(topic, value=r["value"], key=r["key"], partition=r["partition"],
+                                  headers=r["headers"], timestamp_ms=r["timestamp"]))
+        p.flush(60)
+        for f in futures:
+            f.get(timeout=60)
+        p.close()
+
+        c = KafkaConsumer(bootstrap_servers=sluice.bootstrap, enable_auto_commit=False,
+                          consumer_timeout_ms=10_000)
+        c.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        c.seek_to_beginning()
+        got = {p: [] for p in range(PARTITIONS)}
+        count = 0
+        for m in c:
+            got[m.partition].append((m.offset, m.key, m.value, list(m.headers), m.timestamp))
+            count += 1
+            if count == N:
+                break
+        c.close()
+        check(topic, N, got)
+
+
+def test_offsets_for_times(sluice):
+    topic = "kp-times"
+    p = KafkaProducer(bootstrap_servers=sluice.bootstrap, compression_type="gzip",
+                      enable_idempotence=False)
+    for i in range(400):
+        r = record(topic, i)
+        p.send(topic, value=r["value"], key=r["key"], partition=r["partition"],
+               timestamp_ms=r["timestamp"])
+    p.flush(30)
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=sluice.bootstrap)
+    for i in [0, 3, 150, 399]:
+        r = record(topic, i)
+        tp = TopicPartition(topic, r["partition"])
+        found = c.offsets_for_times({tp: r["timestamp"]})[tp]
+        assert found.offset == i // PARTITIONS
+        assert found.timestamp == r["timestamp"]
+    assert c.beginning_offsets([TopicPartition(topic, 1)]) == {TopicPartition(topic, 1): 0}
+    assert c.end_offsets([TopicPartition(topic, 1)]) == {TopicPartition(topic, 1): 100}
+    c.close()
