@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs, when it is missing: etcd, protoc and kcat from
+# Debian; the Python clients, moto's S3 server and pytest from PyPI; kafkajs from npm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_missing=()
+command -v etcd >/dev/null || apt_missing+=(etcd-server)
+command -v etcdctl >/dev/null || apt_missing+=(etcd-client)
+command -v protoc >/dev/null || apt_missing+=(protobuf-compiler)
+command -v kcat >/dev/null || apt_missing+=(kcat)
+command -v curl >/dev/null || apt_missing+=(curl)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  echo "installing from Debian: ${apt_missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
+  # Debian starts the packaged etcd; the tests run their own on free ports.
+  as_root systemctl disable --now etcd >/dev/null 2>&1 || true
+fi
+
+if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto' 2>/dev/null \
+  || ! command -v moto_server >/dev/null; then
+  echo "installing Python test requirements"
+  python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
+fi
+
+if [ ! -d tests/e2e/node/node_modules/kafkajs ]; then
+  echo "installing kafkajs"
+  (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
