@@ -38,6 +38,12 @@ enum ConnError {
     Frame(#[from] sluice_protocols::kafka::frame::FrameError),
     #[error("{0}")]
     Header(#[from] HeaderError),
+    #[error("{api:?} v{version}: {source}")]
+    Body {
+        api: ApiKey,
+        version: i16,
+        source: HeaderError,
+    },
     #[error("unknown api key {0}")]
     UnknownApi(i16),
     #[error("unsupported version {1} of {0:?}")]
@@ -118,14 +124,14 @@ async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnEr
     let header_version = key.response_header_version(version);
     macro_rules! serve {
         ($req:ty, $handler:expr) => {{
-            let req: $req = decode_body(&mut frame, version)?;
+            let req: $req = body(&mut frame, key, version)?;
             let resp = $handler(&ctx, req, version).await;
             Some(encode_response(cid, header_version, &resp, version)?)
         }};
     }
     let out = match key {
         ApiKey::ApiVersions => {
-            let _: ApiVersionsRequest = decode_body(&mut frame, version)?;
+            let _: ApiVersionsRequest = body(&mut frame, key, version)?;
             Some(encode_response(
                 cid,
                 header_version,
@@ -134,7 +140,7 @@ async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnEr
             )?)
         }
         ApiKey::Produce => {
-            let req: ProduceRequest = decode_body(&mut frame, version)?;
+            let req: ProduceRequest = body(&mut frame, key, version)?;
             let acks = req.acks;
             let resp = produce::handle(&ctx, req, version).await;
             if acks == 0 {
@@ -160,6 +166,18 @@ async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnEr
         .with_label_values(&[name])
         .observe(start.elapsed().as_secs_f64());
     Ok(out)
+}
+
+fn body<T: kafka_protocol::protocol::Decodable>(
+    frame: &mut Bytes,
+    api: ApiKey,
+    version: i16,
+) -> Result<T, ConnError> {
+    decode_body(frame, version).map_err(|source| ConnError::Body {
+        api,
+        version,
+        source,
+    })
 }
 
 fn api_versions(error_code: i16) -> ApiVersionsResponse {

@@ -105,9 +105,9 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
             if version >= 5 {
                 out = out.with_log_start_offset(view.log_start_offset);
             }
-            if read_committed {
-                out = out.with_aborted_transactions(Some(Vec::new()));
-            }
+            // As Apache Kafka: an (empty, without transactions) list for read_committed,
+            // null for read_uncommitted.
+            out = out.with_aborted_transactions(read_committed.then(Vec::new));
             if p.fetch_offset < view.log_start_offset || p.fetch_offset > view.high_watermark {
                 errors = true;
                 partitions.push(out.with_error_code(ResponseError::OffsetOutOfRange.code()));
