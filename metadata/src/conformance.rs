@@ -227,6 +227,37 @@ pub async fn compaction(s: &dyn MetaStore) {
     assert_eq!(next_event(&mut w).await.kv.mod_revision, r3);
 }
 
+/// A range larger than one page of a backend's paging is returned whole, in key order, at
+/// one revision.
+pub async fn large_range(s: &dyn MetaStore) {
+    const N: usize = 2_500;
+    let value = Bytes::from(vec![b'x'; 200]);
+    for chunk in (0..N).collect::<Vec<_>>().chunks(100) {
+        let ops = chunk
+            .iter()
+            .map(|i| TxnOp::put(format!("big/{i:05}"), value.clone()))
+            .collect();
+        s.txn(Txn {
+            success: ops,
+            ..Txn::default()
+        })
+        .await
+        .expect("txn");
+    }
+    let before = s.range(b"big/", None).await.expect("range");
+    s.put("big/zzzzz", "late").await.expect("put");
+    let again = s
+        .range(b"big/", Some(before.revision))
+        .await
+        .expect("range at revision");
+    assert_eq!(before.kvs.len(), N);
+    assert_eq!(again.kvs, before.kvs);
+    let keys: Vec<_> = before.kvs.iter().map(|kv| kv.key.clone()).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+}
+
 /// Concurrent compare-and-swap increments lose no update.
 pub async fn concurrent_cas(s: Arc<dyn MetaStore>) {
     const TASKS: usize = 6;
@@ -280,5 +311,6 @@ where
     range_at_revision(&*make().await).await;
     leases(&*make().await).await;
     compaction(&*make().await).await;
+    large_range(&*make().await).await;
     concurrent_cas(make().await).await;
 }

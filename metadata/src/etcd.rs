@@ -25,6 +25,22 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
+/// Keys per range request.
+const RANGE_PAGE: i64 = 1000;
+
+/// The smallest key after every key that starts with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: the range runs to the end of the keyspace.
+    vec![0]
+}
+
 fn map_err(e: etcd_client::Error) -> MetaError {
     match &e {
         etcd_client::Error::GRpcStatus(s) => {
@@ -125,26 +141,47 @@ impl MetaStore for EtcdStore {
     }
 
     async fn range(&self, prefix: &[u8], revision: Option<Revision>) -> MetaResult<RangeResult> {
-        let mut opts = GetOptions::new().with_prefix();
-        if let Some(r) = revision {
-            opts = opts.with_revision(r);
+        // Read in pages, all at the revision of the first page, so a large prefix never
+        // exceeds the gRPC message limit and the result is still one consistent snapshot.
+        let start = self.full(prefix);
+        let end = prefix_end(&start);
+        let mut key = start;
+        let mut at = revision;
+        let mut kvs = Vec::new();
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(RANGE_PAGE);
+            if let Some(r) = at {
+                opts = opts.with_revision(r);
+            }
+            let resp = self
+                .client
+                .clone()
+                .get(key.clone(), Some(opts))
+                .await
+                .map_err(|e| match map_err(e) {
+                    MetaError::Compacted { .. } => MetaError::Compacted {
+                        requested: at.unwrap_or(0),
+                        compacted: 0,
+                    },
+                    other => other,
+                })?;
+            if at.is_none() {
+                at = Some(resp.header().map_or(0, |h| h.revision()));
+            }
+            kvs.extend(resp.kvs().iter().map(|kv| self.kv(kv)));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    key = last.key().to_vec();
+                    key.push(0);
+                }
+                _ => break,
+            }
         }
-        let resp = self
-            .client
-            .clone()
-            .get(self.full(prefix), Some(opts))
-            .await
-            .map_err(|e| match map_err(e) {
-                MetaError::Compacted { .. } => MetaError::Compacted {
-                    requested: revision.unwrap_or(0),
-                    compacted: 0,
-                },
-                other => other,
-            })?;
-        let header_rev = resp.header().map_or(0, |h| h.revision());
         Ok(RangeResult {
-            kvs: resp.kvs().iter().map(|kv| self.kv(kv)).collect(),
-            revision: revision.unwrap_or(header_rev),
+            kvs,
+            revision: at.unwrap_or(0),
         })
     }
 
