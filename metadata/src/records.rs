@@ -73,6 +73,35 @@ pub struct Chunk {
     pub max_timestamp: i64,
 }
 
+impl Chunk {
+    /// Encoded size: 16-byte topic id, `u32 partition`, `u64 position`, `u32 size`,
+    /// `u32 records`, `i64 max timestamp`, big-endian.
+    pub const ENCODED_LEN: usize = 44;
+
+    pub fn encode_into(&self, b: &mut impl BufMut) {
+        b.put_slice(self.topic_id.as_bytes());
+        b.put_u32(self.partition);
+        b.put_u64(self.position);
+        b.put_u32(self.size);
+        b.put_u32(self.records);
+        b.put_i64(self.max_timestamp);
+    }
+
+    /// Reads one chunk; the caller checks that [`Self::ENCODED_LEN`] bytes remain.
+    pub fn decode_from(b: &mut impl Buf) -> Self {
+        let mut id = [0u8; 16];
+        b.copy_to_slice(&mut id);
+        Self {
+            topic_id: Uuid::from_bytes(id),
+            partition: b.get_u32(),
+            position: b.get_u64(),
+            size: b.get_u32(),
+            records: b.get_u32(),
+            max_timestamp: b.get_i64(),
+        }
+    }
+}
+
 /// What one flush commits: a WAL object and the chunks in it, stored under
 /// `log/commits/<object id>`. Its revision in the store orders it among all commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,19 +117,16 @@ impl CommitRecord {
     /// then per chunk: 16-byte topic id, `u32 partition`, `u64 position`, `u32 size`,
     /// `u32 records`, `i64 max timestamp`.
     pub fn encode(&self) -> Bytes {
-        let mut b = BytesMut::with_capacity(16 + self.object.len() + self.chunks.len() * 44);
+        let mut b = BytesMut::with_capacity(
+            16 + self.object.len() + self.chunks.len() * Chunk::ENCODED_LEN,
+        );
         b.put_u16(COMMIT_VERSION);
         b.put_u16(self.object.len() as u16);
         b.put_slice(self.object.as_bytes());
         b.put_u64(self.object_size);
         b.put_u32(self.chunks.len() as u32);
         for c in &self.chunks {
-            b.put_slice(c.topic_id.as_bytes());
-            b.put_u32(c.partition);
-            b.put_u64(c.position);
-            b.put_u32(c.size);
-            b.put_u32(c.records);
-            b.put_i64(c.max_timestamp);
+            c.encode_into(&mut b);
         }
         b.freeze()
     }
@@ -131,22 +157,10 @@ impl CommitRecord {
         b.advance(n);
         let object_size = b.get_u64();
         let count = b.get_u32() as usize;
-        if b.remaining() != count * 44 {
+        if b.remaining() != count * Chunk::ENCODED_LEN {
             return Err(short());
         }
-        let mut chunks = Vec::with_capacity(count);
-        for _ in 0..count {
-            let mut id = [0u8; 16];
-            b.copy_to_slice(&mut id);
-            chunks.push(Chunk {
-                topic_id: Uuid::from_bytes(id),
-                partition: b.get_u32(),
-                position: b.get_u64(),
-                size: b.get_u32(),
-                records: b.get_u32(),
-                max_timestamp: b.get_i64(),
-            });
-        }
+        let chunks = (0..count).map(|_| Chunk::decode_from(&mut b)).collect();
         Ok(Self {
             object,
             object_size,

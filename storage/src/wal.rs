@@ -24,7 +24,7 @@ pub const MAGIC: &[u8; 8] = b"SLUICEWL";
 pub const VERSION: u16 = 1;
 pub const HEADER_SIZE: usize = 16;
 const TRAILER_SIZE: usize = 16;
-const CHUNK_ENTRY_SIZE: usize = 44;
+const CHUNK_ENTRY_SIZE: usize = Chunk::ENCODED_LEN;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WalError {
@@ -80,12 +80,7 @@ pub fn encode(chunks: &[ChunkInput]) -> (Bytes, Vec<Chunk>) {
     let footer_start = buf.len();
     buf.put_u32(out.len() as u32);
     for c in &out {
-        buf.put_slice(c.topic_id.as_bytes());
-        buf.put_u32(c.partition);
-        buf.put_u64(c.position);
-        buf.put_u32(c.size);
-        buf.put_u32(c.records);
-        buf.put_i64(c.max_timestamp);
+        c.encode_into(&mut buf);
     }
     let crc = crc32c::crc32c(&buf[footer_start..]);
     let footer_len = (buf.len() - footer_start) as u32;
@@ -126,16 +121,7 @@ pub fn decode_footer(object: &[u8]) -> Result<Vec<Chunk>, WalError> {
     }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let mut id = [0u8; 16];
-        f.copy_to_slice(&mut id);
-        let c = Chunk {
-            topic_id: Uuid::from_bytes(id),
-            partition: f.get_u32(),
-            position: f.get_u64(),
-            size: f.get_u32(),
-            records: f.get_u32(),
-            max_timestamp: f.get_i64(),
-        };
+        let c = Chunk::decode_from(&mut f);
         if c.position < HEADER_SIZE as u64 || c.position + u64::from(c.size) > footer_start as u64 {
             return Err(WalError::Inconsistent("chunk outside the data section"));
         }
