@@ -18,7 +18,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use object_store::{ObjectStore, PutMode, PutOptions};
 use sluice_cache::RangeCache;
-use sluice_metadata::records::CommitRecord;
+use sluice_metadata::log::BatchOutcome;
+use sluice_metadata::records::{BatchMeta, CommitChunk, CommitRecord};
 use sluice_metadata::{Compare, SharedStore, Txn, TxnOp, keys};
 use sluice_storage::{naming, wal};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -35,8 +36,8 @@ pub struct Append {
     pub topic_id: Uuid,
     pub partition: u32,
     pub batch: Bytes,
-    pub records: u32,
-    pub max_timestamp: i64,
+    /// What the batch header says (its size is `batch.len()`).
+    pub meta: BatchMeta,
 }
 
 /// Why an append was not acknowledged. Nothing about it is visible in the log unless the
@@ -51,27 +52,29 @@ pub enum AppendError {
     Timeout,
     #[error("the topic or partition was deleted before the commit was applied")]
     Gone,
+    #[error("the batch's sequence number does not follow the producer's last one")]
+    OutOfOrderSequence,
+    #[error("the batch's producer epoch is older than the producer's current one")]
+    InvalidProducerEpoch,
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
 
-struct Waiter {
-    /// Records before this append in its chunk.
-    offset_in_chunk: u32,
-    reply: oneshot::Sender<Result<i64, AppendError>>,
-}
+type Reply = oneshot::Sender<Result<i64, AppendError>>;
 
 #[derive(Default)]
 struct Buffer {
     chunks: Vec<wal::ChunkInput>,
-    waiters: Vec<Vec<Waiter>>,
+    /// Per chunk, its batches in order, and who waits for each.
+    metas: Vec<Vec<BatchMeta>>,
+    waiters: Vec<Vec<Reply>>,
     index: HashMap<(Uuid, u32), usize>,
     bytes: usize,
     oldest: Option<Instant>,
 }
 
 impl Buffer {
-    fn add(&mut self, a: Append, reply: oneshot::Sender<Result<i64, AppendError>>) {
+    fn add(&mut self, a: Append, reply: Reply) {
         let i = *self
             .index
             .entry((a.topic_id, a.partition))
@@ -83,16 +86,15 @@ impl Buffer {
                     records: 0,
                     max_timestamp: -1,
                 });
+                self.metas.push(Vec::new());
                 self.waiters.push(Vec::new());
                 self.chunks.len() - 1
             });
         let chunk = &mut self.chunks[i];
-        self.waiters[i].push(Waiter {
-            offset_in_chunk: chunk.records,
-            reply,
-        });
-        chunk.records += a.records;
-        chunk.max_timestamp = chunk.max_timestamp.max(a.max_timestamp);
+        self.waiters[i].push(reply);
+        self.metas[i].push(a.meta);
+        chunk.records += a.meta.records;
+        chunk.max_timestamp = chunk.max_timestamp.max(a.meta.max_timestamp);
         self.bytes += a.batch.len();
         chunk.batches.push(a.batch);
         self.oldest.get_or_insert_with(Instant::now);
@@ -240,7 +242,7 @@ async fn sleep_until(t: Option<Instant>) {
 
 fn fail(buf: Buffer, e: AppendError) {
     for w in buf.waiters.into_iter().flatten() {
-        let _ = w.reply.send(Err(e.clone()));
+        let _ = w.send(Err(e.clone()));
     }
 }
 
@@ -277,7 +279,14 @@ async fn flush_buffer(
     let record = CommitRecord {
         object: path.to_string(),
         object_size: object.len() as u64,
-        chunks,
+        chunks: chunks
+            .into_iter()
+            .zip(&buf.metas)
+            .map(|(chunk, batches)| CommitChunk {
+                chunk,
+                batches: batches.clone(),
+            })
+            .collect(),
     };
     let applied = shared.log.expect_commit(&id);
     if let Some(prev) = previous_commit {
@@ -310,8 +319,8 @@ async fn flush_buffer(
             return fail(buf, AppendError::Metadata(e.to_string()));
         }
     }
-    let bases = match tokio::time::timeout(shared.config.commit_timeout, applied).await {
-        Ok(Ok(bases)) => bases,
+    let outcomes = match tokio::time::timeout(shared.config.commit_timeout, applied).await {
+        Ok(Ok(outcomes)) => outcomes,
         _ => {
             shared.log.forget_commit(&id);
             metrics::FLUSH_ERRORS.with_label_values(&["apply"]).inc();
@@ -319,13 +328,21 @@ async fn flush_buffer(
         }
     };
     metrics::FLUSH_SECONDS.observe(start.elapsed().as_secs_f64());
-    for (waiters, base) in buf.waiters.into_iter().zip(bases) {
-        for w in waiters {
-            let r = match base {
-                Some(b) => Ok(b + i64::from(w.offset_in_chunk)),
-                None => Err(AppendError::Gone),
+    for (waiters, outcomes) in buf.waiters.into_iter().zip(outcomes) {
+        for (w, outcome) in waiters.into_iter().zip(outcomes) {
+            let (r, label) = match outcome {
+                BatchOutcome::Appended(base) => (Ok(base), "appended"),
+                BatchOutcome::Duplicate(base) => (Ok(base), "duplicate"),
+                BatchOutcome::OutOfOrderSequence => {
+                    (Err(AppendError::OutOfOrderSequence), "out_of_order")
+                }
+                BatchOutcome::InvalidProducerEpoch => {
+                    (Err(AppendError::InvalidProducerEpoch), "fenced")
+                }
+                BatchOutcome::Gone => (Err(AppendError::Gone), "gone"),
             };
-            let _ = w.reply.send(r);
+            metrics::PRODUCE_BATCHES.with_label_values(&[label]).inc();
+            let _ = w.send(r);
         }
     }
 }

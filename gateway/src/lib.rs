@@ -8,6 +8,7 @@ mod http;
 mod kafka;
 mod log;
 pub mod metrics;
+mod producer_ids;
 mod server;
 mod topics;
 

@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
-use sluice_metadata::log::{Applied, LogState};
+use sluice_metadata::log::{Applied, BatchOutcome, LogState};
 use sluice_metadata::{
     EventKind, KeyValue, MetaError, MetaResult, Revision, SharedStore, WatchEvent, keys,
 };
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Base offsets of a commit's chunks, as the log assigned them.
-pub type CommitOffsets = Vec<Option<i64>>;
+/// Where each batch of each chunk of a commit went, as the log decided.
+pub type CommitOffsets = Vec<Vec<BatchOutcome>>;
 
 pub struct Log {
     state: RwLock<LogState>,
@@ -96,14 +96,14 @@ impl Log {
             g.apply(event)
         };
         match applied {
-            Ok(Applied::Commit { id, bases, .. }) => {
+            Ok(Applied::Commit { id, outcomes, .. }) => {
                 let waiter = self
                     .waiters
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&id);
                 if let Some(tx) = waiter {
-                    let _ = tx.send(bases);
+                    let _ = tx.send(outcomes);
                 }
             }
             Ok(_) => {}

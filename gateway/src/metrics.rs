@@ -73,3 +73,13 @@ pub static FLUSH_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("invariant: metric registered once")
 });
+
+pub static PRODUCE_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_produce_batches_total",
+        "Produced batches by where the log put them: appended, duplicate (a retry answered with \
+         its original offset), out_of_order, fenced, gone",
+        &["outcome"]
+    )
+    .expect("invariant: metric registered once")
+});

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batcher::Batcher;
 use crate::config::GatewayConfig;
 use crate::log::Log;
+use crate::producer_ids::ProducerIds;
 use crate::{http, kafka};
 
 /// Connections served at once; more wait in the listen backlog.
@@ -40,6 +41,7 @@ pub(crate) struct Ctx {
     pub batcher: Batcher,
     pub cache: Arc<RangeCache>,
     pub faults: Option<Arc<Faults>>,
+    pub producer_ids: ProducerIds,
     pub node_id: i32,
     pub host: String,
     pub port: u16,
@@ -135,6 +137,7 @@ impl Gateway {
         let ctx = Arc::new(Ctx {
             node_id: config.node_id.unwrap_or_else(|| node_id_for(&host, port)),
             config,
+            producer_ids: ProducerIds::new(services.store.clone()),
             store: services.store,
             log,
             batcher,

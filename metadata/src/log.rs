@@ -6,13 +6,13 @@
 //! the moment the commit is applied. No gateway ever compares-and-swaps a watermark, so
 //! gateways writing the same partition never conflict.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::keys;
-use crate::records::{CommitRecord, RecordError, TopicRecord};
+use crate::records::{BatchMeta, CommitRecord, RecordError, TopicRecord};
 use crate::store::{EventKind, Revision, WatchEvent};
 
 /// Where a run of offsets lives: a chunk of a WAL object.
@@ -34,15 +34,111 @@ impl IndexEntry {
     }
 }
 
+/// Batches of one producer the log remembers, to recognise retries: as many as a producer
+/// may have in flight.
+const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// What the log knows of one idempotent producer on one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerState {
+    pub epoch: i16,
+    /// `(first sequence, last sequence, base offset)` of its latest batches, oldest first.
+    pub batches: VecDeque<(i32, i32, i64)>,
+}
+
+/// The sequence number after `seq`, wrapping as Kafka's do.
+fn next_sequence(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// The last sequence of a batch of `records` starting at `first`.
+fn last_sequence(first: i32, records: u32) -> i32 {
+    let span = i64::from(records.max(1)) - 1;
+    ((i64::from(first) + span) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Where a batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// Appended at this base offset.
+    Appended(i64),
+    /// A retry of a batch already in the log at this base offset: not appended again.
+    Duplicate(i64),
+    /// Its sequence does not follow the producer's last one.
+    OutOfOrderSequence,
+    /// Its producer epoch is older than the producer's current one.
+    InvalidProducerEpoch,
+    /// The topic or partition no longer exists.
+    Gone,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionLog {
     pub log_start_offset: i64,
     pub high_watermark: i64,
     /// Sorted by offset, contiguous.
     pub entries: Vec<IndexEntry>,
+    /// Idempotent producers by id.
+    pub producers: HashMap<i64, ProducerState>,
 }
 
 impl PartitionLog {
+    /// Decides where an idempotent producer's batch goes, as Apache Kafka does: an older
+    /// epoch is fenced; a new epoch must start at sequence 0; within an epoch a batch must
+    /// continue the last sequence or repeat one of the latest batches (a retry).
+    fn check_sequence(&self, b: &BatchMeta) -> BatchOutcome {
+        let Some(p) = self.producers.get(&b.producer_id) else {
+            // A producer the log does not know (new, or its state is gone): accept.
+            return BatchOutcome::Appended(self.high_watermark);
+        };
+        if b.producer_epoch < p.epoch {
+            return BatchOutcome::InvalidProducerEpoch;
+        }
+        if b.producer_epoch > p.epoch {
+            return if b.base_sequence == 0 {
+                BatchOutcome::Appended(self.high_watermark)
+            } else {
+                BatchOutcome::OutOfOrderSequence
+            };
+        }
+        let last = last_sequence(b.base_sequence, b.records);
+        if let Some(&(_, _, base)) = p
+            .batches
+            .iter()
+            .find(|(f, l, _)| *f == b.base_sequence && *l == last)
+        {
+            return BatchOutcome::Duplicate(base);
+        }
+        match p.batches.back() {
+            Some(&(_, prev_last, _)) if b.base_sequence != next_sequence(prev_last) => {
+                BatchOutcome::OutOfOrderSequence
+            }
+            _ => BatchOutcome::Appended(self.high_watermark),
+        }
+    }
+
+    fn record_producer(&mut self, b: &BatchMeta, base: i64) {
+        let entry = self
+            .producers
+            .entry(b.producer_id)
+            .or_insert_with(|| ProducerState {
+                epoch: b.producer_epoch,
+                batches: VecDeque::new(),
+            });
+        if entry.epoch != b.producer_epoch {
+            entry.epoch = b.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back((
+            b.base_sequence,
+            last_sequence(b.base_sequence, b.records),
+            base,
+        ));
+        while entry.batches.len() > PRODUCER_BATCHES_KEPT {
+            entry.batches.pop_front();
+        }
+    }
+
     /// The entries holding `offset` and everything after it.
     pub fn entries_from(&self, offset: i64) -> &[IndexEntry] {
         let i = self.entries.partition_point(|e| e.end_offset() <= offset);
@@ -76,13 +172,12 @@ pub enum Applied {
     TopicDeleted {
         name: String,
     },
-    /// A commit: the base offset of each chunk, in order (`None` where the topic or
-    /// partition no longer exists, so the chunk takes no offsets).
+    /// A commit: where each batch of each chunk went, in order.
     Commit {
         /// The commit's id: its key without the commits prefix (the WAL object's id).
         id: String,
         revision: Revision,
-        bases: Vec<Option<i64>>,
+        outcomes: Vec<Vec<BatchOutcome>>,
         partitions: Vec<(Uuid, u32)>,
     },
     /// An event the log does not act on (removal of an old commit record).
@@ -181,36 +276,61 @@ impl LogState {
 
     fn apply_commit(&mut self, key: String, revision: Revision, commit: CommitRecord) -> Applied {
         let object: Arc<str> = Arc::from(commit.object.as_str());
-        let mut bases = Vec::with_capacity(commit.chunks.len());
+        let mut outcomes = Vec::with_capacity(commit.chunks.len());
         let mut partitions = Vec::new();
         for c in &commit.chunks {
             let log = self
                 .ids
-                .get(&c.topic_id)
+                .get(&c.chunk.topic_id)
                 .and_then(|n| self.topics.get_mut(n))
-                .and_then(|t| t.partitions.get_mut(c.partition as usize));
+                .and_then(|t| t.partitions.get_mut(c.chunk.partition as usize));
             let Some(log) = log else {
-                bases.push(None);
+                outcomes.push(vec![BatchOutcome::Gone; c.batches.len()]);
                 continue;
             };
-            let base = log.high_watermark;
-            log.entries.push(IndexEntry {
-                base_offset: base,
-                records: c.records,
-                object: object.clone(),
-                object_size: commit.object_size,
-                position: c.position,
-                size: c.size,
-                max_timestamp: c.max_timestamp,
-            });
-            log.high_watermark += i64::from(c.records);
-            bases.push(Some(base));
-            partitions.push((c.topic_id, c.partition));
+            let mut results = Vec::with_capacity(c.batches.len());
+            let mut position = c.chunk.position;
+            // Accepted batches that sit next to each other share one index entry.
+            let mut run_end: Option<u64> = None;
+            for b in &c.batches {
+                let outcome = if b.producer_id >= 0 {
+                    log.check_sequence(b)
+                } else {
+                    BatchOutcome::Appended(log.high_watermark)
+                };
+                if let BatchOutcome::Appended(base) = outcome {
+                    match (run_end == Some(position), log.entries.last_mut()) {
+                        (true, Some(e)) => {
+                            e.records += b.records;
+                            e.size += b.size;
+                            e.max_timestamp = e.max_timestamp.max(b.max_timestamp);
+                        }
+                        _ => log.entries.push(IndexEntry {
+                            base_offset: base,
+                            records: b.records,
+                            object: object.clone(),
+                            object_size: commit.object_size,
+                            position,
+                            size: b.size,
+                            max_timestamp: b.max_timestamp,
+                        }),
+                    }
+                    run_end = Some(position + u64::from(b.size));
+                    log.high_watermark += i64::from(b.records);
+                    if b.producer_id >= 0 {
+                        log.record_producer(b, base);
+                    }
+                }
+                results.push(outcome);
+                position += u64::from(b.size);
+            }
+            outcomes.push(results);
+            partitions.push((c.chunk.topic_id, c.chunk.partition));
         }
         Applied::Commit {
             id: key,
             revision,
-            bases,
+            outcomes,
             partitions,
         }
     }
@@ -219,7 +339,7 @@ impl LogState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{Chunk, TOPIC_VERSION};
+    use crate::records::{Chunk, CommitChunk, TOPIC_VERSION};
     use crate::store::KeyValue;
     use bytes::Bytes;
 
@@ -247,23 +367,123 @@ mod tests {
         }
     }
 
-    fn commit(topic: u128, parts: &[(u32, u32)]) -> Bytes {
+    /// A plain (non-idempotent) batch of `records` records.
+    fn plain(records: u32) -> BatchMeta {
+        BatchMeta {
+            size: 10,
+            records,
+            max_timestamp: i64::from(records),
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
+    fn idem(producer_id: i64, epoch: i16, base_sequence: i32, records: u32) -> BatchMeta {
+        BatchMeta {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence,
+            ..plain(records)
+        }
+    }
+
+    fn commit_batches(topic: u128, parts: &[(u32, Vec<BatchMeta>)]) -> Bytes {
         CommitRecord {
             object: "wal/x".into(),
             object_size: 1000,
             chunks: parts
                 .iter()
-                .map(|&(partition, records)| Chunk {
-                    topic_id: Uuid::from_u128(topic),
-                    partition,
-                    position: 0,
-                    size: 10,
-                    records,
-                    max_timestamp: i64::from(records),
+                .map(|(partition, batches)| CommitChunk {
+                    chunk: Chunk {
+                        topic_id: Uuid::from_u128(topic),
+                        partition: *partition,
+                        position: 0,
+                        size: batches.iter().map(|b| b.size).sum(),
+                        records: batches.iter().map(|b| b.records).sum(),
+                        max_timestamp: batches.iter().map(|b| b.max_timestamp).max().unwrap_or(-1),
+                    },
+                    batches: batches.clone(),
                 })
                 .collect(),
         }
         .encode()
+    }
+
+    fn commit(topic: u128, parts: &[(u32, u32)]) -> Bytes {
+        let parts: Vec<(u32, Vec<BatchMeta>)> =
+            parts.iter().map(|&(p, r)| (p, vec![plain(r)])).collect();
+        commit_batches(topic, &parts)
+    }
+
+    fn outcomes(a: Applied) -> Vec<Vec<BatchOutcome>> {
+        match a {
+            Applied::Commit { outcomes, .. } => outcomes,
+            other => panic!("not a commit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn idempotent_batches_are_deduplicated_ordered_and_fenced() {
+        use BatchOutcome::*;
+        let mut s = LogState::default();
+        s.apply(&event(
+            EventKind::Put,
+            keys::topic("t"),
+            topic(1, 1).encode(),
+            1,
+        ))
+        .expect("apply");
+        let mut rev = 1;
+        let mut apply = |batches: Vec<BatchMeta>| {
+            rev += 1;
+            outcomes(
+                s.apply(&event(
+                    EventKind::Put,
+                    keys::commit(&rev.to_string()),
+                    commit_batches(1, &[(0, batches)]),
+                    rev,
+                ))
+                .expect("apply"),
+            )
+            .remove(0)
+        };
+        // Producer 7: seq 0..=2, then 3..=4; a retry of the first batch is a duplicate.
+        assert_eq!(
+            apply(vec![idem(7, 0, 0, 3), plain(1), idem(7, 0, 3, 2)]),
+            vec![Appended(0), Appended(3), Appended(4)]
+        );
+        assert_eq!(apply(vec![idem(7, 0, 0, 3)]), vec![Duplicate(0)]);
+        assert_eq!(
+            apply(vec![idem(7, 0, 3, 2), idem(7, 0, 5, 1)]),
+            vec![Duplicate(4), Appended(6)]
+        );
+        // A gap is out of order; nothing is appended.
+        assert_eq!(apply(vec![idem(7, 0, 9, 1)]), vec![OutOfOrderSequence]);
+        // A new epoch must start at 0; after it, the old epoch is fenced.
+        assert_eq!(apply(vec![idem(7, 1, 4, 1)]), vec![OutOfOrderSequence]);
+        assert_eq!(apply(vec![idem(7, 1, 0, 1)]), vec![Appended(7)]);
+        assert_eq!(apply(vec![idem(7, 0, 6, 1)]), vec![InvalidProducerEpoch]);
+        // Another producer is independent; an unknown producer may start anywhere.
+        assert_eq!(apply(vec![idem(8, 0, 100, 2)]), vec![Appended(8)]);
+        assert_eq!(
+            apply(vec![idem(8, 0, 102, 1), idem(8, 0, 102, 1)]),
+            vec![Appended(10), Duplicate(10)]
+        );
+        // Sequences wrap.
+        assert_eq!(
+            apply(vec![idem(9, 0, i32::MAX - 1, 2), idem(9, 0, 0, 1)]),
+            vec![Appended(11), Appended(13)]
+        );
+        let p = s.partition(&Uuid::from_u128(1), 0).expect("partition");
+        assert_eq!(p.high_watermark, 14);
+        // Rejected batches left gaps in the chunk; index entries still cover every offset once.
+        let mut next = 0;
+        for e in &p.entries {
+            assert_eq!(e.base_offset, next);
+            next = e.end_offset();
+        }
+        assert_eq!(next, 14);
     }
 
     #[test]
@@ -292,8 +512,9 @@ mod tests {
                 3,
             ))
             .expect("apply");
-        assert!(matches!(a, Applied::Commit { ref bases, .. } if bases == &[Some(0), Some(0)]));
-        assert!(matches!(b, Applied::Commit { ref bases, .. } if bases == &[Some(3), None]));
+        use BatchOutcome::*;
+        assert_eq!(outcomes(a), vec![vec![Appended(0)], vec![Appended(0)]]);
+        assert_eq!(outcomes(b), vec![vec![Appended(3)], vec![Gone]]);
         let p0 = s.partition(&Uuid::from_u128(1), 0).expect("partition");
         assert_eq!(p0.high_watermark, 7);
         assert_eq!(p0.entries_from(2).len(), 2);
@@ -340,7 +561,7 @@ mod tests {
                 5,
             ))
             .expect("apply");
-        assert!(matches!(late, Applied::Commit { ref bases, .. } if bases == &[None]));
+        assert_eq!(outcomes(late), vec![vec![BatchOutcome::Gone]]);
         assert_eq!(
             s.partition(&Uuid::from_u128(2), 0)
                 .map(|p| p.high_watermark),

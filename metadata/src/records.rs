@@ -58,7 +58,8 @@ impl TopicRecord {
     }
 }
 
-pub const COMMIT_VERSION: u16 = 1;
+/// Commit records are written at version 2; version 1 (no per-batch list) still decodes.
+pub const COMMIT_VERSION: u16 = 2;
 
 /// One partition's bytes inside a WAL object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,52 @@ impl Chunk {
     }
 }
 
+/// One record batch of a chunk, as its header says: what the log needs to place it and,
+/// for idempotent producers, to check its sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub size: u32,
+    pub records: u32,
+    pub max_timestamp: i64,
+    /// -1 unless the producer is idempotent.
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+impl BatchMeta {
+    /// `u32 size`, `u32 records`, `i64 max timestamp`, `i64 producer id`, `i16 epoch`,
+    /// `i32 base sequence`.
+    pub const ENCODED_LEN: usize = 30;
+
+    fn encode_into(&self, b: &mut impl BufMut) {
+        b.put_u32(self.size);
+        b.put_u32(self.records);
+        b.put_i64(self.max_timestamp);
+        b.put_i64(self.producer_id);
+        b.put_i16(self.producer_epoch);
+        b.put_i32(self.base_sequence);
+    }
+
+    fn decode_from(b: &mut impl Buf) -> Self {
+        Self {
+            size: b.get_u32(),
+            records: b.get_u32(),
+            max_timestamp: b.get_i64(),
+            producer_id: b.get_i64(),
+            producer_epoch: b.get_i16(),
+            base_sequence: b.get_i32(),
+        }
+    }
+}
+
+/// A chunk and its batches, in order; their sizes add up to the chunk's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitChunk {
+    pub chunk: Chunk,
+    pub batches: Vec<BatchMeta>,
+}
+
 /// What one flush commits: a WAL object and the chunks in it, stored under
 /// `log/commits/<object id>`. Its revision in the store orders it among all commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,16 +156,20 @@ pub struct CommitRecord {
     /// The object's path in the bucket, relative to the store's root.
     pub object: String,
     pub object_size: u64,
-    pub chunks: Vec<Chunk>,
+    pub chunks: Vec<CommitChunk>,
 }
 
 impl CommitRecord {
-    /// Layout: `u16 version`, `u16 path length`, path, `u64 object size`, `u32 chunk count`,
-    /// then per chunk: 16-byte topic id, `u32 partition`, `u64 position`, `u32 size`,
-    /// `u32 records`, `i64 max timestamp`.
+    /// Layout (version 2): `u16 version`, `u16 path length`, path, `u64 object size`,
+    /// `u32 chunk count`, then per chunk: the chunk (see [`Chunk::ENCODED_LEN`]), `u32 batch
+    /// count`, and each batch (see [`BatchMeta::ENCODED_LEN`]). Version 1 had no batch
+    /// count or batches.
     pub fn encode(&self) -> Bytes {
+        let batches: usize = self.chunks.iter().map(|c| c.batches.len()).sum();
         let mut b = BytesMut::with_capacity(
-            16 + self.object.len() + self.chunks.len() * Chunk::ENCODED_LEN,
+            16 + self.object.len()
+                + self.chunks.len() * (Chunk::ENCODED_LEN + 4)
+                + batches * BatchMeta::ENCODED_LEN,
         );
         b.put_u16(COMMIT_VERSION);
         b.put_u16(self.object.len() as u16);
@@ -126,7 +177,11 @@ impl CommitRecord {
         b.put_u64(self.object_size);
         b.put_u32(self.chunks.len() as u32);
         for c in &self.chunks {
-            c.encode_into(&mut b);
+            c.chunk.encode_into(&mut b);
+            b.put_u32(c.batches.len() as u32);
+            for m in &c.batches {
+                m.encode_into(&mut b);
+            }
         }
         b.freeze()
     }
@@ -140,7 +195,7 @@ impl CommitRecord {
             return Err(short());
         }
         let version = b.get_u16();
-        if version != COMMIT_VERSION {
+        if version != 1 && version != 2 {
             return Err(RecordError::Version {
                 what: "commit record",
                 version,
@@ -157,10 +212,49 @@ impl CommitRecord {
         b.advance(n);
         let object_size = b.get_u64();
         let count = b.get_u32() as usize;
-        if b.remaining() != count * Chunk::ENCODED_LEN {
-            return Err(short());
+        let mut chunks = Vec::with_capacity(count.min(1 << 16));
+        for _ in 0..count {
+            if b.remaining() < Chunk::ENCODED_LEN {
+                return Err(short());
+            }
+            let chunk = Chunk::decode_from(&mut b);
+            let batches = if version == 1 {
+                // Version 1 knew no producers: the chunk is one run of plain batches.
+                vec![BatchMeta {
+                    size: chunk.size,
+                    records: chunk.records,
+                    max_timestamp: chunk.max_timestamp,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    base_sequence: -1,
+                }]
+            } else {
+                if b.remaining() < 4 {
+                    return Err(short());
+                }
+                let n = b.get_u32() as usize;
+                if b.remaining() < n * BatchMeta::ENCODED_LEN {
+                    return Err(short());
+                }
+                (0..n).map(|_| BatchMeta::decode_from(&mut b)).collect()
+            };
+            let (size, records) = batches.iter().fold((0u64, 0u64), |(s, r), m| {
+                (s + u64::from(m.size), r + u64::from(m.records))
+            });
+            if size != u64::from(chunk.size) || records != u64::from(chunk.records) {
+                return Err(RecordError::Malformed {
+                    what: "commit record",
+                    reason: "batches do not add up to their chunk".into(),
+                });
+            }
+            chunks.push(CommitChunk { chunk, batches });
         }
-        let chunks = (0..count).map(|_| Chunk::decode_from(&mut b)).collect();
+        if b.has_remaining() {
+            return Err(RecordError::Malformed {
+                what: "commit record",
+                reason: "trailing bytes".into(),
+            });
+        }
         Ok(Self {
             object,
             object_size,
@@ -174,34 +268,85 @@ mod tests {
     use super::*;
     use crate::golden::check_golden;
 
+    fn plain(size: u32, records: u32, max_timestamp: i64) -> BatchMeta {
+        BatchMeta {
+            size,
+            records,
+            max_timestamp,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+
+    fn chunks_v1() -> Vec<Chunk> {
+        vec![
+            Chunk {
+                topic_id: Uuid::from_u128(0x1234),
+                partition: 0,
+                position: 10,
+                size: 100,
+                records: 5,
+                max_timestamp: 1_700_000_000_000,
+            },
+            Chunk {
+                topic_id: Uuid::from_u128(0x5678),
+                partition: 3,
+                position: 110,
+                size: 70,
+                records: 1,
+                max_timestamp: -1,
+            },
+        ]
+    }
+
     fn sample_commit() -> CommitRecord {
+        let [a, b] = <[Chunk; 2]>::try_from(chunks_v1()).expect("two chunks");
         CommitRecord {
             object: "wal/0190c4e0-0000-7000-8000-000000000001.wal".into(),
             object_size: 4096,
             chunks: vec![
-                Chunk {
-                    topic_id: Uuid::from_u128(0x1234),
-                    partition: 0,
-                    position: 10,
-                    size: 100,
-                    records: 5,
-                    max_timestamp: 1_700_000_000_000,
+                CommitChunk {
+                    chunk: a,
+                    batches: vec![
+                        plain(60, 3, 1_699_999_999_000),
+                        BatchMeta {
+                            size: 40,
+                            records: 2,
+                            max_timestamp: 1_700_000_000_000,
+                            producer_id: 7,
+                            producer_epoch: 1,
+                            base_sequence: 42,
+                        },
+                    ],
                 },
-                Chunk {
-                    topic_id: Uuid::from_u128(0x5678),
-                    partition: 3,
-                    position: 110,
-                    size: 70,
-                    records: 1,
-                    max_timestamp: -1,
+                CommitChunk {
+                    chunk: b,
+                    batches: vec![plain(70, 1, -1)],
                 },
             ],
         }
     }
 
+    /// Version 1 records, written by earlier builds, still decode: one plain batch per chunk.
     #[test]
-    fn commit_record_golden_v1() {
-        let golden = check_golden("commit-v1.bin", &sample_commit().encode());
+    fn commit_record_golden_v1_still_decodes() {
+        let golden = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/commit-v1.bin"),
+        )
+        .expect("golden file");
+        let decoded = CommitRecord::decode(&golden).expect("decode");
+        let chunks: Vec<Chunk> = decoded.chunks.iter().map(|c| c.chunk).collect();
+        assert_eq!(chunks, chunks_v1());
+        assert_eq!(
+            decoded.chunks[0].batches,
+            vec![plain(100, 5, 1_700_000_000_000)]
+        );
+    }
+
+    #[test]
+    fn commit_record_golden_v2() {
+        let golden = check_golden("commit-v2.bin", &sample_commit().encode());
         assert_eq!(
             CommitRecord::decode(&golden).expect("decode"),
             sample_commit()

@@ -56,6 +56,8 @@ class Sluice:
         self.proc = None
         self.kafka = None
         self.http = None
+        # A restarted server listens where it listened before, as clients expect.
+        self.listen = {"kafka": "127.0.0.1:0", "http": "127.0.0.1:0"}
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def start(self):
@@ -64,8 +66,8 @@ class Sluice:
         args = [
             str(BIN), self.mode,
             "--data-dir", str(self.data_dir),
-            "--kafka-listen", "127.0.0.1:0",
-            "--http-listen", "127.0.0.1:0",
+            "--kafka-listen", self.listen["kafka"],
+            "--http-listen", self.listen["http"],
             "--cache-disk", "64MiB",
             "--cache-memory", "64MiB",
             *self.extra_args,
@@ -85,6 +87,7 @@ class Sluice:
             m = re.match(r"http listening on (\S+)", line)
             if m:
                 self.http = m.group(1)
+        self.listen = {"kafka": self.kafka, "http": self.http}
         return self
 
     @property

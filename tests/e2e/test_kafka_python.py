@@ -14,9 +14,8 @@ def test_round_trip_every_codec(sluice):
     admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics])
     admin.close()
     for codec, topic in zip(CODECS, topics):
-        # Idempotence (the default since kafka-python 3) needs InitProducerId: see issue 3.
+        # kafka-python 3 producers are idempotent by default.
         p = KafkaProducer(bootstrap_servers=sluice.bootstrap, compression_type=codec, acks="all",
-                          enable_idempotence=False,
                           linger_ms=5)
         futures = []
         for i in range(N):
@@ -46,7 +45,7 @@ def test_round_trip_every_codec(sluice):
 def test_offsets_for_times(sluice):
     topic = "kp-times"
     p = KafkaProducer(bootstrap_servers=sluice.bootstrap, compression_type="gzip",
-                      enable_idempotence=False)
+                      enable_idempotence=False)  # the non-idempotent path too
     for i in range(400):
         r = record(topic, i)
         p.send(topic, value=r["value"], key=r["key"], partition=r["partition"],

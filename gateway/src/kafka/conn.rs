@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::versions::{SUPPORTED, supported};
-use super::{admin, fetch, list_offsets, metadata, produce};
+use super::{admin, fetch, init_producer_id, list_offsets, metadata, produce};
 use crate::metrics;
 use crate::server::Ctx;
 
@@ -160,6 +160,7 @@ async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnEr
             serve!(IncrementalAlterConfigsRequest, admin::alter_configs)
         }
         ApiKey::DescribeCluster => serve!(DescribeClusterRequest, admin::describe_cluster),
+        ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
     metrics::KAFKA_LATENCY
@@ -211,6 +212,7 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "create_partitions",
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
         ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::InitProducerId => "init_producer_id",
         _ => "other",
     }
 }

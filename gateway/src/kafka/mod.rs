@@ -3,6 +3,7 @@
 mod admin;
 mod conn;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;

@@ -6,6 +6,7 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::records::BatchMeta;
 use sluice_protocols::kafka::batch::{self, BatchError};
 
 use crate::batcher::{Append, AppendError};
@@ -26,6 +27,8 @@ fn append_error_code(e: &AppendError) -> ResponseError {
         AppendError::ObjectStore(_) | AppendError::Metadata(_) => ResponseError::KafkaStorageError,
         AppendError::Timeout => ResponseError::RequestTimedOut,
         AppendError::Gone => ResponseError::UnknownTopicOrPartition,
+        AppendError::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         AppendError::ShuttingDown => ResponseError::NotLeaderOrFollower,
     }
 }
@@ -95,12 +98,6 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
             "transactional produce is not supported".into(),
         );
     }
-    if info.producer_id >= 0 {
-        return Prepared::Error(
-            ResponseError::InvalidRecord,
-            "idempotent produce is not supported yet".into(),
-        );
-    }
     let (batch, max_timestamp, append_time) = if append_time {
         let t = now_ms();
         let mut b = BytesMut::from(&records[..]);
@@ -110,13 +107,20 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
         (records, info.max_timestamp, None)
     };
     metrics::BYTES_IN.inc_by(batch.len() as u64);
+    let meta = BatchMeta {
+        size: batch.len() as u32,
+        records: info.record_count,
+        max_timestamp,
+        producer_id: info.producer_id,
+        producer_epoch: info.producer_epoch,
+        base_sequence: info.base_sequence,
+    };
     Prepared::Append(
         Append {
             topic_id,
             partition,
             batch,
-            records: info.record_count,
-            max_timestamp,
+            meta,
         },
         append_time,
     )
