@@ -104,6 +104,16 @@ pub struct ServeArgs {
     /// Partitions of auto-created topics and of CreateTopics with -1.
     #[arg(long, env = "SLUICE_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: u32,
+    /// How long a new consumer group waits for more members before its first generation.
+    #[arg(long, env = "SLUICE_GROUP_INITIAL_REBALANCE_DELAY", default_value = "3s", value_parser = parse_duration)]
+    pub group_initial_rebalance_delay: Duration,
+    /// Smallest session timeout a group member may ask for.
+    #[arg(long, env = "SLUICE_GROUP_MIN_SESSION_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub group_min_session_timeout: Duration,
+    /// TTL of the gateway's metadata lease: how long its consumer groups wait before moving
+    /// to another gateway when it dies.
+    #[arg(long, env = "SLUICE_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
     /// Expose /admin/faults to make object store PUTs fail (tests only).
     #[arg(long, env = "SLUICE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,

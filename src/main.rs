@@ -105,6 +105,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.max(1),
         fault_injection: args.fault_injection,
+        group_initial_rebalance_delay: args.group_initial_rebalance_delay,
+        group_min_session_timeout: args.group_min_session_timeout,
+        lease_ttl: args.lease_ttl,
         ..GatewayConfig::default()
     };
     let gateway = Gateway::start(

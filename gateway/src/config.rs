@@ -27,6 +27,13 @@ pub struct GatewayConfig {
     pub commit_timeout: Duration,
     /// Expose `/admin/faults` to inject object store failures (tests only).
     pub fault_injection: bool,
+    /// A new consumer group waits this long for more members before its first generation
+    /// (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay: Duration,
+    pub group_min_session_timeout: Duration,
+    pub group_max_session_timeout: Duration,
+    /// TTL of the gateway's lease: how long its groups stay with it after it dies.
+    pub lease_ttl: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +51,10 @@ impl Default for GatewayConfig {
             max_request_bytes: 100 << 20,
             commit_timeout: Duration::from_secs(30),
             fault_injection: false,
+            group_initial_rebalance_delay: Duration::from_secs(3),
+            group_min_session_timeout: Duration::from_secs(6),
+            group_max_session_timeout: Duration::from_secs(1800),
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }

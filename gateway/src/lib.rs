@@ -4,6 +4,7 @@
 
 mod batcher;
 pub mod config;
+mod groups;
 mod http;
 mod kafka;
 mod log;

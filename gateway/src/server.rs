@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::Batcher;
 use crate::config::GatewayConfig;
+use crate::groups::group::Limits;
+use crate::groups::{Coordinator, Node};
 use crate::log::Log;
 use crate::producer_ids::ProducerIds;
 use crate::{http, kafka};
@@ -42,6 +44,7 @@ pub(crate) struct Ctx {
     pub cache: Arc<RangeCache>,
     pub faults: Option<Arc<Faults>>,
     pub producer_ids: ProducerIds,
+    pub groups: Arc<Coordinator>,
     pub node_id: i32,
     pub host: String,
     pub port: u16,
@@ -134,8 +137,26 @@ impl Gateway {
             log.clone(),
             batcher_cancel.clone(),
         );
+        let node_id = config.node_id.unwrap_or_else(|| node_id_for(&host, port));
+        let groups = Coordinator::start(
+            services.store.clone(),
+            Node {
+                id: node_id,
+                host: host.clone(),
+                port,
+            },
+            Limits {
+                min_session_timeout: config.group_min_session_timeout,
+                max_session_timeout: config.group_max_session_timeout,
+                initial_rebalance_delay: config.group_initial_rebalance_delay,
+            },
+            config.lease_ttl,
+            cancel.child_token(),
+        )
+        .await?;
         let ctx = Arc::new(Ctx {
-            node_id: config.node_id.unwrap_or_else(|| node_id_for(&host, port)),
+            node_id,
+            groups,
             config,
             producer_ids: ProducerIds::new(services.store.clone()),
             store: services.store,

@@ -14,3 +14,56 @@ pub fn topic(name: &str) -> String {
 pub fn commit(object_id: &str) -> String {
     format!("{COMMITS_PREFIX}{object_id}")
 }
+
+/// Consumer groups: `groups/<group>/coordinator` (the claiming gateway, lease-bound),
+/// `groups/<group>/state`, `groups/<group>/offsets/<topic>`.
+pub const GROUPS_PREFIX: &str = "groups/";
+/// Live gateways, one lease-bound key each.
+pub const GATEWAYS_PREFIX: &str = "gateways/";
+
+/// Group ids may hold any character; '/' would split keys, so it (and '%') is escaped.
+pub fn escape_group(group: &str) -> String {
+    group.replace('%', "%25").replace('/', "%2F")
+}
+
+pub fn unescape_group(key_part: &str) -> String {
+    key_part.replace("%2F", "/").replace("%25", "%")
+}
+
+pub fn group_prefix(group: &str) -> String {
+    format!("{GROUPS_PREFIX}{}/", escape_group(group))
+}
+
+pub fn group_coordinator(group: &str) -> String {
+    format!("{}coordinator", group_prefix(group))
+}
+
+pub fn group_state(group: &str) -> String {
+    format!("{}state", group_prefix(group))
+}
+
+pub fn group_offsets_prefix(group: &str) -> String {
+    format!("{}offsets/", group_prefix(group))
+}
+
+pub fn group_offsets(group: &str, topic: &str) -> String {
+    format!("{}{topic}", group_offsets_prefix(group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_cannot_reach_other_groups_keys() {
+        assert_eq!(group_state("a/b"), "groups/a%2Fb/state");
+        assert!(!group_state("a/b").starts_with(&group_prefix("a")));
+        for g in ["a/b", "50%", "x%2Fy", "plain"] {
+            assert_eq!(unescape_group(&escape_group(g)), g);
+        }
+    }
+}
+
+pub fn gateway(node_id: i32) -> String {
+    format!("{GATEWAYS_PREFIX}{node_id}")
+}

@@ -263,6 +263,101 @@ impl CommitRecord {
     }
 }
 
+pub const GROUP_VERSION: u16 = 1;
+
+/// One member of a consumer group as last persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    /// The member's metadata for the group's protocol.
+    pub metadata: Vec<u8>,
+    pub assignment: Vec<u8>,
+}
+
+/// A consumer group's state, stored under `groups/<group>/state` by its coordinator
+/// whenever a generation completes, so another gateway can take the group over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub v: u16,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub generation: i32,
+    pub leader: Option<String>,
+    /// `Empty` or `Stable`: the states a persisted group can be in.
+    pub state: String,
+    pub members: Vec<GroupMemberRecord>,
+}
+
+/// A committed offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRecord {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp: i64,
+}
+
+/// A group's committed offsets for one topic, stored under `groups/<group>/offsets/<topic>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicOffsetsRecord {
+    pub v: u16,
+    pub partitions: BTreeMap<i32, OffsetRecord>,
+}
+
+pub const OFFSETS_VERSION: u16 = 1;
+
+fn encode_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("invariant: metadata records always serialize"))
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(
+    b: &[u8],
+    what: &'static str,
+    expected: u16,
+) -> Result<T, RecordError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        v: u16,
+    }
+    let probe: Probe = serde_json::from_slice(b).map_err(|e| RecordError::Malformed {
+        what,
+        reason: e.to_string(),
+    })?;
+    if probe.v != expected {
+        return Err(RecordError::Version {
+            what,
+            version: probe.v,
+        });
+    }
+    serde_json::from_slice(b).map_err(|e| RecordError::Malformed {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+impl GroupRecord {
+    pub fn encode(&self) -> Bytes {
+        encode_json(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
+        decode_json(b, "group record", GROUP_VERSION)
+    }
+}
+
+impl TopicOffsetsRecord {
+    pub fn encode(&self) -> Bytes {
+        encode_json(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
+        decode_json(b, "offsets record", OFFSETS_VERSION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +459,45 @@ mod tests {
         };
         let golden = check_golden("topic-v1.json", &t.encode());
         assert_eq!(TopicRecord::decode(&golden).expect("decode"), t);
+    }
+
+    #[test]
+    fn group_records_golden_v1() {
+        let g = GroupRecord {
+            v: GROUP_VERSION,
+            protocol_type: Some("consumer".into()),
+            protocol: Some("range".into()),
+            generation: 3,
+            leader: Some("c-1".into()),
+            state: "Stable".into(),
+            members: vec![GroupMemberRecord {
+                member_id: "c-1".into(),
+                instance_id: Some("i1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                session_timeout_ms: 45000,
+                rebalance_timeout_ms: 300000,
+                metadata: vec![0, 1, 2],
+                assignment: vec![3, 4],
+            }],
+        };
+        let golden = check_golden("group-v1.json", &g.encode());
+        assert_eq!(GroupRecord::decode(&golden).expect("decode"), g);
+        let o = TopicOffsetsRecord {
+            v: OFFSETS_VERSION,
+            partitions: [(
+                0,
+                OffsetRecord {
+                    offset: 42,
+                    leader_epoch: -1,
+                    metadata: Some("m".into()),
+                    commit_timestamp: 1_700_000_000_000,
+                },
+            )]
+            .into(),
+        };
+        let golden = check_golden("offsets-v1.json", &o.encode());
+        assert_eq!(TopicOffsetsRecord::decode(&golden).expect("decode"), o);
     }
 
     #[test]

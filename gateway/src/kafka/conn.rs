@@ -21,8 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
-use super::{admin, fetch, init_producer_id, list_offsets, metadata, produce};
+use super::{admin, fetch, groups, init_producer_id, list_offsets, metadata, produce};
 use crate::metrics;
 use crate::server::Ctx;
 
@@ -70,6 +71,7 @@ async fn run(
     socket: &mut TcpStream,
     cancel: &CancellationToken,
 ) -> Result<(), ConnError> {
+    let peer = socket.peer_addr().ok();
     let (mut reader, mut writer) = socket.split();
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
@@ -86,7 +88,7 @@ async fn run(
                     continue;
                 }
                 while let Some(frame) = take_frame(&mut buf, ctx.config.max_request_bytes)? {
-                    pending.push_back(Box::pin(handle(ctx.clone(), frame)));
+                    pending.push_back(Box::pin(handle(ctx.clone(), frame, peer)));
                 }
             }
             Some(response) = pending.next() => {
@@ -99,7 +101,11 @@ async fn run(
 }
 
 /// Decodes and serves one request; `None` when no response is due (produce with acks=0).
-async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnError> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    mut frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Option<Bytes>, ConnError> {
     let prefix = peek_prefix(&frame)?;
     let key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnError::UnknownApi(prefix.api_key));
     let version = prefix.api_version;
@@ -161,6 +167,29 @@ async fn handle(ctx: Arc<Ctx>, mut frame: Bytes) -> Result<Option<Bytes>, ConnEr
         }
         ApiKey::DescribeCluster => serve!(DescribeClusterRequest, admin::describe_cluster),
         ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
+        ApiKey::FindCoordinator => serve!(FindCoordinatorRequest, groups::find_coordinator),
+        ApiKey::JoinGroup => {
+            let req: JoinGroupRequest = body(&mut frame, key, version)?;
+            let caller = Caller {
+                client_id: header
+                    .client_id
+                    .as_ref()
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+            };
+            let resp = groups::join_group(&ctx, req, version, &caller).await;
+            Some(encode_response(cid, header_version, &resp, version)?)
+        }
+        ApiKey::SyncGroup => serve!(SyncGroupRequest, groups::sync_group),
+        ApiKey::Heartbeat => serve!(HeartbeatRequest, groups::heartbeat),
+        ApiKey::LeaveGroup => serve!(LeaveGroupRequest, groups::leave_group),
+        ApiKey::OffsetCommit => serve!(OffsetCommitRequest, groups::offset_commit),
+        ApiKey::OffsetFetch => serve!(OffsetFetchRequest, groups::offset_fetch),
+        ApiKey::ListGroups => serve!(ListGroupsRequest, groups::list_groups),
+        ApiKey::DescribeGroups => serve!(DescribeGroupsRequest, groups::describe_groups),
+        ApiKey::DeleteGroups => serve!(DeleteGroupsRequest, groups::delete_groups),
+        ApiKey::OffsetDelete => serve!(OffsetDeleteRequest, groups::offset_delete),
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
     metrics::KAFKA_LATENCY
@@ -213,6 +242,17 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
         ApiKey::DescribeCluster => "describe_cluster",
         ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::OffsetDelete => "offset_delete",
         _ => "other",
     }
 }

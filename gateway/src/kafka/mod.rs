@@ -3,6 +3,7 @@
 mod admin;
 mod conn;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
