@@ -422,11 +422,10 @@ pub async fn offset_commit(
 
 /// `(topic, partitions)` a fetch asks for; `None`: everything the group committed.
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
+/// Per topic, each partition's committed offset, if any.
+type Committed = Vec<(String, Vec<(i32, Option<OffsetRecord>)>)>;
 
-fn committed(
-    g: &crate::groups::group::Group,
-    wanted: Wanted,
-) -> Vec<(String, Vec<(i32, Option<OffsetRecord>)>)> {
+fn committed(g: &crate::groups::group::Group, wanted: Wanted) -> Committed {
     match wanted {
         None => g
             .offsets
