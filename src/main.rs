@@ -121,6 +121,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     )
     .await?;
     // Tests and scripts read the bound addresses from here (ports may be 0).
+    println!("node id {}", gateway.node_id);
     println!("kafka listening on {}", gateway.kafka_addr);
     println!("http listening on {}", gateway.http_addr);
     shutdown_signal().await;

@@ -66,6 +66,8 @@ pub enum StartError {
 pub struct Gateway {
     pub kafka_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// The node id clients see for this gateway.
+    pub node_id: i32,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
 }
@@ -180,6 +182,7 @@ impl Gateway {
         Ok(Self {
             kafka_addr,
             http_addr,
+            node_id,
             cancel,
             tasks,
         })

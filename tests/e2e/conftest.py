@@ -81,6 +81,9 @@ class Sluice:
             if not line:
                 raise AssertionError(f"sluice exited early: {lines}; see {self.log_path}")
             lines.append(line)
+            m = re.match(r"node id (-?\d+)", line)
+            if m:
+                self.node_id = int(m.group(1))
             m = re.match(r"kafka listening on (\S+)", line)
             if m:
                 self.kafka = m.group(1)
@@ -128,9 +131,13 @@ def tmp_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
+# Consumer groups form quickly in tests: a new group waits 300 ms for more members.
+FAST_GROUPS = ["--group-initial-rebalance-delay", "300ms"]
+
+
 @pytest.fixture
 def sluice(tmp_dir):
-    s = Sluice(tmp_dir / "data", ["--default-partitions", "4"]).start()
+    s = Sluice(tmp_dir / "data", ["--default-partitions", "4", *FAST_GROUPS]).start()
     yield s
     s.stop()
 
