@@ -360,6 +360,7 @@ impl Group {
             // Nothing changed: answer with the current generation, no rebalance.
             return Reply::Now(self.current_join_result(&id));
         }
+        tracing::debug!(group = %self.id, member = %id, state = self.state.name(), is_leader, unchanged, "member rejoins");
         m.protocols = a.protocols;
         let (tx, rx) = oneshot::channel();
         if let Some(old) = m.join_waiter.replace(tx) {
@@ -545,6 +546,7 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.state = State::CompletingRebalance;
+        tracing::debug!(group = %self.id, generation = self.generation, members = ?self.members.keys().collect::<Vec<_>>(), leader = ?self.leader, protocol = ?self.protocol, "join complete");
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.current_join_result(&id);
@@ -642,6 +644,7 @@ impl Group {
                 }
                 self.state = State::Stable;
                 self.dirty = true;
+                tracing::debug!(group = %self.id, generation = self.generation, unassigned = ?given.keys().collect::<Vec<_>>(), "group stable");
                 Reply::Now(self.sync_ok(self.members[member_id].assignment.clone()))
             }
         }
