@@ -105,10 +105,11 @@ impl EmbeddedStore {
         }
         let file = OpenOptions::new().append(true).open(&path)?;
         inner.file = Some(file);
-        // Leases restart with a full TTL, as etcd does when a new leader takes over.
-        let now = Instant::now();
-        for lease in inner.leases.values_mut() {
-            lease.deadline = now + lease.ttl;
+        // The store lives in one process, so whoever held a lease died with the previous
+        // one: its leases end now (deleting their keys), instead of lingering for a TTL.
+        let stale: Vec<i64> = inner.leases.keys().copied().collect();
+        for id in stale {
+            inner.persist_and_apply(LogRecord::LeaseRevoke { id })?;
         }
         Ok(Self::from_inner(inner))
     }

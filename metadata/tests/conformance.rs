@@ -66,3 +66,28 @@ async fn embedded_survives_reopen() {
     let s = EmbeddedStore::open(dir.path()).expect("reopen");
     assert_eq!(s.range(b"", None).await.expect("range").kvs.len(), 2);
 }
+
+/// A reopened embedded store ends the previous process's leases and their keys at once.
+#[tokio::test]
+async fn embedded_reopen_ends_old_leases() {
+    use sluice_metadata::{Txn, TxnOp};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let s = EmbeddedStore::open(dir.path()).expect("open");
+        let lease = s.grant_lease(60).await.expect("grant");
+        s.txn(Txn {
+            success: vec![TxnOp::Put {
+                key: "held".into(),
+                value: "x".into(),
+                lease: Some(lease),
+            }],
+            ..Txn::default()
+        })
+        .await
+        .expect("put");
+        s.put("plain", "y").await.expect("put");
+    }
+    let s = EmbeddedStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.get(b"held").await.expect("get"), None);
+    assert!(s.get(b"plain").await.expect("get").is_some());
+}
