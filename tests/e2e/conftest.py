@@ -202,3 +202,15 @@ def s3(tmp_dir):
     s = S3(tmp_dir)
     yield s
     s.stop()
+
+
+def gateways(tmp_dir, etcd, s3, count, namespace, extra=()):
+    """`count` gateways sharing one etcd (under `namespace`) and one bucket prefix."""
+    return [
+        Sluice(tmp_dir / f"gw{i}", [
+            "--metadata", f"etcd://{etcd.endpoint}/{namespace}",
+            "--object-store", f"s3://{s3.bucket}/{namespace}",
+            *extra,
+        ], env=s3.env(), mode="gateway").start()
+        for i in range(count)
+    ]

@@ -7,7 +7,7 @@ import threading
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Sluice
+from conftest import gateways as start_gateways
 from records import PARTITIONS
 from test_restart import consume_all
 
@@ -16,14 +16,7 @@ PER_GATEWAY = 6_000
 
 
 def test_gateways_share_partitions(tmp_dir, etcd, s3):
-    gateways = [
-        Sluice(tmp_dir / f"gw{i}", [
-            "--metadata", f"etcd://{etcd.endpoint}/e2e",
-            "--object-store", f"s3://{s3.bucket}/cluster",
-            "--default-partitions", str(PARTITIONS),
-        ], env=s3.env(), mode="gateway").start()
-        for i in range(GATEWAYS)
-    ]
+    gateways = start_gateways(tmp_dir, etcd, s3, GATEWAYS, "e2e", ["--default-partitions", str(PARTITIONS)])
     topic = "shared"
     admin = AdminClient({"bootstrap.servers": gateways[0].bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)

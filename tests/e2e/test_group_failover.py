@@ -6,21 +6,14 @@ import time
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FAST_GROUPS, Sluice
+from conftest import FAST_GROUPS
+from conftest import gateways as start_gateways
 
 PARTS = 4
 
 
 def test_coordinator_failover(tmp_dir, etcd, s3):
-    gateways = [
-        Sluice(tmp_dir / f"gw{i}", [
-            "--metadata", f"etcd://{etcd.endpoint}/groups",
-            "--object-store", f"s3://{s3.bucket}/groups",
-            "--lease-ttl", "3s",
-            *FAST_GROUPS,
-        ], env=s3.env(), mode="gateway").start()
-        for i in range(3)
-    ]
+    gateways = start_gateways(tmp_dir, etcd, s3, 3, "groups", ["--lease-ttl", "3s", *FAST_GROUPS])
     bootstrap = ",".join(g.bootstrap for g in gateways)
     topic, group, total = "failover", "fo", 4000
     admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -9,7 +9,7 @@ import time
 from confluent_kafka import Producer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from conftest import Sluice
+from conftest import gateways as start_gateways
 from records import PARTITIONS
 from test_malformed import connect, frame, header, produce_v3, read_frame
 from test_restart import consume_all
@@ -89,14 +89,7 @@ def test_librdkafka_idempotent_producer(sluice):
 
 
 def test_idempotence_across_gateway_failures(tmp_dir, etcd, s3):
-    gateways = [
-        Sluice(tmp_dir / f"gw{i}", [
-            "--metadata", f"etcd://{etcd.endpoint}/idem",
-            "--object-store", f"s3://{s3.bucket}/idem",
-            "--default-partitions", str(PARTITIONS),
-        ], env=s3.env(), mode="gateway").start()
-        for i in range(3)
-    ]
+    gateways = start_gateways(tmp_dir, etcd, s3, 3, "idem", ["--default-partitions", str(PARTITIONS)])
     topic = "idem-failover"
     acked = []
     errors = []
