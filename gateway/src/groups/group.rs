@@ -309,7 +309,7 @@ impl Group {
         if a.member_id.is_empty() {
             if let Some(instance) = &a.instance_id {
                 if let Some(old) = self.static_members.get(instance).cloned() {
-                    return self.rejoin_static(old, a, now);
+                    return self.rejoin_static(old, a, limits, now);
                 }
                 let id = Self::new_member_id(&a.client_id);
                 self.static_members.insert(instance.clone(), id.clone());
@@ -401,7 +401,13 @@ impl Group {
 
     /// A static member came back without its member id: it takes a new id, the old one is
     /// fenced, and if nothing else changed the group does not rebalance.
-    fn rejoin_static(&mut self, old: String, a: JoinArgs, now: Instant) -> Reply<JoinResult> {
+    fn rejoin_static(
+        &mut self,
+        old: String,
+        a: JoinArgs,
+        limits: &Limits,
+        now: Instant,
+    ) -> Reply<JoinResult> {
         let new_id = Self::new_member_id(&a.client_id);
         let Some(mut m) = self.members.remove(&old) else {
             // Known instance without a live member (should not happen): join afresh.
@@ -435,16 +441,11 @@ impl Group {
             r.members.clear();
             return Reply::Now(r);
         }
-        let limits = Limits {
-            min_session_timeout: Duration::ZERO,
-            max_session_timeout: Duration::MAX,
-            initial_rebalance_delay: Duration::ZERO,
-        };
         let (tx, rx) = oneshot::channel();
         if let Some(m) = self.members.get_mut(&new_id) {
             m.join_waiter = Some(tx);
         }
-        self.prepare_rebalance(&limits, now);
+        self.prepare_rebalance(limits, now);
         self.try_complete_join(now);
         Reply::Later(rx)
     }

@@ -111,8 +111,8 @@ pub async fn find_coordinator(
         .with_node_id(c.node_id)
         .with_host(c.host)
         .with_port(c.port);
-    if version >= 1 && c.error_code != 0 {
-        resp.with_error_message(Some(s(format!("error {}", c.error_code))))
+    if version >= 1 {
+        resp.with_error_message(c.error_message)
     } else {
         resp
     }
