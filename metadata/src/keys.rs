@@ -50,6 +50,10 @@ pub fn group_offsets(group: &str, topic: &str) -> String {
     format!("{}{topic}", group_offsets_prefix(group))
 }
 
+pub fn gateway(node_id: i32) -> String {
+    format!("{GATEWAYS_PREFIX}{node_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,8 +66,4 @@ mod tests {
             assert_eq!(unescape_group(&escape_group(g)), g);
         }
     }
-}
-
-pub fn gateway(node_id: i32) -> String {
-    format!("{GATEWAYS_PREFIX}{node_id}")
 }
