@@ -179,3 +179,15 @@ def test_groups_and_producer_state_survive_restart(tmp_dir):
     assert sorted(v for (_, _, v) in m.consumed) == list(range(600, 700))
     m.close()
     server.stop()
+
+
+def test_offset_commit_metadata_round_trips(sluice):
+    topic = "g-meta"
+    create(sluice, topic)
+    c = Consumer({"bootstrap.servers": sluice.bootstrap, "group.id": "meta", "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(topic, 1, 42, metadata="checkpoint: 42 ✓")], asynchronous=False)
+    [tp] = c.committed([TopicPartition(topic, 1)], timeout=10)
+    assert (tp.offset, tp.metadata) == (42, "checkpoint: 42 ✓")
+    [none] = c.committed([TopicPartition(topic, 2)], timeout=10)
+    assert none.offset == -1001  # nothing committed
+    c.close()

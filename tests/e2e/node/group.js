@@ -1,69 +1,93 @@
-// A three-member kafkajs consumer group: waits for the group to settle, produces, consumes
-// every record, and prints assignments, values and the group's committed offsets as JSON.
+// Three-member kafkajs groups against Sluice: the group settles, consumes, a member leaves,
+// another joins, and a member started after everyone left resumes from the group's
+// committed offsets. Prints what each phase saw as JSON.
 //
-// usage: node group.js BOOTSTRAP TOPIC GROUP PARTITIONS COUNT
+// usage: node group.js BOOTSTRAP TOPIC GROUP PARTITIONS
 
 const { Kafka, logLevel } = require('kafkajs')
 
 async function main() {
-  const [bootstrap, topic, groupId, partitions, count] = process.argv.slice(2)
-  const total = Number(count)
+  const [bootstrap, topic, groupId, partitions] = process.argv.slice(2)
+  const parts = Number(partitions)
   const kafka = new Kafka({ clientId: 'sluice-e2e', brokers: [bootstrap], logLevel: logLevel.WARN })
   const admin = kafka.admin()
   await admin.connect()
-  await admin.createTopics({ topics: [{ topic, numPartitions: Number(partitions) }], waitForLeaders: true })
+  await admin.createTopics({ topics: [{ topic, numPartitions: parts }], waitForLeaders: true })
+  const producer = kafka.producer()
+  await producer.connect()
+  const produce = async (from, to) => {
+    const messages = []
+    for (let i = from; i < to; i++) messages.push({ partition: i % parts, value: String(i) })
+    await producer.send({ topic, messages })
+  }
 
   const values = []
-  const assignments = new Map()
-  // The assignment once all three members share the topic; later rebalances (members
-  // leaving at the end) do not change it.
-  let settledAssignments = null
-  const consumers = []
-  let settled
-  const allSettled = new Promise(resolve => (settled = resolve))
-  for (let i = 0; i < 3; i++) {
+  const assignment = new Map() // member -> its latest assignment
+  const waiters = []
+  const check = () => {
+    for (const w of [...waiters]) {
+      if (w.test()) {
+        waiters.splice(waiters.indexOf(w), 1)
+        w.resolve()
+      }
+    }
+  }
+  const until = test => new Promise(resolve => {
+    waiters.push({ test, resolve })
+    check()
+  })
+  const sizes = members => members.map(m => (assignment.get(m) || []).length).sort().join(',')
+
+  const start = async sink => {
+    // Commit after every message, so a rebalance never hands over unacknowledged reads.
     const consumer = kafka.consumer({ groupId, sessionTimeout: 6000, heartbeatInterval: 500 })
     consumer.on(consumer.events.GROUP_JOIN, e => {
-      assignments.set(i, e.payload.memberAssignment[topic] || [])
-      const parts = [...assignments.values()].map(a => a.length).sort()
-      if (!settledAssignments && assignments.size === 3 && parts.join(',') === '2,2,2') {
-        settledAssignments = [...assignments.values()]
-        settled()
-      }
+      assignment.set(consumer, e.payload.memberAssignment[topic] || [])
+      check()
     })
     await consumer.connect()
     await consumer.subscribe({ topic, fromBeginning: true })
-    consumers.push(consumer)
-  }
-  let done
-  const allDone = new Promise(resolve => (done = resolve))
-  for (const consumer of consumers) {
-    consumer.run({
+    await consumer.run({
+      autoCommitThreshold: 1,
       eachMessage: async ({ message }) => {
-        values.push(Number(message.value.toString()))
-        if (values.length >= total) done()
+        sink.push(Number(message.value.toString()))
+        check()
       },
     })
+    return consumer
   }
-  await allSettled
+  const stop = async consumer => {
+    await consumer.disconnect()
+    assignment.delete(consumer)
+  }
 
-  const producer = kafka.producer()
-  await producer.connect()
-  const messages = []
-  for (let i = 0; i < total; i++) messages.push({ partition: i % Number(partitions), value: String(i) })
-  await producer.send({ topic, messages })
-  await producer.disconnect()
+  const members = []
+  for (let i = 0; i < 3; i++) members.push(await start(values))
+  await until(() => sizes(members) === '2,2,2')
+  const settled = members.map(m => assignment.get(m))
+  await produce(0, 1200)
+  await until(() => values.length >= 1200)
 
-  await allDone
-  // Disconnecting commits what was consumed.
-  for (const consumer of consumers) await consumer.disconnect()
+  await stop(members.pop())
+  await until(() => sizes(members) === '3,3')
+  await produce(1200, 1800)
+  await until(() => values.length >= 1800)
+
+  members.push(await start(values))
+  await until(() => sizes(members) === '2,2,2')
+  await produce(1800, 2400)
+  await until(() => values.length >= 2400)
+  for (const m of members) await stop(m)
+
   const committed = await admin.fetchOffsets({ groupId, topics: [topic] })
+  const late = []
+  const restarted = await start(late)
+  await produce(2400, 2520)
+  await until(() => late.length >= 120)
+  await stop(restarted)
+  await producer.disconnect()
   await admin.disconnect()
-  process.stdout.write(JSON.stringify({
-    assignments: settledAssignments,
-    values,
-    committed: committed[0].partitions,
-  }) + '\n')
+  process.stdout.write(JSON.stringify({ settled, values, committed: committed[0].partitions, late }) + '\n')
 }
 
 main().catch(e => {
