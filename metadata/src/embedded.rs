@@ -32,6 +32,15 @@ const LEASE_TICK: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Mutex<Inner>>,
+    /// Group commit: one fsync makes every record appended before it durable, so
+    /// concurrent writers share fsyncs instead of queueing for one each.
+    syncer: Option<Arc<Syncer>>,
+}
+
+struct Syncer {
+    /// Records known durable; held while fsyncing, so one writer syncs for all.
+    synced: Mutex<u64>,
+    file: File,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -54,6 +63,9 @@ struct HistoryEntry {
 
 struct Watcher {
     prefix: Bytes,
+    /// Events before this revision were already in the state the watcher started from
+    /// (they may still be on their way to durability when it registers).
+    start: Revision,
     tx: mpsc::UnboundedSender<MetaResult<WatchEvent>>,
 }
 
@@ -67,6 +79,11 @@ struct Inner {
     leases: HashMap<i64, Lease>,
     next_lease: i64,
     file: Option<File>,
+    /// Records appended to the file so far (not all of them fsynced yet).
+    written: u64,
+    /// Events of records appended but not yet fsynced, by record number: watchers see an
+    /// event only once it is durable.
+    pending: VecDeque<(u64, Vec<HistoryEntry>)>,
     /// Set when a write to the file failed: the file and memory may disagree, so the store
     /// refuses everything until it is reopened.
     failed: Option<String>,
@@ -75,7 +92,7 @@ struct Inner {
 impl EmbeddedStore {
     /// A store that lives only in memory (tests, and `memory://` metadata).
     pub fn in_memory() -> Self {
-        Self::from_inner(Inner::empty(None))
+        Self::from_inner(Inner::empty(None), None)
     }
 
     /// Opens (or creates) the store persisted in `dir`.
@@ -104,6 +121,10 @@ impl EmbeddedStore {
             codec::write_snapshot(&path, &inner.snapshot())?;
         }
         let file = OpenOptions::new().append(true).open(&path)?;
+        let syncer = Arc::new(Syncer {
+            synced: Mutex::new(0),
+            file: file.try_clone()?,
+        });
         inner.file = Some(file);
         // The store lives in one process, so whoever held a lease died with the previous
         // one: its leases end now (deleting their keys), instead of lingering for a TTL.
@@ -111,15 +132,24 @@ impl EmbeddedStore {
         for id in stale {
             inner.persist_and_apply(LogRecord::LeaseRevoke { id })?;
         }
-        Ok(Self::from_inner(inner))
+        let store = Self::from_inner(inner, Some(syncer));
+        let written = store.lock()?.written;
+        store.sync_to(written)?;
+        Ok(store)
     }
 
-    fn from_inner(inner: Inner) -> Self {
+    fn from_inner(inner: Inner, syncer: Option<Arc<Syncer>>) -> Self {
         let inner = Arc::new(Mutex::new(inner));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(expire_leases(Arc::downgrade(&inner)));
+            handle.spawn(expire_leases(Arc::downgrade(&inner), syncer.clone()));
         }
-        Self { inner }
+        Self { inner, syncer }
+    }
+
+    /// Blocks until record `seq` (and every one before it) is fsynced, then lets watchers
+    /// see their events. Must not be called with the inner lock held.
+    fn sync_to(&self, seq: u64) -> MetaResult<()> {
+        sync_to(&self.inner, self.syncer.as_deref(), seq)
     }
 
     fn lock(&self) -> MetaResult<MutexGuard<'_, Inner>> {
@@ -132,13 +162,47 @@ impl EmbeddedStore {
         f: impl FnOnce(&mut Inner) -> MetaResult<T> + Send + 'static,
     ) -> MetaResult<T> {
         let inner = self.inner.clone();
+        let syncer = self.syncer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut g = lock(&inner)?;
-            f(&mut g)
+            let (value, seq) = {
+                let mut g = lock(&inner)?;
+                let value = f(&mut g)?;
+                (value, g.written)
+            };
+            sync_to(&inner, syncer.as_deref(), seq)?;
+            Ok(value)
         })
         .await
         .map_err(|e| MetaError::Unavailable(format!("metadata write task failed: {e}")))?
     }
+}
+
+fn sync_to(inner: &Mutex<Inner>, syncer: Option<&Syncer>, seq: u64) -> MetaResult<()> {
+    let Some(syncer) = syncer else { return Ok(()) };
+    if seq == 0 {
+        return Ok(());
+    }
+    let mut synced = syncer
+        .synced
+        .lock()
+        .map_err(|_| MetaError::Unavailable("embedded store sync lock poisoned".into()))?;
+    if *synced >= seq {
+        return Ok(());
+    }
+    // Everything appended so far becomes durable with this one fsync.
+    let target = lock(inner)?.written;
+    if let Err(e) = syncer.file.sync_data() {
+        lock(inner)?.failed = Some(e.to_string());
+        return Err(e.into());
+    }
+    *synced = target;
+    let mut g = lock(inner)?;
+    while g.pending.front().is_some_and(|(s, _)| *s <= target) {
+        if let Some((_, events)) = g.pending.pop_front() {
+            g.publish(events);
+        }
+    }
+    Ok(())
 }
 
 fn lock(inner: &Mutex<Inner>) -> MetaResult<MutexGuard<'_, Inner>> {
@@ -153,13 +217,14 @@ fn lock(inner: &Mutex<Inner>) -> MetaResult<MutexGuard<'_, Inner>> {
     Ok(g)
 }
 
-async fn expire_leases(inner: Weak<Mutex<Inner>>) {
+async fn expire_leases(inner: Weak<Mutex<Inner>>, syncer: Option<Arc<Syncer>>) {
     let mut tick = tokio::time::interval(LEASE_TICK);
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
         let now = Instant::now();
         // Revoking fsyncs, so do it off the async threads.
+        let syncer = syncer.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut g = lock(&inner)?;
             let expired: Vec<i64> = g
@@ -172,7 +237,9 @@ async fn expire_leases(inner: Weak<Mutex<Inner>>) {
                 tracing::debug!(lease = id, "embedded lease expired");
                 g.persist_and_apply(LogRecord::LeaseRevoke { id })?;
             }
-            MetaResult::Ok(())
+            let seq = g.written;
+            drop(g);
+            sync_to(&inner, syncer.as_deref(), seq)
         })
         .await;
         if let Ok(Err(e)) = result {
@@ -192,6 +259,8 @@ impl Inner {
             leases: HashMap::new(),
             next_lease: 1,
             file,
+            written: 0,
+            pending: VecDeque::new(),
             failed: None,
         }
     }
@@ -239,19 +308,30 @@ impl Inner {
         }
     }
 
-    /// Appends the record to the file (fsynced), then applies it.
+    /// Appends the record to the file and applies it in memory. It is durable, and its
+    /// events reach watchers, once [`EmbeddedStore::sync_to`] has fsynced it.
     fn persist_and_apply(&mut self, record: LogRecord) -> MetaResult<()> {
-        if let Some(file) = &mut self.file {
-            let bytes = codec::encode_record(&record);
-            if let Err(e) = file.write_all(&bytes).and_then(|_| file.sync_data()) {
-                self.failed = Some(e.to_string());
-                return Err(e.into());
+        let seq = match &mut self.file {
+            Some(file) => {
+                if let Err(e) = file.write_all(&codec::encode_record(&record)) {
+                    self.failed = Some(e.to_string());
+                    return Err(e.into());
+                }
+                self.written += 1;
+                self.written
             }
-        }
-        self.apply(record)
+            None => 0,
+        };
+        self.apply_as(record, seq)
     }
 
     fn apply(&mut self, record: LogRecord) -> MetaResult<()> {
+        self.apply_as(record, 0)
+    }
+
+    /// Applies a record; its events are published at once (`seq` 0: nothing to wait for)
+    /// or held until record `seq` is fsynced.
+    fn apply_as(&mut self, record: LogRecord, seq: u64) -> MetaResult<()> {
         match record {
             LogRecord::Write { revision, ops } => {
                 if revision != self.revision + 1 {
@@ -270,7 +350,7 @@ impl Inner {
                         PersistOp::Delete { key } => self.apply_delete(&key, &mut events),
                     }
                 }
-                self.publish(events);
+                self.release(events, seq);
             }
             LogRecord::LeaseGrant { id, ttl } => {
                 self.leases.insert(id, new_lease(ttl));
@@ -355,11 +435,20 @@ impl Inner {
         });
     }
 
+    fn release(&mut self, events: Vec<HistoryEntry>, seq: u64) {
+        if seq == 0 {
+            self.publish(events);
+        } else {
+            self.pending.push_back((seq, events));
+        }
+    }
+
     fn publish(&mut self, events: Vec<HistoryEntry>) {
         self.watchers.retain(|w| {
             for e in &events {
-                if e.event.kv.key.starts_with(&w.prefix) && w.tx.send(Ok(e.event.clone())).is_err()
-                {
+                let wanted =
+                    e.event.kv.mod_revision >= w.start && e.event.kv.key.starts_with(&w.prefix);
+                if wanted && w.tx.send(Ok(e.event.clone())).is_err() {
                     return false;
                 }
             }
@@ -491,8 +580,13 @@ impl Inner {
                     compacted: self.compacted,
                 });
             }
-            // Undo every later event, newest first.
-            for e in self.history.iter().rev() {
+            // Undo every later event, newest first: those not yet durable, then history.
+            let pending = self
+                .pending
+                .iter()
+                .rev()
+                .flat_map(|(_, events)| events.iter().rev());
+            for e in pending.chain(self.history.iter().rev()) {
                 if e.event.kv.mod_revision <= at {
                     break;
                 }
@@ -556,7 +650,7 @@ impl MetaStore for EmbeddedStore {
                 let _ = tx.send(Ok(e.event.clone()));
             }
         }
-        g.watchers.push(Watcher { prefix, tx });
+        g.watchers.push(Watcher { prefix, start, tx });
         Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|e| (e, rx))
         })))
