@@ -48,6 +48,9 @@ def http_get(url, timeout=5):
 class Sluice:
     """One `sluice serve` (or `gateway`) process."""
 
+    # Every process started by the current test, so a failing test leaves none behind.
+    started = []
+
     def __init__(self, data_dir, extra_args=(), env=None, mode="serve"):
         self.data_dir = Path(data_dir)
         self.extra_args = list(extra_args)
@@ -74,6 +77,7 @@ class Sluice:
         ]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=self.env)
+        Sluice.started.append(self.proc)
         # The process prints its bound addresses once it accepts connections.
         lines = []
         while self.kafka is None or self.http is None:
@@ -122,6 +126,17 @@ class Sluice:
                 self.proc.kill()
                 self.proc.wait()
         self.kafka = self.http = None
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_servers():
+    """Kills, by process id, every Sluice process a test started and did not stop."""
+    yield
+    for proc in Sluice.started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    Sluice.started.clear()
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ async function main() {
 
   const start = async sink => {
     // Commit after every message, so a rebalance never hands over unacknowledged reads.
-    const consumer = kafka.consumer({ groupId, sessionTimeout: 6000, heartbeatInterval: 500 })
+    const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, rebalanceTimeout: 10000, heartbeatInterval: 500 })
     consumer.on(consumer.events.GROUP_JOIN, e => {
       assignment.set(consumer, e.payload.memberAssignment[topic] || [])
       check()
@@ -65,25 +65,25 @@ async function main() {
   for (let i = 0; i < 3; i++) members.push(await start(values))
   await until(() => sizes(members) === '2,2,2')
   const settled = members.map(m => assignment.get(m))
-  await produce(0, 1200)
-  await until(() => values.length >= 1200)
+  await produce(0, 300)
+  await until(() => values.length >= 300)
 
   await stop(members.pop())
   await until(() => sizes(members) === '3,3')
-  await produce(1200, 1800)
-  await until(() => values.length >= 1800)
+  await produce(300, 450)
+  await until(() => values.length >= 450)
 
   members.push(await start(values))
   await until(() => sizes(members) === '2,2,2')
-  await produce(1800, 2400)
-  await until(() => values.length >= 2400)
+  await produce(450, 600)
+  await until(() => values.length >= 600)
   for (const m of members) await stop(m)
 
   const committed = await admin.fetchOffsets({ groupId, topics: [topic] })
   const late = []
   const restarted = await start(late)
-  await produce(2400, 2520)
-  await until(() => late.length >= 120)
+  await produce(600, 630)
+  await until(() => late.length >= 30)
   await stop(restarted)
   await producer.disconnect()
   await admin.disconnect()
