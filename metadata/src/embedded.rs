@@ -92,14 +92,14 @@ struct Inner {
 impl EmbeddedStore {
     /// A store that lives only in memory (tests, and `memory://` metadata).
     pub fn in_memory() -> Self {
-        Self::from_inner(Inner::empty(None), None)
+        Self::from_inner(Inner::empty(), None)
     }
 
     /// Opens (or creates) the store persisted in `dir`.
     pub fn open(dir: &Path) -> MetaResult<Self> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("store.log");
-        let mut inner = Inner::empty(None);
+        let mut inner = Inner::empty();
         let mut log_bytes = 0u64;
         if path.exists() {
             let (records, valid_len) = codec::read_log(&path)?;
@@ -249,7 +249,7 @@ async fn expire_leases(inner: Weak<Mutex<Inner>>, syncer: Option<Arc<Syncer>>) {
 }
 
 impl Inner {
-    fn empty(file: Option<File>) -> Self {
+    fn empty() -> Self {
         Self {
             kvs: BTreeMap::new(),
             revision: 0,
@@ -258,7 +258,7 @@ impl Inner {
             watchers: Vec::new(),
             leases: HashMap::new(),
             next_lease: 1,
-            file,
+            file: None,
             written: 0,
             pending: VecDeque::new(),
             failed: None,

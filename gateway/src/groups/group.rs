@@ -211,6 +211,12 @@ impl Group {
         g
     }
 
+    /// Whether the group has ever formed or holds offsets; otherwise clients see it as
+    /// nonexistent ("Dead", GROUP_ID_NOT_FOUND).
+    pub fn exists(&self) -> bool {
+        self.generation > 0 || !self.members.is_empty() || !self.offsets.is_empty()
+    }
+
     pub fn record(&self) -> GroupRecord {
         let protocol = self.protocol.clone().unwrap_or_default();
         GroupRecord {

@@ -28,6 +28,7 @@ use sluice_metadata::keys;
 use sluice_metadata::records::{GroupRecord, OffsetRecord};
 use tokio::time::Instant;
 
+use super::now_ms;
 use crate::groups::group::{JoinArgs, JoinResult, Reply, State, SyncResult};
 use crate::groups::{GroupError, SharedGroup};
 use crate::server::Ctx;
@@ -51,12 +52,6 @@ async fn coordinated(ctx: &Ctx, group: &str) -> Result<SharedGroup, ResponseErro
         return Err(ResponseError::InvalidGroupId);
     }
     ctx.groups.group(group).await.map_err(|e| group_error(&e))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Who sent a request, for DescribeGroups.
@@ -573,7 +568,7 @@ pub async fn list_groups(ctx: &Ctx, req: ListGroupsRequest, version: i16) -> Lis
     }
     for g in ctx.groups.local_groups() {
         let g = g.lock().await;
-        if g.generation > 0 || !g.members.is_empty() || !g.offsets.is_empty() {
+        if g.exists() {
             found.insert(
                 g.id.clone(),
                 (
@@ -624,8 +619,7 @@ pub async fn describe_groups(
             }
         };
         let g = g.lock().await;
-        let exists = g.generation > 0 || !g.members.is_empty() || !g.offsets.is_empty();
-        let state = if exists { g.state.name() } else { "Dead" };
+        let state = if g.exists() { g.state.name() } else { "Dead" };
         let protocol = g.protocol.clone().unwrap_or_default();
         let members = g
             .members
@@ -672,8 +666,7 @@ pub async fn delete_groups(
             Err(e) => Some(e),
             Ok(g) => {
                 let g = g.lock().await;
-                let exists = g.generation > 0 || !g.members.is_empty() || !g.offsets.is_empty();
-                if !exists {
+                if !g.exists() {
                     Some(ResponseError::GroupIdNotFound)
                 } else if !g.members.is_empty() {
                     Some(ResponseError::NonEmptyGroup)
@@ -725,8 +718,7 @@ pub async fn offset_delete(
         Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
     };
     let mut g = g.lock().await;
-    let exists = g.generation > 0 || !g.members.is_empty() || !g.offsets.is_empty();
-    if !exists {
+    if !g.exists() {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupIdNotFound.code());
     }

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::records::BatchMeta;
 use sluice_protocols::kafka::batch::{self, BatchError};
 
+use super::now_ms;
 use crate::batcher::{Append, AppendError};
 use crate::metrics;
 use crate::server::Ctx;
@@ -31,12 +32,6 @@ fn append_error_code(e: &AppendError) -> ResponseError {
         AppendError::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         AppendError::ShuttingDown => ResponseError::NotLeaderOrFollower,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Error messages exist from Produce v8.
