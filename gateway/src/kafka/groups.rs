@@ -417,20 +417,25 @@ pub async fn offset_commit(
 
 /// `(topic, partitions)` a fetch asks for; `None`: everything the group committed.
 type Wanted = Option<Vec<(String, Vec<i32>)>>;
-/// Per topic, each partition's committed offset, if any.
-type Committed = Vec<(String, Vec<(i32, Option<OffsetRecord>)>)>;
+/// Per topic, each partition's committed offset (offset -1 where there is none).
+type Committed = Vec<(String, Vec<(i32, OffsetRecord)>)>;
+
+/// What OffsetFetch answers for a partition without a committed offset.
+fn no_offset() -> OffsetRecord {
+    OffsetRecord {
+        offset: -1,
+        leader_epoch: -1,
+        metadata: Some(String::new()),
+        commit_timestamp: -1,
+    }
+}
 
 fn committed(g: &crate::groups::group::Group, wanted: Wanted) -> Committed {
     match wanted {
         None => g
             .offsets
             .iter()
-            .map(|(t, ps)| {
-                (
-                    t.clone(),
-                    ps.iter().map(|(p, o)| (*p, Some(o.clone()))).collect(),
-                )
-            })
+            .map(|(t, ps)| (t.clone(), ps.iter().map(|(p, o)| (*p, o.clone())).collect()))
             .collect(),
         Some(list) => list
             .into_iter()
@@ -438,7 +443,14 @@ fn committed(g: &crate::groups::group::Group, wanted: Wanted) -> Committed {
                 let have = g.offsets.get(&t);
                 let parts = ps
                     .into_iter()
-                    .map(|p| (p, have.and_then(|h| h.get(&p)).cloned()))
+                    .map(|p| {
+                        (
+                            p,
+                            have.and_then(|h| h.get(&p))
+                                .cloned()
+                                .unwrap_or_else(no_offset),
+                        )
+                    })
                     .collect();
                 (t, parts)
             })
@@ -473,12 +485,6 @@ pub async fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> O
                                 .with_partitions(
                                     ps.into_iter()
                                         .map(|(p, o)| {
-                                            let o = o.unwrap_or(OffsetRecord {
-                                                offset: -1,
-                                                leader_epoch: -1,
-                                                metadata: Some(String::new()),
-                                                commit_timestamp: -1,
-                                            });
                                             OffsetFetchResponsePartitions::default()
                                                 .with_partition_index(p)
                                                 .with_committed_offset(o.offset)
@@ -516,15 +522,10 @@ pub async fn offset_fetch(ctx: &Ctx, req: OffsetFetchRequest, version: i16) -> O
                             .map(|(p, o)| {
                                 let out = OffsetFetchResponsePartition::default()
                                     .with_partition_index(p)
-                                    .with_committed_offset(o.as_ref().map_or(-1, |o| o.offset))
-                                    .with_metadata(Some(s(o
-                                        .as_ref()
-                                        .and_then(|o| o.metadata.clone())
-                                        .unwrap_or_default())));
+                                    .with_committed_offset(o.offset)
+                                    .with_metadata(Some(s(o.metadata.unwrap_or_default())));
                                 if version >= 5 {
-                                    out.with_committed_leader_epoch(
-                                        o.map_or(-1, |o| o.leader_epoch),
-                                    )
+                                    out.with_committed_leader_epoch(o.leader_epoch)
                                 } else {
                                     out
                                 }
