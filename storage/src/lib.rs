@@ -5,6 +5,7 @@ pub mod faults;
 pub mod metrics;
 pub mod naming;
 mod open;
+pub mod segment;
 pub mod wal;
 
 pub use open::{ObjectStoreUrl, open_object_store};

@@ -238,4 +238,4 @@ pub fn set_log_append_time(batch: &mut [u8], time_ms: i64) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

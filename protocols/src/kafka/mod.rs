@@ -4,5 +4,6 @@
 pub mod batch;
 pub mod frame;
 pub mod header;
+pub mod records;
 
 pub use kafka_protocol;
