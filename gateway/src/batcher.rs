@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::GatewayConfig;
-use crate::log::Log;
 use crate::metrics;
+use sluice_metadata::follower::Log;
 
 /// One producer batch for one partition.
 #[derive(Debug)]

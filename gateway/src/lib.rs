@@ -7,9 +7,9 @@ pub mod config;
 mod groups;
 mod http;
 mod kafka;
-mod log;
 pub mod metrics;
 mod producer_ids;
+mod segments;
 mod server;
 mod topics;
 

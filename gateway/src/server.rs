@@ -18,9 +18,13 @@ use crate::batcher::Batcher;
 use crate::config::GatewayConfig;
 use crate::groups::group::Limits;
 use crate::groups::{Coordinator, Node};
-use crate::log::Log;
 use crate::producer_ids::ProducerIds;
+use crate::segments::Segments;
 use crate::{http, kafka};
+use sluice_metadata::follower::Log;
+
+/// Rebuilt row groups of compacted data kept in memory.
+const SEGMENT_MEMORY: usize = 64 << 20;
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -42,6 +46,8 @@ pub(crate) struct Ctx {
     pub log: Arc<Log>,
     pub batcher: Batcher,
     pub cache: Arc<RangeCache>,
+    /// Compacted data, rebuilt into batches.
+    pub segments: Segments,
     pub faults: Option<Arc<Faults>>,
     pub producer_ids: ProducerIds,
     pub groups: Arc<Coordinator>,
@@ -128,7 +134,14 @@ impl Gateway {
         });
         let cancel = CancellationToken::new();
         let cluster_id = cluster_id(&services.store).await?;
-        let log = Log::start(services.store.clone(), cancel.child_token()).await?;
+        let log = Log::start(
+            services.store.clone(),
+            Arc::new(sluice_storage::checkpoints::ObjectCheckpoints(
+                services.objects.clone(),
+            )),
+            cancel.child_token(),
+        )
+        .await?;
         // The batcher gets its own token: it must keep flushing while connections drain.
         let batcher_cancel = CancellationToken::new();
         let batcher = Batcher::start(
@@ -164,6 +177,7 @@ impl Gateway {
             store: services.store,
             log,
             batcher,
+            segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
             cache: services.cache,
             faults: services.faults,
             host,

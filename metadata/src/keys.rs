@@ -4,6 +4,17 @@
 pub const LOG_PREFIX: &str = "log/";
 pub const TOPICS_PREFIX: &str = "log/topics/";
 pub const COMMITS_PREFIX: &str = "log/commits/";
+/// Compacted segments: `log/segments/<topic id>/<partition>/<base offset>`.
+pub const SEGMENTS_PREFIX: &str = "log/segments/";
+/// Log start offsets: `log/starts/<topic id>/<partition>`.
+pub const STARTS_PREFIX: &str = "log/starts/";
+/// The pointer to the latest checkpoint of the log state.
+pub const CHECKPOINT: &str = "log/checkpoint";
+/// Per partition, the offset compaction has reached: `compaction/<topic id>/<partition>`.
+/// Every segment commit compares it, so two compactors never commit the same range.
+pub const COMPACTION_PREFIX: &str = "compaction/";
+/// Live compactors, one lease-bound key each.
+pub const COMPACTORS_PREFIX: &str = "compactors/";
 /// The cluster id, created once.
 pub const CLUSTER_ID: &str = "cluster/id";
 
@@ -13,6 +24,25 @@ pub fn topic(name: &str) -> String {
 
 pub fn commit(object_id: &str) -> String {
     format!("{COMMITS_PREFIX}{object_id}")
+}
+
+pub fn segment(topic_id: &uuid::Uuid, partition: u32, base_offset: i64) -> String {
+    format!(
+        "{SEGMENTS_PREFIX}{}/{partition}/{base_offset:020}",
+        topic_id.simple()
+    )
+}
+
+pub fn log_start(topic_id: &uuid::Uuid, partition: u32) -> String {
+    format!("{STARTS_PREFIX}{}/{partition}", topic_id.simple())
+}
+
+pub fn compaction(topic_id: &uuid::Uuid, partition: u32) -> String {
+    format!("{COMPACTION_PREFIX}{}/{partition}", topic_id.simple())
+}
+
+pub fn compactor(node: &str) -> String {
+    format!("{COMPACTORS_PREFIX}{node}")
 }
 
 /// Consumer groups: `groups/<group>/coordinator` (the claiming gateway, lease-bound),

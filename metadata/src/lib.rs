@@ -11,6 +11,7 @@
 pub mod conformance;
 mod embedded;
 mod etcd;
+pub mod follower;
 pub mod keys;
 pub mod log;
 pub mod records;

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::keys;
-use crate::records::{BatchMeta, CommitRecord, RecordError, TopicRecord};
+use crate::records::{
+    BatchMeta, CommitRecord, LogStartRecord, RecordError, SegmentRecord, TopicRecord,
+};
 use crate::store::{EventKind, Revision, WatchEvent};
 
 /// Where a run of offsets lives: a chunk of a WAL object.
@@ -72,11 +74,41 @@ pub enum BatchOutcome {
     Gone,
 }
 
+/// Where a run of offsets is read from: a Parquet segment or a chunk of a WAL object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span<'a> {
+    Segment(&'a SegmentRecord),
+    Wal(&'a IndexEntry),
+}
+
+impl Span<'_> {
+    pub fn base_offset(&self) -> i64 {
+        match self {
+            Span::Segment(s) => s.base_offset,
+            Span::Wal(e) => e.base_offset,
+        }
+    }
+    pub fn end_offset(&self) -> i64 {
+        match self {
+            Span::Segment(s) => s.end_offset,
+            Span::Wal(e) => e.end_offset(),
+        }
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        match self {
+            Span::Segment(s) => s.max_timestamp,
+            Span::Wal(e) => e.max_timestamp,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionLog {
     pub log_start_offset: i64,
     pub high_watermark: i64,
-    /// Sorted by offset, contiguous.
+    /// Compacted data, sorted by offset, contiguous, all before `entries`.
+    pub segments: Vec<SegmentRecord>,
+    /// Data still in WAL objects: sorted by offset, contiguous.
     pub entries: Vec<IndexEntry>,
     /// Idempotent producers by id.
     pub producers: HashMap<i64, ProducerState>,
@@ -145,15 +177,78 @@ impl PartitionLog {
         &self.entries[i..]
     }
 
-    /// The first entry whose newest record is at least `timestamp`: where a search by
-    /// timestamp must look.
-    pub fn first_entry_at_or_after(&self, timestamp: i64) -> Option<&IndexEntry> {
-        self.entries.iter().find(|e| e.max_timestamp >= timestamp)
+    /// The segment holding `offset`, if it is compacted.
+    pub fn segment_for(&self, offset: i64) -> Option<&SegmentRecord> {
+        let i = self.segments.partition_point(|s| s.end_offset <= offset);
+        self.segments.get(i)
     }
 
-    /// The entry holding the partition's largest timestamp (the latest one on ties).
-    pub fn entry_with_max_timestamp(&self) -> Option<&IndexEntry> {
-        self.entries.iter().rev().max_by_key(|e| e.max_timestamp)
+    /// Where the partition's data lives, oldest first.
+    pub fn spans(&self) -> impl DoubleEndedIterator<Item = Span<'_>> {
+        self.segments
+            .iter()
+            .map(Span::Segment)
+            .chain(self.entries.iter().map(Span::Wal))
+    }
+
+    /// The first span whose newest record is at least `timestamp`: where a search by
+    /// timestamp must look.
+    pub fn first_span_at_or_after(&self, timestamp: i64) -> Option<Span<'_>> {
+        self.spans().find(|s| s.max_timestamp() >= timestamp)
+    }
+
+    /// The span holding the partition's largest timestamp (the latest one on ties).
+    pub fn span_with_max_timestamp(&self) -> Option<Span<'_>> {
+        self.spans().rev().max_by_key(|s| s.max_timestamp())
+    }
+
+    /// Where compacted data ends and WAL data begins.
+    pub fn compacted_offset(&self) -> i64 {
+        self.segments
+            .last()
+            .map_or(self.log_start_offset, |s| s.end_offset)
+    }
+
+    /// Bytes the partition holds: segments at their file size, WAL data at its size.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum::<u64>()
+            + self.entries.iter().map(|e| u64::from(e.size)).sum::<u64>()
+    }
+
+    /// Swaps `[base, end)` from WAL entries to a segment (or updates a known segment).
+    fn apply_segment(&mut self, s: SegmentRecord) {
+        if let Some(known) = self
+            .segments
+            .iter_mut()
+            .find(|k| k.base_offset == s.base_offset)
+        {
+            *known = s;
+            return;
+        }
+        if s.end_offset <= self.log_start_offset {
+            return;
+        }
+        let compacted = self
+            .entries
+            .partition_point(|e| e.end_offset() <= s.end_offset);
+        self.entries.drain(..compacted);
+        let at = self
+            .segments
+            .partition_point(|k| k.base_offset < s.base_offset);
+        self.segments.insert(at, s);
+    }
+
+    /// Moves the log start forward (never back, never past the high watermark) and drops
+    /// what lies wholly before it.
+    fn apply_start(&mut self, offset: i64) {
+        let offset = offset.min(self.high_watermark);
+        if offset <= self.log_start_offset {
+            return;
+        }
+        self.log_start_offset = offset;
+        self.segments.retain(|s| s.end_offset > offset);
+        let gone = self.entries.partition_point(|e| e.end_offset() <= offset);
+        self.entries.drain(..gone);
     }
 }
 
@@ -180,11 +275,16 @@ pub enum Applied {
         outcomes: Vec<Vec<BatchOutcome>>,
         partitions: Vec<(Uuid, u32)>,
     },
+    /// A segment was committed or published, or the log start moved.
+    Compaction {
+        topic_id: Uuid,
+        partition: u32,
+    },
     /// An event the log does not act on (removal of an old commit record).
     Nothing,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogState {
     revision: Revision,
     topics: BTreeMap<String, TopicState>,
@@ -213,6 +313,26 @@ impl LogState {
         self.topic_by_id(topic_id)?
             .partitions
             .get(partition as usize)
+    }
+
+    /// Drops the topics `keep` says no to.
+    pub fn retain_topics(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        let ids = &mut self.ids;
+        self.topics.retain(|name, t| {
+            let k = keep(name);
+            if !k {
+                ids.remove(&t.record.id);
+            }
+            k
+        });
+    }
+
+    fn partition_mut(&mut self, topic_id: &Uuid, partition: u32) -> Option<&mut PartitionLog> {
+        let name = self.ids.get(topic_id)?;
+        self.topics
+            .get_mut(name)?
+            .partitions
+            .get_mut(partition as usize)
     }
 
     /// Applies one event of the log, in revision order.
@@ -249,6 +369,46 @@ impl LogState {
             }
             let commit = CommitRecord::decode(&event.kv.value)?;
             return Ok(self.apply_commit(id.to_string(), revision, commit));
+        }
+        if event.kind == EventKind::Delete {
+            // Segment records and commit records are removed once a checkpoint holds them.
+            return Ok(Applied::Nothing);
+        }
+        if key.starts_with(keys::SEGMENTS_PREFIX) {
+            let s = SegmentRecord::decode(&event.kv.value)?;
+            let (topic_id, partition) = (s.topic_id, s.partition);
+            return Ok(match self.partition_mut(&topic_id, partition) {
+                Some(log) => {
+                    log.apply_segment(s);
+                    Applied::Compaction {
+                        topic_id,
+                        partition,
+                    }
+                }
+                None => Applied::Nothing,
+            });
+        }
+        if let Some(rest) = key.strip_prefix(keys::STARTS_PREFIX) {
+            let start = LogStartRecord::decode(&event.kv.value)?;
+            let parsed = rest
+                .split_once('/')
+                .and_then(|(t, p)| Some((Uuid::try_parse(t).ok()?, p.parse::<u32>().ok()?)));
+            let Some((topic_id, partition)) = parsed else {
+                return Err(RecordError::Malformed {
+                    what: "log start key",
+                    reason: rest.to_string(),
+                });
+            };
+            return Ok(match self.partition_mut(&topic_id, partition) {
+                Some(log) => {
+                    log.apply_start(start.offset);
+                    Applied::Compaction {
+                        topic_id,
+                        partition,
+                    }
+                }
+                None => Applied::Nothing,
+            });
         }
         Ok(Applied::Nothing)
     }
@@ -336,254 +496,8 @@ impl LogState {
     }
 }
 
+mod checkpoint;
+pub use checkpoint::CHECKPOINT_VERSION;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::records::{Chunk, CommitChunk, TOPIC_VERSION};
-    use crate::store::KeyValue;
-    use bytes::Bytes;
-
-    fn event(kind: EventKind, key: String, value: Bytes, rev: Revision) -> WatchEvent {
-        WatchEvent {
-            kind,
-            kv: KeyValue {
-                key: Bytes::from(key),
-                value,
-                create_revision: rev,
-                mod_revision: rev,
-                version: 1,
-                lease: None,
-            },
-        }
-    }
-
-    fn topic(id: u128, partitions: u32) -> TopicRecord {
-        TopicRecord {
-            v: TOPIC_VERSION,
-            id: Uuid::from_u128(id),
-            name: "t".into(),
-            partitions,
-            configs: Default::default(),
-        }
-    }
-
-    /// A plain (non-idempotent) batch of `records` records.
-    fn plain(records: u32) -> BatchMeta {
-        BatchMeta {
-            size: 10,
-            records,
-            max_timestamp: i64::from(records),
-            producer_id: -1,
-            producer_epoch: -1,
-            base_sequence: -1,
-        }
-    }
-
-    fn idem(producer_id: i64, epoch: i16, base_sequence: i32, records: u32) -> BatchMeta {
-        BatchMeta {
-            producer_id,
-            producer_epoch: epoch,
-            base_sequence,
-            ..plain(records)
-        }
-    }
-
-    fn commit_batches(topic: u128, parts: &[(u32, Vec<BatchMeta>)]) -> Bytes {
-        CommitRecord {
-            object: "wal/x".into(),
-            object_size: 1000,
-            chunks: parts
-                .iter()
-                .map(|(partition, batches)| CommitChunk {
-                    chunk: Chunk {
-                        topic_id: Uuid::from_u128(topic),
-                        partition: *partition,
-                        position: 0,
-                        size: batches.iter().map(|b| b.size).sum(),
-                        records: batches.iter().map(|b| b.records).sum(),
-                        max_timestamp: batches.iter().map(|b| b.max_timestamp).max().unwrap_or(-1),
-                    },
-                    batches: batches.clone(),
-                })
-                .collect(),
-        }
-        .encode()
-    }
-
-    fn commit(topic: u128, parts: &[(u32, u32)]) -> Bytes {
-        let parts: Vec<(u32, Vec<BatchMeta>)> =
-            parts.iter().map(|&(p, r)| (p, vec![plain(r)])).collect();
-        commit_batches(topic, &parts)
-    }
-
-    fn outcomes(a: Applied) -> Vec<Vec<BatchOutcome>> {
-        match a {
-            Applied::Commit { outcomes, .. } => outcomes,
-            other => panic!("not a commit: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn idempotent_batches_are_deduplicated_ordered_and_fenced() {
-        use BatchOutcome::*;
-        let mut s = LogState::default();
-        s.apply(&event(
-            EventKind::Put,
-            keys::topic("t"),
-            topic(1, 1).encode(),
-            1,
-        ))
-        .expect("apply");
-        let mut rev = 1;
-        let mut apply = |batches: Vec<BatchMeta>| {
-            rev += 1;
-            outcomes(
-                s.apply(&event(
-                    EventKind::Put,
-                    keys::commit(&rev.to_string()),
-                    commit_batches(1, &[(0, batches)]),
-                    rev,
-                ))
-                .expect("apply"),
-            )
-            .remove(0)
-        };
-        // Producer 7: seq 0..=2, then 3..=4; a retry of the first batch is a duplicate.
-        assert_eq!(
-            apply(vec![idem(7, 0, 0, 3), plain(1), idem(7, 0, 3, 2)]),
-            vec![Appended(0), Appended(3), Appended(4)]
-        );
-        assert_eq!(apply(vec![idem(7, 0, 0, 3)]), vec![Duplicate(0)]);
-        assert_eq!(
-            apply(vec![idem(7, 0, 3, 2), idem(7, 0, 5, 1)]),
-            vec![Duplicate(4), Appended(6)]
-        );
-        // A gap is out of order; nothing is appended.
-        assert_eq!(apply(vec![idem(7, 0, 9, 1)]), vec![OutOfOrderSequence]);
-        // A new epoch must start at 0; after it, the old epoch is fenced.
-        assert_eq!(apply(vec![idem(7, 1, 4, 1)]), vec![OutOfOrderSequence]);
-        assert_eq!(apply(vec![idem(7, 1, 0, 1)]), vec![Appended(7)]);
-        assert_eq!(apply(vec![idem(7, 0, 6, 1)]), vec![InvalidProducerEpoch]);
-        // Another producer is independent; an unknown producer may start anywhere.
-        assert_eq!(apply(vec![idem(8, 0, 100, 2)]), vec![Appended(8)]);
-        assert_eq!(
-            apply(vec![idem(8, 0, 102, 1), idem(8, 0, 102, 1)]),
-            vec![Appended(10), Duplicate(10)]
-        );
-        // Sequences wrap.
-        assert_eq!(
-            apply(vec![idem(9, 0, i32::MAX - 1, 2), idem(9, 0, 0, 1)]),
-            vec![Appended(11), Appended(13)]
-        );
-        let p = s.partition(&Uuid::from_u128(1), 0).expect("partition");
-        assert_eq!(p.high_watermark, 14);
-        // Rejected batches left gaps in the chunk; index entries still cover every offset once.
-        let mut next = 0;
-        for e in &p.entries {
-            assert_eq!(e.base_offset, next);
-            next = e.end_offset();
-        }
-        assert_eq!(next, 14);
-    }
-
-    #[test]
-    fn commits_assign_dense_offsets_in_order() {
-        let mut s = LogState::default();
-        s.apply(&event(
-            EventKind::Put,
-            keys::topic("t"),
-            topic(1, 2).encode(),
-            1,
-        ))
-        .expect("apply");
-        let a = s
-            .apply(&event(
-                EventKind::Put,
-                keys::commit("a"),
-                commit(1, &[(0, 3), (1, 2)]),
-                2,
-            ))
-            .expect("apply");
-        let b = s
-            .apply(&event(
-                EventKind::Put,
-                keys::commit("b"),
-                commit(1, &[(0, 4), (5, 1)]),
-                3,
-            ))
-            .expect("apply");
-        use BatchOutcome::*;
-        assert_eq!(outcomes(a), vec![vec![Appended(0)], vec![Appended(0)]]);
-        assert_eq!(outcomes(b), vec![vec![Appended(3)], vec![Gone]]);
-        let p0 = s.partition(&Uuid::from_u128(1), 0).expect("partition");
-        assert_eq!(p0.high_watermark, 7);
-        assert_eq!(p0.entries_from(2).len(), 2);
-        assert_eq!(p0.entries_from(3).len(), 1);
-        assert_eq!(p0.entries_from(7).len(), 0);
-        assert_eq!(
-            p0.first_entry_at_or_after(4).map(|e| e.base_offset),
-            Some(3)
-        );
-        assert_eq!(s.revision(), 3);
-    }
-
-    #[test]
-    fn recreated_topic_starts_empty_and_old_commits_are_ignored() {
-        let mut s = LogState::default();
-        s.apply(&event(
-            EventKind::Put,
-            keys::topic("t"),
-            topic(1, 1).encode(),
-            1,
-        ))
-        .expect("apply");
-        s.apply(&event(
-            EventKind::Put,
-            keys::commit("a"),
-            commit(1, &[(0, 3)]),
-            2,
-        ))
-        .expect("apply");
-        s.apply(&event(EventKind::Delete, keys::topic("t"), Bytes::new(), 3))
-            .expect("apply");
-        s.apply(&event(
-            EventKind::Put,
-            keys::topic("t"),
-            topic(2, 1).encode(),
-            4,
-        ))
-        .expect("apply");
-        let late = s
-            .apply(&event(
-                EventKind::Put,
-                keys::commit("b"),
-                commit(1, &[(0, 3)]),
-                5,
-            ))
-            .expect("apply");
-        assert_eq!(outcomes(late), vec![vec![BatchOutcome::Gone]]);
-        assert_eq!(
-            s.partition(&Uuid::from_u128(2), 0)
-                .map(|p| p.high_watermark),
-            Some(0)
-        );
-        // Growing the partition count keeps existing partitions.
-        s.apply(&event(
-            EventKind::Put,
-            keys::commit("c"),
-            commit(2, &[(0, 2)]),
-            6,
-        ))
-        .expect("apply");
-        s.apply(&event(
-            EventKind::Put,
-            keys::topic("t"),
-            topic(2, 3).encode(),
-            7,
-        ))
-        .expect("apply");
-        let t = s.topic("t").expect("topic");
-        assert_eq!(t.partitions.len(), 3);
-        assert_eq!(t.partitions[0].high_watermark, 2);
-    }
-}
+mod tests;

@@ -9,6 +9,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod compaction;
+pub use compaction::*;
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     #[error("unsupported {what} version {version}")]

@@ -166,7 +166,8 @@ impl Rows {
             for hd in &r.headers {
                 // Header keys are strings to every Kafka client (Java decodes them as
                 // UTF-8, replacing invalid sequences); stored the same way.
-                self.header_key.append_value(String::from_utf8_lossy(&hd.key));
+                self.header_key
+                    .append_value(String::from_utf8_lossy(&hd.key));
                 self.header_value.append_option(hd.value.as_deref());
                 self.bytes += hd.key.len() + hd.value.as_ref().map_or(0, |v| v.len());
             }
@@ -438,7 +439,12 @@ impl ChunkReader for Window {
     type T = bytes::buf::Reader<Bytes>;
 
     fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
-        Ok(self.get_bytes(start, (self.start + self.bytes.len() as u64 - start) as usize)?.reader())
+        Ok(self
+            .get_bytes(
+                start,
+                (self.start + self.bytes.len() as u64 - start) as usize,
+            )?
+            .reader())
     }
 
     fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {

@@ -1,5 +1,6 @@
 //! Fetch: offsets to index entries to chunk bytes (through the cache), batch base offsets
-//! patched on the way out; long polling woken by commits.
+//! patched on the way out; offsets that are compacted come from Parquet segments, rebuilt
+//! into batches. Long polling is woken by commits.
 
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use object_store::path::Path;
-use sluice_metadata::log::IndexEntry;
+use sluice_metadata::log::{IndexEntry, PartitionLog};
+use sluice_metadata::records::SegmentRecord;
 use sluice_protocols::kafka::batch;
 use tokio::time::Instant;
 
@@ -42,11 +44,30 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse
     }
 }
 
+/// Where a fetch reads from: one segment, or WAL chunks.
+pub(super) enum Source {
+    Segment(SegmentRecord),
+    Wal(Vec<IndexEntry>),
+}
+
+impl Source {
+    /// What to read for `offset`, taking WAL entries worth `budget` bytes. A response
+    /// holds data from one segment at most; the consumer's next fetch goes on from there.
+    pub(super) fn for_offset(log: &PartitionLog, offset: i64, budget: usize) -> Self {
+        if offset < log.compacted_offset()
+            && let Some(seg) = log.segment_for(offset)
+        {
+            return Source::Segment(seg.clone());
+        }
+        Source::Wal(entries_within(log.entries_from(offset), budget))
+    }
+}
+
 /// What one partition of the log looks like for this fetch.
 struct View {
     high_watermark: i64,
     log_start_offset: i64,
-    entries: Vec<IndexEntry>,
+    source: Source,
 }
 
 async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
@@ -91,7 +112,7 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
                 Some(View {
                     high_watermark: log.high_watermark,
                     log_start_offset: log.log_start_offset,
-                    entries: entries_within(log.entries_from(p.fetch_offset), budget),
+                    source: Source::for_offset(log, p.fetch_offset, budget),
                 })
             });
             let Some(view) = view else {
@@ -114,7 +135,7 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
                 continue;
             }
             let limit = budget.min(p.partition_max_bytes.max(0) as usize);
-            match read_records(ctx, &view.entries, p.fetch_offset, limit, total == 0).await {
+            match read_records(ctx, &view.source, p.fetch_offset, limit, total == 0).await {
                 Ok(records) => {
                     total += records.len();
                     budget = budget.saturating_sub(records.len());
@@ -157,11 +178,13 @@ fn entries_within(entries: &[IndexEntry], budget: usize) -> Vec<IndexEntry> {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(super) enum ReadError {
     #[error("{0}")]
     Cache(#[from] sluice_cache::CacheError),
     #[error("stored batch is unreadable: {0}")]
     Batch(#[from] batch::BatchError),
+    #[error("{0}")]
+    Segment(#[from] crate::segments::SegmentReadError),
 }
 
 /// The bytes of one index entry's chunk, through the cache.
@@ -184,33 +207,74 @@ pub(super) async fn read_chunk(
 /// a consumer always makes progress.
 async fn read_records(
     ctx: &Ctx,
-    entries: &[IndexEntry],
+    source: &Source,
     offset: i64,
     limit: usize,
     may_exceed: bool,
 ) -> Result<Bytes, ReadError> {
     let mut out = BytesMut::new();
-    'entries: for e in entries {
-        let chunk = read_chunk(ctx, e).await?;
-        let mut base = e.base_offset;
-        for info in batch::iter_headers(&chunk) {
-            let info = info?;
-            let next = base + i64::from(info.record_count);
-            if next > offset {
-                let fits = out.len() + info.size <= limit;
-                let oversized_first = out.is_empty() && may_exceed;
-                if !(fits || oversized_first) {
-                    break 'entries;
-                }
-                let start = out.len();
-                out.extend_from_slice(&chunk[info.position..info.position + info.size]);
-                batch::set_base_offset(&mut out[start..], base);
-                if !fits {
-                    break 'entries;
+    match source {
+        Source::Wal(entries) => {
+            for e in entries {
+                let chunk = read_chunk(ctx, e).await?;
+                if !append_batches(&mut out, e.base_offset, &chunk, offset, limit, may_exceed)? {
+                    break;
                 }
             }
-            base = next;
+        }
+        Source::Segment(seg) => {
+            let (path, index) = ctx.segments.index(seg).await?;
+            let Some(first) = index.row_group_for(offset) else {
+                return Ok(Bytes::new());
+            };
+            for i in first..index.row_groups.len() {
+                let c = ctx
+                    .segments
+                    .row_group(&path, seg.size, index.clone(), i)
+                    .await?;
+                if !append_batches(
+                    &mut out,
+                    c.first_offset,
+                    &c.bytes,
+                    offset,
+                    limit,
+                    may_exceed,
+                )? {
+                    break;
+                }
+            }
         }
     }
     Ok(out.freeze())
+}
+
+/// Appends the batches of `chunk` (consecutive batches, the first at offset `base`) that
+/// hold `offset` or later, while they fit in `limit`. False once the response is full.
+fn append_batches(
+    out: &mut BytesMut,
+    mut base: i64,
+    chunk: &[u8],
+    offset: i64,
+    limit: usize,
+    may_exceed: bool,
+) -> Result<bool, batch::BatchError> {
+    for info in batch::iter_headers(chunk) {
+        let info = info?;
+        let next = base + i64::from(info.record_count);
+        if next > offset {
+            let fits = out.len() + info.size <= limit;
+            let oversized_first = out.is_empty() && may_exceed;
+            if !(fits || oversized_first) {
+                return Ok(false);
+            }
+            let start = out.len();
+            out.extend_from_slice(&chunk[info.position..info.position + info.size]);
+            batch::set_base_offset(&mut out[start..], base);
+            if !fits {
+                return Ok(false);
+            }
+        }
+        base = next;
+    }
+    Ok(true)
 }

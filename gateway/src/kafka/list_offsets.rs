@@ -7,10 +7,11 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
-use sluice_metadata::log::IndexEntry;
+use sluice_metadata::log::{IndexEntry, Span};
+use sluice_metadata::records::SegmentRecord;
 use sluice_protocols::kafka::batch;
 
-use super::fetch::read_chunk;
+use super::fetch::{ReadError, read_chunk};
 use crate::server::Ctx;
 
 const LATEST: i64 = -1;
@@ -20,6 +21,8 @@ const MAX_TIMESTAMP: i64 = -3;
 #[derive(Debug, thiserror::Error)]
 enum LookupError {
     #[error("{0}")]
+    Read(#[from] ReadError),
+    #[error("{0}")]
     Cache(#[from] sluice_cache::CacheError),
     #[error("stored batch is unreadable: {0}")]
     Batch(#[from] batch::BatchError),
@@ -27,21 +30,68 @@ enum LookupError {
     Decode(String),
 }
 
-/// The first record in `entry` at or after `target` (or, with `max`, the first record
-/// holding the entry's largest timestamp): `(timestamp, offset)`.
+/// Where a lookup by time looks.
+enum Place {
+    Segment(SegmentRecord),
+    Wal(IndexEntry),
+}
+
+impl From<Span<'_>> for Place {
+    fn from(s: Span<'_>) -> Self {
+        match s {
+            Span::Segment(s) => Place::Segment(s.clone()),
+            Span::Wal(e) => Place::Wal(e.clone()),
+        }
+    }
+}
+
+/// The first record in `place` at or after `target` (or, with `max`, the first record
+/// holding its largest timestamp): `(timestamp, offset)`.
 async fn search(
     ctx: &Ctx,
-    entry: &IndexEntry,
+    place: &Place,
     target: i64,
     max: bool,
 ) -> Result<Option<(i64, i64)>, LookupError> {
-    let chunk = read_chunk(ctx, entry).await?;
-    let mut base = entry.base_offset;
-    for info in batch::iter_headers(&chunk) {
+    match place {
+        Place::Wal(entry) => {
+            let chunk = read_chunk(ctx, entry).await?;
+            let wanted = if max { entry.max_timestamp } else { target };
+            search_chunk(entry.base_offset, &chunk, wanted, max)
+        }
+        Place::Segment(seg) => {
+            let (path, index) = ctx.segments.index(seg).await.map_err(ReadError::from)?;
+            let wanted = if max { seg.max_timestamp } else { target };
+            for (i, rg) in index.row_groups.iter().enumerate() {
+                if rg.max_timestamp < wanted {
+                    continue;
+                }
+                let c = ctx
+                    .segments
+                    .row_group(&path, seg.size, index.clone(), i)
+                    .await
+                    .map_err(ReadError::from)?;
+                if let Some(hit) = search_chunk(c.first_offset, &c.bytes, wanted, max)? {
+                    return Ok(Some(hit));
+                }
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The first record at or after `wanted` (exactly `wanted` with `max`) in consecutive
+/// batches starting at offset `base`.
+fn search_chunk(
+    mut base: i64,
+    chunk: &[u8],
+    wanted: i64,
+    max: bool,
+) -> Result<Option<(i64, i64)>, LookupError> {
+    for info in batch::iter_headers(chunk) {
         let info = info?;
         let batch_base = base;
         base += i64::from(info.record_count);
-        let wanted = if max { entry.max_timestamp } else { target };
         if info.max_timestamp < wanted {
             continue;
         }
@@ -86,9 +136,9 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest, version: i16) -> ListOff
                 let log = topic
                     .partitions
                     .get(usize::try_from(p.partition_index).ok()?)?;
-                let entry = match p.timestamp {
-                    MAX_TIMESTAMP => log.entry_with_max_timestamp().cloned(),
-                    ts if ts >= 0 => log.first_entry_at_or_after(ts).cloned(),
+                let entry: Option<Place> = match p.timestamp {
+                    MAX_TIMESTAMP => log.span_with_max_timestamp().map(Place::from),
+                    ts if ts >= 0 => log.first_span_at_or_after(ts).map(Place::from),
                     _ => None,
                 };
                 Some((log.log_start_offset, log.high_watermark, entry))

@@ -113,7 +113,9 @@ fn get_nullable(buf: &mut Bytes) -> Result<Option<Bytes>, RecordsError> {
     }
     let len = len as usize;
     if buf.remaining() < len {
-        return Err(RecordsError::Malformed("field runs past the end of the record"));
+        return Err(RecordsError::Malformed(
+            "field runs past the end of the record",
+        ));
     }
     Ok(Some(buf.split_to(len)))
 }
@@ -202,7 +204,9 @@ fn parse_records(mut buf: Bytes, count: u32) -> Result<Vec<Record>, RecordsError
         records.push(decode_record(&mut buf)?);
     }
     if buf.has_remaining() {
-        return Err(RecordsError::Malformed("bytes left over after the last record"));
+        return Err(RecordsError::Malformed(
+            "bytes left over after the last record",
+        ));
     }
     Ok(records)
 }
@@ -247,10 +251,13 @@ pub fn encode_batch(
     records: &[Record],
     out: &mut BytesMut,
 ) -> Result<(), RecordsError> {
-    let count = i32::try_from(records.len())
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or(RecordsError::Malformed("a batch holds 1 to i32::MAX records"))?;
+    let count =
+        i32::try_from(records.len())
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(RecordsError::Malformed(
+                "a batch holds 1 to i32::MAX records",
+            ))?;
     let start = out.len();
     out.put_i64(header.base_offset);
     out.put_i32(0); // length, set below

@@ -115,11 +115,18 @@ async fn batches_survive_a_segment_with_row_groups_at_batch_boundaries() {
     let mut next = 1000;
     for rg in &index.row_groups {
         assert_eq!(rg.first_offset, next);
-        assert!(batches.iter().any(|(h, _)| h.base_offset == rg.first_offset));
+        assert!(
+            batches
+                .iter()
+                .any(|(h, _)| h.base_offset == rg.first_offset)
+        );
         next = rg.last_offset + 1;
     }
     assert_eq!(index.row_group_for(999), Some(0));
-    assert_eq!(index.row_group_for(next - 1), Some(index.row_groups.len() - 1));
+    assert_eq!(
+        index.row_group_for(next - 1),
+        Some(index.row_groups.len() - 1)
+    );
     assert_eq!(index.row_group_for(next), None);
     let mid = index.row_groups[2].first_offset + 1;
     assert_eq!(index.row_group_for(mid), Some(2));
@@ -175,12 +182,17 @@ async fn a_file_of_another_version_is_refused() {
 /// compared byte for byte (the Parquet writer's own bytes may change between versions).
 #[tokio::test]
 async fn golden_v1_segment_reads() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/segment-v1.parquet");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/segment-v1.parquet");
     if std::env::var_os("SLUICE_BLESS").is_some() {
         let (file, _) = write(&sample(), 200).await;
         std::fs::write(&path, &file).expect("write golden");
     }
     let file = Bytes::from(std::fs::read(&path).expect("golden file"));
     let (_, got) = read_all(&file);
-    assert_eq!(got, as_consumers_see(&sample()), "segment v1 no longer reads");
+    assert_eq!(
+        got,
+        as_consumers_see(&sample()),
+        "segment v1 no longer reads"
+    );
 }

@@ -1,19 +1,31 @@
-//! The gateway's copy of the commit log: it applies every topic and commit event from
-//! metadata in revision order, and wakes whoever waits on them (producers waiting for their
-//! offsets, long-polling fetches, admin requests waiting to see their own writes).
+//! A process's copy of the commit log: it starts from the latest checkpoint, applies every
+//! later log event from metadata in revision order, and wakes whoever waits on them
+//! (producers waiting for their offsets, long-polling fetches, admin requests waiting to
+//! see their own writes, the compactor).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
-use sluice_metadata::log::{Applied, BatchOutcome, LogState};
-use sluice_metadata::{
-    EventKind, KeyValue, MetaError, MetaResult, Revision, SharedStore, WatchEvent, keys,
-};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::log::{Applied, BatchOutcome, LogState};
+use crate::records::CheckpointPointer;
+use crate::{EventKind, KeyValue, MetaError, MetaResult, Revision, SharedStore, WatchEvent, keys};
+
+/// Reads checkpoint objects (they live in the object store, which this crate does not
+/// know).
+#[async_trait]
+pub trait CheckpointReader: Send + Sync {
+    async fn read(&self, path: &str) -> Result<Bytes, String>;
+}
+
+pub type SharedCheckpointReader = Arc<dyn CheckpointReader>;
 
 /// Where each batch of each chunk of a commit went, as the log decided.
 pub type CommitOffsets = Vec<Vec<BatchOutcome>>;
@@ -36,8 +48,12 @@ impl std::fmt::Debug for Log {
 
 impl Log {
     /// Loads the log as of now and follows it until `cancel`.
-    pub async fn start(store: SharedStore, cancel: CancellationToken) -> MetaResult<Arc<Self>> {
-        let (state, revision) = load(&store).await?;
+    pub async fn start(
+        store: SharedStore,
+        checkpoints: SharedCheckpointReader,
+        cancel: CancellationToken,
+    ) -> MetaResult<Arc<Self>> {
+        let (state, revision) = load(&store, &*checkpoints).await?;
         let (applied, _) = watch::channel(revision);
         let log = Arc::new(Self {
             state: RwLock::new(state),
@@ -45,7 +61,7 @@ impl Log {
             waiters: Mutex::new(HashMap::new()),
             following: AtomicBool::new(true),
         });
-        tokio::spawn(follow(log.clone(), store, revision, cancel));
+        tokio::spawn(follow(log.clone(), store, checkpoints, revision, cancel));
         Ok(log)
     }
 
@@ -123,12 +139,41 @@ impl Log {
     }
 }
 
-/// Reads every log key at one revision and applies them in revision order.
-async fn load(store: &SharedStore) -> MetaResult<(LogState, Revision)> {
+/// Reads every log key at one revision, starts from the checkpoint they point to, and
+/// applies the keys written after it in revision order.
+async fn load(
+    store: &SharedStore,
+    checkpoints: &dyn CheckpointReader,
+) -> MetaResult<(LogState, Revision)> {
     let range = store.range(keys::LOG_PREFIX.as_bytes(), None).await?;
     let mut kvs: Vec<KeyValue> = range.kvs;
-    kvs.sort_by_key(|kv| kv.mod_revision);
     let mut state = LogState::default();
+    let mut base = 0;
+    if let Some(kv) = kvs
+        .iter()
+        .find(|kv| kv.key.as_ref() == keys::CHECKPOINT.as_bytes())
+    {
+        let pointer =
+            CheckpointPointer::decode(&kv.value).map_err(|e| MetaError::Corrupt(e.to_string()))?;
+        let bytes = checkpoints
+            .read(&pointer.path)
+            .await
+            .map_err(|e| MetaError::Unavailable(format!("checkpoint {}: {e}", pointer.path)))?;
+        state = LogState::decode_checkpoint(&bytes)
+            .map_err(|e| MetaError::Corrupt(format!("checkpoint {}: {e}", pointer.path)))?;
+        base = pointer.revision;
+    }
+    // Topics deleted after the checkpoint have no key left to say so.
+    let live_topics: std::collections::HashSet<String> = kvs
+        .iter()
+        .filter_map(|kv| {
+            let key = std::str::from_utf8(&kv.key).ok()?;
+            Some(key.strip_prefix(keys::TOPICS_PREFIX)?.to_string())
+        })
+        .collect();
+    state.retain_topics(|name| live_topics.contains(name));
+    kvs.retain(|kv| kv.mod_revision > base);
+    kvs.sort_by_key(|kv| kv.mod_revision);
     for kv in kvs {
         let event = WatchEvent {
             kind: EventKind::Put,
@@ -144,6 +189,7 @@ async fn load(store: &SharedStore) -> MetaResult<(LogState, Revision)> {
 async fn follow(
     log: Arc<Log>,
     store: SharedStore,
+    checkpoints: SharedCheckpointReader,
     mut revision: Revision,
     cancel: CancellationToken,
 ) {
@@ -191,7 +237,7 @@ async fn follow(
                 revision,
                 "log history compacted past this gateway; reloading"
             );
-            match load(&store).await {
+            match load(&store, &*checkpoints).await {
                 Ok((state, rev)) => {
                     log.replace(state, rev);
                     revision = rev;
