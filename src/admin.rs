@@ -224,3 +224,26 @@ impl Client {
         Ok(out)
     }
 }
+
+/// POSTs to `path` on the HTTP server at `server` (HOST:PORT) and returns the status and
+/// body. Compaction may take long: no timeout.
+pub async fn http_post(server: &str, path: &str) -> Result<(u16, String)> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(server)
+        .await
+        .with_context(|| format!("connecting to {server}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "http connection ended");
+        }
+    });
+    let req = hyper::Request::post(path)
+        .header(hyper::header::HOST, server)
+        .body(Empty::<bytes::Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}

@@ -20,11 +20,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: gateway (and, once built, compactor). With no flags:
-    /// data under ./sluice-data, embedded metadata, Kafka on :9092.
+    /// Run everything in one process: gateway and compactor. With no flags: data under
+    /// ./sluice-data, embedded metadata, Kafka on :9092, HTTP on :8080.
     Serve(ServeArgs),
     /// Run a stateless gateway (point it at etcd and a bucket for a distributed cluster).
     Gateway(ServeArgs),
+    /// Run a compactor (point it at the same etcd and bucket as the gateways); serves HTTP
+    /// (metrics, health, /admin/compact) on --http-listen.
+    Compactor(ServeArgs),
+    /// Ask a running server or compactor to compact everything committed so far, and wait
+    /// until it is done.
+    Compact {
+        /// The HTTP address of `sluice serve` or `sluice compactor`.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        server: String,
+        /// Only this topic.
+        #[arg(long)]
+        topic: Option<String>,
+    },
     /// Manage topics on a running broker.
     Topic {
         #[command(subcommand)]
@@ -114,6 +127,28 @@ pub struct ServeArgs {
     /// to another gateway when it dies.
     #[arg(long, env = "SLUICE_LEASE_TTL", default_value = "10s", value_parser = parse_duration)]
     pub lease_ttl: Duration,
+    /// How often the compactor looks for work.
+    #[arg(long, env = "SLUICE_COMPACTION_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub compaction_interval: Duration,
+    /// Compact data once it is this old even if a segment is not full (a topic's
+    /// segment.ms can make it shorter).
+    #[arg(long, env = "SLUICE_COMPACTION_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub compaction_max_age: Duration,
+    /// WAL bytes per segment (default: each topic's segment.bytes, 128 MiB).
+    #[arg(long, env = "SLUICE_SEGMENT_TARGET_BYTES", value_parser = parse_size)]
+    pub segment_target_bytes: Option<u64>,
+    /// Record bytes per Parquet row group: what one fetch of compacted data decodes.
+    #[arg(long, env = "SLUICE_SEGMENT_ROW_GROUP_BYTES", default_value = "8MiB", value_parser = parse_size)]
+    pub segment_row_group_bytes: u64,
+    /// How often the log state is checkpointed (and old commit records removed).
+    #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Objects written but never committed are deleted once this old.
+    #[arg(long, env = "SLUICE_ORPHAN_AGE", default_value = "15m", value_parser = parse_duration)]
+    pub orphan_age: Duration,
+    /// Compacted or expired objects are deleted this long after nothing references them.
+    #[arg(long, env = "SLUICE_DELETE_DELAY", default_value = "60s", value_parser = parse_duration)]
+    pub delete_delay: Duration,
     /// Expose /admin/faults to make object store PUTs fail (tests only).
     #[arg(long, env = "SLUICE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -132,7 +167,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "us" => Duration::from_micros(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n * 60),
-        u => return Err(format!("unknown duration unit '{u}' (use us, ms, s or m)")),
+        "h" => Duration::from_secs(n * 3600),
+        u => {
+            return Err(format!(
+                "unknown duration unit '{u}' (use us, ms, s, m or h)"
+            ));
+        }
     })
 }
 
@@ -167,7 +207,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 pub fn parse() -> Result<Cli, String> {
     let matches = Cli::command().get_matches();
     let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    if let Command::Serve(args) | Command::Gateway(args) = &mut cli.command
+    if let Command::Serve(args) | Command::Gateway(args) | Command::Compactor(args) =
+        &mut cli.command
         && let Some(path) = args.config.clone()
     {
         let sub = matches
@@ -215,6 +256,28 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "default_partitions" => {
                 args.default_partitions = text.parse().map_err(|e| bad(format!("{e}")))?
             }
+            "group_initial_rebalance_delay" => {
+                args.group_initial_rebalance_delay = parse_duration(&text).map_err(bad)?
+            }
+            "group_min_session_timeout" => {
+                args.group_min_session_timeout = parse_duration(&text).map_err(bad)?
+            }
+            "lease_ttl" => args.lease_ttl = parse_duration(&text).map_err(bad)?,
+            "compaction_interval" => {
+                args.compaction_interval = parse_duration(&text).map_err(bad)?
+            }
+            "compaction_max_age" => args.compaction_max_age = parse_duration(&text).map_err(bad)?,
+            "segment_target_bytes" => {
+                args.segment_target_bytes = Some(parse_size(&text).map_err(bad)?)
+            }
+            "segment_row_group_bytes" => {
+                args.segment_row_group_bytes = parse_size(&text).map_err(bad)?
+            }
+            "checkpoint_interval" => {
+                args.checkpoint_interval = parse_duration(&text).map_err(bad)?
+            }
+            "orphan_age" => args.orphan_age = parse_duration(&text).map_err(bad)?,
+            "delete_delay" => args.delete_delay = parse_duration(&text).map_err(bad)?,
             _ => return Err(format!("{}: unknown option '{key}'", path.display())),
         }
     }

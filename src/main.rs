@@ -1,5 +1,6 @@
-//! `sluice`: the one binary. `serve` runs everything in one process; `gateway` runs a
-//! stateless gateway for a distributed cluster; `topic` manages topics on a running broker.
+//! `sluice`: the one binary. `serve` runs everything in one process; `gateway` and
+//! `compactor` run the two halves of a distributed cluster; `topic` manages topics on a
+//! running broker; `compact` asks a running compactor to compact now.
 
 mod admin;
 mod config;
@@ -8,9 +9,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sluice_cache::{CacheConfig, RangeCache};
-use sluice_gateway::{Gateway, GatewayConfig, Services};
+use sluice_compactor::CompactorConfig;
+use sluice_gateway::{CompactorProcess, Gateway, GatewayConfig, Services};
 use sluice_metadata::{EmbeddedStore, EtcdStore, SharedStore};
 use sluice_storage::faults::{Faults, FaultyStore};
+use sluice_storage::segment::SegmentOptions;
 use sluice_storage::{ObjectStoreUrl, open_object_store};
 
 use crate::config::{Command, MetadataUrl, ServeArgs, TopicCommand};
@@ -28,8 +31,11 @@ fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) | Command::Gateway(args) => serve(args).await,
+            Command::Serve(args) => serve(args, Role::All).await,
+            Command::Gateway(args) => serve(args, Role::Gateway).await,
+            Command::Compactor(args) => serve(args, Role::Compactor).await,
             Command::Topic { action } => topic(action).await,
+            Command::Compact { server, topic } => compact(&server, topic.as_deref()).await,
         }
     })
 }
@@ -53,7 +59,33 @@ async fn open_metadata(args: &ServeArgs) -> Result<SharedStore> {
     })
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+/// Which parts of Sluice a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    All,
+    Gateway,
+    Compactor,
+}
+
+fn compactor_config(args: &ServeArgs, node: String) -> CompactorConfig {
+    CompactorConfig {
+        node,
+        max_age: args.compaction_max_age,
+        target_bytes: args.segment_target_bytes,
+        interval: args.compaction_interval,
+        checkpoint_interval: args.checkpoint_interval,
+        orphan_age: args.orphan_age,
+        delete_delay: args.delete_delay,
+        lease_ttl: args.lease_ttl,
+        segment: SegmentOptions {
+            row_group_bytes: args.segment_row_group_bytes as usize,
+            ..SegmentOptions::default()
+        },
+        ..CompactorConfig::default()
+    }
+}
+
+async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let url: ObjectStoreUrl = match &args.object_store {
@@ -95,6 +127,28 @@ async fn serve(args: ServeArgs) -> Result<()> {
             ))
         }
     };
+    let services = Services {
+        store,
+        objects,
+        cache: Arc::new(cache),
+        faults,
+    };
+    if role == Role::Compactor {
+        let node = uuid::Uuid::new_v4().simple().to_string();
+        let process = CompactorProcess::start(
+            compactor_config(&args, node.clone()),
+            args.http_listen,
+            services,
+        )
+        .await?;
+        println!("compactor {node}");
+        println!("http listening on {}", process.http_addr);
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        process.shutdown();
+        process.wait().await;
+        return Ok(());
+    }
     let config = GatewayConfig {
         kafka_listen: args.kafka_listen,
         http_listen: args.http_listen,
@@ -108,18 +162,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         group_initial_rebalance_delay: args.group_initial_rebalance_delay,
         group_min_session_timeout: args.group_min_session_timeout,
         lease_ttl: args.lease_ttl,
+        compactor: (role == Role::All)
+            .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::start(
-        config,
-        Services {
-            store,
-            objects,
-            cache: Arc::new(cache),
-            faults,
-        },
-    )
-    .await?;
+    let gateway = Gateway::start(config, services).await?;
     // Tests and scripts read the bound addresses from here (ports may be 0).
     println!("node id {}", gateway.node_id);
     println!("kafka listening on {}", gateway.kafka_addr);
@@ -146,6 +193,22 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// `sluice compact`: POST /admin/compact and print the answer.
+async fn compact(server: &str, topic: Option<&str>) -> Result<()> {
+    let path = match topic {
+        Some(t) => format!("/admin/compact?topic={t}"),
+        None => "/admin/compact".to_string(),
+    };
+    let (status, body) = admin::http_post(server, &path)
+        .await
+        .with_context(|| format!("asking {server} to compact"))?;
+    if status != 200 {
+        anyhow::bail!("{server} answered {status}: {}", body.trim());
+    }
+    print!("{body}");
+    Ok(())
 }
 
 async fn topic(action: TopicCommand) -> Result<()> {

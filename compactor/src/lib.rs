@@ -1,1 +1,395 @@
-//! The compactor: committed WAL objects into Parquet segments, retention, and removal of what nothing needs any more.
+//! The compactor: committed WAL objects into Parquet segments, retention, and removal of
+//! what nothing needs any more.
+//!
+//! Every pass: publish segments a crashed compactor committed but did not publish; for
+//! each partition this compactor is assigned, compact while a trigger says so and apply
+//! retention; then, on the leader (the live compactor with the smallest id), sweep the
+//! bucket and checkpoint the log state. Compactors register under a lease; partitions are
+//! assigned to the live ones by rendezvous hashing, so each partition usually has one
+//! compactor, and the compare on the partition's compaction key makes sure that even when
+//! two try, only one commits a range.
+
+mod compact;
+mod gc;
+mod metrics;
+pub mod plan;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStore;
+use sluice_cache::RangeCache;
+use sluice_metadata::follower::Log;
+use sluice_metadata::records::{LOG_START_VERSION, LogStartRecord, SegmentRecord, TopicRecord};
+use sluice_metadata::topic_configs::{
+    self, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES, SEGMENT_MS,
+};
+use sluice_metadata::{LeaseId, MetaError, Revision, SharedStore, Txn, TxnOp, keys};
+use sluice_storage::segment::SegmentOptions;
+use tokio_util::sync::CancellationToken;
+
+pub use compact::CompactError;
+pub use gc::Swept;
+
+use crate::plan::{Trigger, next_segment, retention_start};
+
+/// How the compactor works. Defaults aim at segments of about 128 MiB on busy
+/// partitions and at most ten minutes of uncompacted data on quiet ones.
+#[derive(Debug, Clone)]
+pub struct CompactorConfig {
+    /// This compactor's id among the live ones.
+    pub node: String,
+    /// Compact data once it is this old, even if a segment is not full (a topic's
+    /// `segment.ms` can make it shorter).
+    pub max_age: Duration,
+    /// Compact a partition once this many index entries wait.
+    pub max_entries: usize,
+    /// WAL bytes per segment; `None`: each topic's `segment.bytes`.
+    pub target_bytes: Option<u64>,
+    /// How often a pass runs.
+    pub interval: Duration,
+    /// How often the leader checkpoints the log state.
+    pub checkpoint_interval: Duration,
+    /// Objects written but never committed are deleted once this old.
+    pub orphan_age: Duration,
+    /// Objects nothing references are deleted this long after (in-flight reads finish).
+    pub delete_delay: Duration,
+    pub lease_ttl: Duration,
+    pub segment: SegmentOptions,
+}
+
+impl Default for CompactorConfig {
+    fn default() -> Self {
+        Self {
+            node: uuid::Uuid::new_v4().simple().to_string(),
+            max_age: Duration::from_secs(600),
+            max_entries: 10_000,
+            target_bytes: None,
+            interval: Duration::from_secs(10),
+            checkpoint_interval: Duration::from_secs(60),
+            orphan_age: Duration::from_secs(900),
+            delete_delay: Duration::from_secs(60),
+            lease_ttl: Duration::from_secs(10),
+            segment: SegmentOptions::default(),
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    config: CompactorConfig,
+    store: SharedStore,
+    objects: Arc<dyn ObjectStore>,
+    /// WAL chunks are read through it: in `sluice serve` it is the gateway's, which holds
+    /// the tail of the log already.
+    cache: Arc<RangeCache>,
+    log: Arc<Log>,
+    /// One pass at a time.
+    running: tokio::sync::Mutex<gc::Sweeper>,
+    last_checkpoint: Mutex<Option<Instant>>,
+    lease: Mutex<LeaseId>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub segments: u64,
+    pub records: u64,
+    pub published: u64,
+    pub log_starts_moved: u64,
+    pub swept: Swept,
+    pub checkpoint: Option<Revision>,
+}
+
+/// A running compactor.
+#[derive(Clone)]
+pub struct Compactor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Compactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compactor")
+            .field("node", &self.inner.config.node)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn register(store: &SharedStore, node: &str, ttl: Duration) -> Result<LeaseId, MetaError> {
+    let lease = store.grant_lease(ttl.as_secs().max(1) as i64).await?;
+    store
+        .txn(Txn {
+            success: vec![TxnOp::Put {
+                key: keys::compactor(node).into(),
+                value: node.to_string().into(),
+                lease: Some(lease),
+            }],
+            ..Txn::default()
+        })
+        .await?;
+    Ok(lease)
+}
+
+impl Compactor {
+    /// Registers the compactor and starts its passes; stops at `cancel`.
+    pub async fn start(
+        config: CompactorConfig,
+        store: SharedStore,
+        objects: Arc<dyn ObjectStore>,
+        cache: Arc<RangeCache>,
+        log: Arc<Log>,
+        cancel: CancellationToken,
+    ) -> Result<Self, MetaError> {
+        let lease = register(&store, &config.node, config.lease_ttl).await?;
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            objects,
+            cache,
+            log,
+            running: tokio::sync::Mutex::new(gc::Sweeper::default()),
+            last_checkpoint: Mutex::new(None),
+            lease: Mutex::new(lease),
+        });
+        tokio::spawn(keep_alive(inner.clone(), cancel.clone()));
+        tokio::spawn(run(inner.clone(), cancel));
+        tracing::info!(node = %inner.config.node, "compactor started");
+        Ok(Self { inner })
+    }
+
+    /// Compacts everything committed so far (of `topic`, or of every topic), whatever the
+    /// triggers say, applies retention, sweeps and checkpoints; returns when done.
+    pub async fn compact_now(&self, topic: Option<&str>) -> Result<Report, CompactError> {
+        pass(&self.inner, Some(Force { topic })).await
+    }
+}
+
+async fn keep_alive(inner: Arc<Inner>, cancel: CancellationToken) {
+    let every = inner.config.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let lease = *inner.lease.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = inner.store.revoke_lease(lease).await;
+                return;
+            }
+            _ = tokio::time::sleep(every) => {}
+        }
+        let lease = *inner.lease.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.store.keep_alive(lease).await {
+            Ok(()) => {}
+            Err(MetaError::LeaseNotFound(_)) => {
+                match register(&inner.store, &inner.config.node, inner.config.lease_ttl).await {
+                    Ok(l) => *inner.lease.lock().unwrap_or_else(|e| e.into_inner()) = l,
+                    Err(e) => tracing::warn!(error = %e, "re-registering the compactor failed"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "compactor lease keep-alive failed"),
+        }
+    }
+}
+
+async fn run(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut interval = tokio::time::interval(inner.config.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let pass = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = pass(&inner, None) => r,
+        };
+        if let Err(e) = pass {
+            metrics::PASS_ERRORS.inc();
+            tracing::warn!(error = %e, "compaction pass failed; retrying on the next one");
+        }
+    }
+}
+
+/// A pass asked for by an operator: compact everything, not just what is due.
+struct Force<'a> {
+    topic: Option<&'a str>,
+}
+
+/// Live compactors, sorted.
+async fn members(inner: &Inner) -> Result<Vec<String>, MetaError> {
+    let r = inner
+        .store
+        .range(keys::COMPACTORS_PREFIX.as_bytes(), None)
+        .await?;
+    let mut ids: Vec<String> = r
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            let k = std::str::from_utf8(&kv.key).ok()?;
+            Some(k.strip_prefix(keys::COMPACTORS_PREFIX)?.to_string())
+        })
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+/// Rendezvous hashing: the member with the highest score for a partition owns it.
+fn owner<'a>(members: &'a [String], topic: &uuid::Uuid, partition: u32) -> Option<&'a str> {
+    members
+        .iter()
+        .max_by_key(|m| crc32c::crc32c(format!("{m}/{topic}/{partition}").as_bytes()))
+        .map(String::as_str)
+}
+
+/// One unit of work: a partition, and with a forced pass, the offset to compact up to.
+struct Work {
+    topic: TopicRecord,
+    partition: u32,
+    force_until: Option<i64>,
+}
+
+async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, CompactError> {
+    let mut sweeper = inner.running.lock().await;
+    gc::sync_log(inner).await?;
+    let now = now_ms();
+    let members = members(inner).await?;
+    let me = inner.config.node.as_str();
+    let leader = members.first().map(String::as_str) == Some(me);
+    let mut report = Report::default();
+
+    let pending: Vec<SegmentRecord> = inner.log.read(|s| {
+        s.topics()
+            .flat_map(|t| t.partitions.iter())
+            .flat_map(|p| p.segments.iter())
+            .filter(|seg| seg.staging.is_some())
+            .cloned()
+            .collect()
+    });
+    for seg in pending {
+        compact::publish(inner.objects.as_ref(), inner, &seg).await?;
+        report.published += 1;
+    }
+
+    let work: Vec<Work> = inner.log.read(|s| {
+        let mut work = Vec::new();
+        for t in s.topics() {
+            for (p, log) in t.partitions.iter().enumerate() {
+                let p = p as u32;
+                let force_until = match &force {
+                    Some(f) if f.topic.is_none_or(|n| n == t.record.name) => {
+                        Some(log.high_watermark)
+                    }
+                    Some(_) => continue,
+                    None if owner(&members, &t.record.id, p) != Some(me) => continue,
+                    None => None,
+                };
+                work.push(Work {
+                    topic: t.record.clone(),
+                    partition: p,
+                    force_until,
+                });
+            }
+        }
+        work
+    });
+    for w in work {
+        compact_partition(inner, &w, now, &mut report).await?;
+        retain(inner, &w, now, &mut report).await?;
+    }
+
+    if leader || force.is_some() {
+        report.swept = sweeper.sweep(inner, now).await?;
+        let due = inner
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|t| t.elapsed() >= inner.config.checkpoint_interval);
+        if due || force.is_some() {
+            report.checkpoint = gc::checkpoint(inner).await?;
+            *inner
+                .last_checkpoint
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        }
+    }
+    Ok(report)
+}
+
+async fn compact_partition(
+    inner: &Inner,
+    w: &Work,
+    now: i64,
+    report: &mut Report,
+) -> Result<(), CompactError> {
+    let target = inner
+        .config
+        .target_bytes
+        .unwrap_or_else(|| topic_configs::config_i64(&w.topic, SEGMENT_BYTES).max(1) as u64);
+    let segment_ms = topic_configs::config_i64(&w.topic, SEGMENT_MS).max(1);
+    let trigger = Trigger {
+        target_bytes: target,
+        max_age_ms: (inner.config.max_age.as_millis() as i64).min(segment_ms),
+        max_entries: inner.config.max_entries.max(1),
+    };
+    loop {
+        let plan = inner.log.read(|s| {
+            let log = s.partition(&w.topic.id, w.partition)?;
+            let n = next_segment(&log.entries, &trigger, now, w.force_until)?;
+            Some(log.entries[..n].to_vec())
+        });
+        let Some(entries) = plan else {
+            return Ok(());
+        };
+        let Some(done) = compact::compact_range(inner, &w.topic, w.partition, &entries).await?
+        else {
+            return Ok(());
+        };
+        report.segments += 1;
+        report.records += done.records;
+        if !inner
+            .log
+            .wait_for(done.revision, Duration::from_secs(30))
+            .await
+        {
+            return Err(CompactError::Lagging(done.revision));
+        }
+    }
+}
+
+async fn retain(
+    inner: &Inner,
+    w: &Work,
+    now: i64,
+    report: &mut Report,
+) -> Result<(), CompactError> {
+    let ms = topic_configs::config_i64(&w.topic, RETENTION_MS);
+    let bytes = topic_configs::config_i64(&w.topic, RETENTION_BYTES);
+    let start = inner.log.read(|s| {
+        let log = s.partition(&w.topic.id, w.partition)?;
+        retention_start(log, ms, bytes, now)
+    });
+    let Some(offset) = start else {
+        return Ok(());
+    };
+    let record = LogStartRecord {
+        v: LOG_START_VERSION,
+        offset,
+    };
+    inner
+        .store
+        .txn(Txn {
+            success: vec![TxnOp::put(
+                keys::log_start(&w.topic.id, w.partition),
+                record.encode(),
+            )],
+            ..Txn::default()
+        })
+        .await?;
+    metrics::RETENTION_MOVES.inc();
+    report.log_starts_moved += 1;
+    tracing::info!(topic = %w.topic.name, partition = w.partition, offset, "retention moved the log start");
+    Ok(())
+}

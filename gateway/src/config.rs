@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub group_max_session_timeout: Duration,
     /// TTL of the gateway's lease: how long its groups stay with it after it dies.
     pub lease_ttl: Duration,
+    /// Run a compactor in the gateway's process (`sluice serve`).
+    pub compactor: Option<sluice_compactor::CompactorConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +57,7 @@ impl Default for GatewayConfig {
             group_min_session_timeout: Duration::from_secs(6),
             group_max_session_timeout: Duration::from_secs(1800),
             lease_ttl: Duration::from_secs(10),
+            compactor: None,
         }
     }
 }

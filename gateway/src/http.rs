@@ -1,5 +1,6 @@
-//! HTTP: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and with fault injection
-//! enabled, `/admin/faults` to fail or delay object store PUTs.
+//! HTTP: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `POST /admin/compact` where
+//! a compactor runs in the process, and with fault injection enabled, `/admin/faults` to
+//! fail or delay object store PUTs. Gateways and standalone compactors both serve it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -16,7 +17,16 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Ctx;
+use sluice_compactor::Compactor;
+use sluice_metadata::follower::Log;
+use sluice_storage::faults::Faults;
+
+/// What the HTTP endpoints look at.
+pub struct HttpState {
+    pub log: Arc<Log>,
+    pub faults: Option<Arc<Faults>>,
+    pub compactor: Option<Compactor>,
+}
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
@@ -33,20 +43,13 @@ fn metrics() -> Response<Full<Bytes>> {
     }
 }
 
-fn faults(ctx: &Ctx, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn faults(ctx: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let Some(faults) = &ctx.faults else {
         return reply(StatusCode::NOT_FOUND, "fault injection is not enabled\n");
     };
     if req.method() == Method::POST {
-        let query: HashMap<&str, &str> = req
-            .uri()
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .collect();
-        for (k, v) in query {
-            let ok = match k {
+        for (k, v) in query(req) {
+            let ok = match k.as_str() {
                 "fail_next_puts" => v.parse().map(|n| faults.fail_next_puts(n)).is_ok(),
                 "fail_all_puts" => v.parse().map(|b| faults.fail_all_puts(b)).is_ok(),
                 "put_delay_ms" => v
@@ -73,7 +76,51 @@ fn faults(ctx: &Ctx, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     )
 }
 
-async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Compacts everything committed so far and answers with what was done, as JSON.
+async fn compact(ctx: &HttpState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(c) = &ctx.compactor else {
+        return reply(StatusCode::NOT_FOUND, "no compactor runs in this process\n");
+    };
+    if req.method() != Method::POST {
+        return reply(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+    }
+    let q = query(req);
+    match c.compact_now(q.get("topic").map(String::as_str)).await {
+        Ok(r) => reply(
+            StatusCode::OK,
+            format!(
+                "{{\"segments\":{},\"records\":{},\"published\":{},\"log_starts_moved\":{},\"deleted_wal_objects\":{},\"deleted_staging_objects\":{},\"deleted_segment_files\":{},\"checkpoint_revision\":{}}}\n",
+                r.segments,
+                r.records,
+                r.published,
+                r.log_starts_moved,
+                r.swept.wal_objects,
+                r.swept.staging_objects,
+                r.swept.segment_files,
+                r.checkpoint.map_or("null".to_string(), |c| c.to_string()),
+            ),
+        ),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("compaction failed: {e}\n"),
+        ),
+    }
+}
+
+async fn route(
+    ctx: Arc<HttpState>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
@@ -88,11 +135,12 @@ async fn route(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Full<By
             }
         }
         (_, "/admin/faults") => faults(&ctx, &req),
+        (_, "/admin/compact") => compact(&ctx, &req).await,
         _ => reply(StatusCode::NOT_FOUND, "not found\n"),
     })
 }
 
-pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, cancel: CancellationToken) {
+pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,

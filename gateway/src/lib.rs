@@ -14,4 +14,4 @@ mod server;
 mod topics;
 
 pub use config::GatewayConfig;
-pub use server::{Gateway, Services};
+pub use server::{CompactorProcess, Gateway, Services};

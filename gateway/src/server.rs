@@ -18,9 +18,11 @@ use crate::batcher::Batcher;
 use crate::config::GatewayConfig;
 use crate::groups::group::Limits;
 use crate::groups::{Coordinator, Node};
+use crate::http::HttpState;
 use crate::producer_ids::ProducerIds;
 use crate::segments::Segments;
 use crate::{http, kafka};
+use sluice_compactor::Compactor;
 use sluice_metadata::follower::Log;
 
 /// Rebuilt row groups of compacted data kept in memory.
@@ -48,7 +50,6 @@ pub(crate) struct Ctx {
     pub cache: Arc<RangeCache>,
     /// Compacted data, rebuilt into batches.
     pub segments: Segments,
-    pub faults: Option<Arc<Faults>>,
     pub producer_ids: ProducerIds,
     pub groups: Arc<Coordinator>,
     pub node_id: i32,
@@ -169,6 +170,25 @@ impl Gateway {
             cancel.child_token(),
         )
         .await?;
+        let compactor = match &config.compactor {
+            Some(c) => Some(
+                Compactor::start(
+                    c.clone(),
+                    services.store.clone(),
+                    services.objects.clone(),
+                    services.cache.clone(),
+                    log.clone(),
+                    cancel.child_token(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        let http_state = Arc::new(HttpState {
+            log: log.clone(),
+            faults: services.faults.clone(),
+            compactor,
+        });
         let ctx = Arc::new(Ctx {
             node_id,
             groups,
@@ -179,7 +199,6 @@ impl Gateway {
             batcher,
             segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
             cache: services.cache,
-            faults: services.faults,
             host,
             port,
             cluster_id,
@@ -191,7 +210,7 @@ impl Gateway {
             cancel.clone(),
             batcher_cancel,
         ));
-        tasks.spawn(http::serve(ctx.clone(), http_listener, cancel.clone()));
+        tasks.spawn(http::serve(http_state, http_listener, cancel.clone()));
         tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = %format!("{}:{}", ctx.host, ctx.port), node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
         Ok(Self {
             kafka_addr,
@@ -255,4 +274,64 @@ async fn accept_kafka(
     batcher.cancel();
     // Let the batcher finish its last flush before the runtime goes away.
     ctx.batcher.closed().await;
+}
+
+/// A compactor running as its own process: it follows the log, compacts, and serves HTTP
+/// (metrics, health, `/admin/compact`).
+pub struct CompactorProcess {
+    pub http_addr: SocketAddr,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl CompactorProcess {
+    pub async fn start(
+        config: sluice_compactor::CompactorConfig,
+        http_listen: SocketAddr,
+        services: Services,
+    ) -> Result<Self, StartError> {
+        let listener = bind(http_listen).await?;
+        let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: http_listen,
+            source,
+        })?;
+        let cancel = CancellationToken::new();
+        let log = Log::start(
+            services.store.clone(),
+            Arc::new(sluice_storage::checkpoints::ObjectCheckpoints(
+                services.objects.clone(),
+            )),
+            cancel.child_token(),
+        )
+        .await?;
+        let compactor = Compactor::start(
+            config,
+            services.store,
+            services.objects,
+            services.cache,
+            log.clone(),
+            cancel.child_token(),
+        )
+        .await?;
+        let state = Arc::new(HttpState {
+            log,
+            faults: services.faults,
+            compactor: Some(compactor),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(http::serve(state, listener, cancel.clone()));
+        Ok(Self {
+            http_addr,
+            cancel,
+            tasks,
+        })
+    }
+
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
 }

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod log;
 pub mod records;
 mod store;
+pub mod topic_configs;
 
 pub use embedded::EmbeddedStore;
 pub use etcd::EtcdStore;

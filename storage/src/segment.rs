@@ -246,6 +246,8 @@ pub struct SegmentSummary {
     pub max_timestamp: i64,
     /// Bytes of record data (keys, values, headers) before encoding.
     pub data_bytes: u64,
+    /// Size of the Parquet file.
+    pub size: u64,
 }
 
 /// Writes one segment: batches in offset order, a row group cut at the first batch
@@ -332,7 +334,8 @@ impl<W: AsyncFileWriter> SegmentWriter<W> {
     /// Writes the footer and closes the sink.
     pub async fn finish(mut self) -> Result<SegmentSummary, SegmentError> {
         self.end_row_group().await?;
-        self.writer.close().await?;
+        self.writer.finish().await?;
+        self.summary.size = self.writer.bytes_written() as u64;
         Ok(self.summary)
     }
 }

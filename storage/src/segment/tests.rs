@@ -70,6 +70,7 @@ async fn write(batches: &[SegmentBatch], row_group_bytes: usize) -> (Bytes, Segm
         w.append(h, r).await.expect("append");
     }
     let summary = w.finish().await.expect("finish");
+    assert_eq!(summary.size, sink.len() as u64);
     (Bytes::from(sink), summary)
 }
 

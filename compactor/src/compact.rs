@@ -1,0 +1,253 @@
+//! Compacting one range of one partition: WAL chunks in, one Parquet segment out.
+//!
+//! 1. Write the segment to `staging/<id>.parquet` (outside the table path).
+//! 2. Swap the range in one metadata transaction: it compares the partition's compaction
+//!    key (so two compactors never commit the same range), moves it to the segment's end,
+//!    and puts the segment record, which names the staging object. From this revision
+//!    every gateway reads the range from the segment.
+//! 3. Publish: rename the staging object to its table path, then put the segment record
+//!    again without the staging name.
+//!
+//! A crash before 2 leaves an orphaned staging object (deleted after a safe age); a crash
+//! between 2 and 3 leaves a committed segment with a staging name, which the next pass of
+//! any compactor publishes. So the table path only ever holds committed segments, each
+//! covering offsets no other file covers.
+
+use bytes::Bytes;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sluice_metadata::log::IndexEntry;
+use sluice_metadata::records::{SEGMENT_RECORD_VERSION, SegmentRecord, TopicRecord};
+use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
+use sluice_protocols::kafka::batch;
+use sluice_protocols::kafka::records::{RecordsError, decode_batch};
+use sluice_storage::naming;
+use sluice_storage::segment::{SegmentError, SegmentWriter};
+
+use crate::{Inner, metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetaError),
+    #[error("reading WAL data: {0}")]
+    Read(#[from] sluice_cache::CacheError),
+    #[error("a stored batch is unreadable: {0}")]
+    Batch(#[from] batch::BatchError),
+    #[error("a stored batch's records are unreadable: {0}")]
+    Records(#[from] RecordsError),
+    #[error("writing the segment: {0}")]
+    Segment(#[from] SegmentError),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("the log did not apply revision {0} in time")]
+    Lagging(Revision),
+}
+
+/// What a finished compaction produced.
+#[derive(Debug, Clone)]
+pub struct Compacted {
+    pub revision: Revision,
+    pub records: u64,
+}
+
+/// Where the partition's compaction stands in metadata: the compaction key's revision
+/// (0 when absent) and the offset it records.
+async fn compaction_point(
+    inner: &Inner,
+    topic_id: &uuid::Uuid,
+    partition: u32,
+) -> Result<(Revision, Option<i64>), MetaError> {
+    let kv = inner
+        .store
+        .get(keys::compaction(topic_id, partition).as_bytes())
+        .await?;
+    Ok(match kv {
+        Some(kv) => (
+            kv.mod_revision,
+            std::str::from_utf8(&kv.value)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+        ),
+        None => (0, None),
+    })
+}
+
+/// Compacts `entries` (consecutive, the oldest uncompacted data of the partition) into a
+/// segment and swaps it in. `Ok(None)`: another compactor got there first, or this
+/// process's view of the log is behind; nothing was changed.
+pub(crate) async fn compact_range(
+    inner: &Inner,
+    topic: &TopicRecord,
+    partition: u32,
+    entries: &[IndexEntry],
+) -> Result<Option<Compacted>, CompactError> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(None);
+    };
+    let base = first.base_offset;
+    let end = last.end_offset();
+    let (point_rev, point) = compaction_point(inner, &topic.id, partition).await?;
+    if point.is_some_and(|p| p != base) {
+        tracing::debug!(topic = %topic.name, partition, base, ?point, "compaction point moved; skipping");
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let (segment_id, staging) = naming::new_staging_object();
+    let sink = BufWriter::new(inner.objects.clone(), staging.clone());
+    let mut writer = SegmentWriter::new(
+        sink,
+        inner.config.segment.clone(),
+        vec![
+            ("sluice.topic".into(), topic.name.clone()),
+            ("sluice.topic_id".into(), topic.id.to_string()),
+            ("sluice.partition".into(), partition.to_string()),
+            ("sluice.base_offset".into(), base.to_string()),
+            ("sluice.end_offset".into(), end.to_string()),
+        ],
+    )?;
+    let mut wal_bytes = 0u64;
+    let mut first_timestamp = None;
+    for e in entries {
+        let chunk = inner
+            .cache
+            .get_range(
+                &Path::from(e.object.as_ref()),
+                e.object_size,
+                e.position..e.position + u64::from(e.size),
+            )
+            .await?;
+        wal_bytes += chunk.len() as u64;
+        let mut offset = e.base_offset;
+        for info in batch::iter_headers(&chunk) {
+            let info = info?;
+            let bytes: Bytes = chunk.slice(info.position..info.position + info.size);
+            let (mut header, records) = decode_batch(&bytes)?;
+            header.base_offset = offset;
+            if first_timestamp.is_none() {
+                first_timestamp = Some(if info.uses_log_append_time() {
+                    info.max_timestamp
+                } else {
+                    header.base_timestamp
+                });
+            }
+            writer.append(&header, &records).await?;
+            offset += i64::from(info.record_count);
+        }
+        if offset != e.end_offset() {
+            // The index and the stored batches disagree: never publish such a segment.
+            return Err(CompactError::Batch(batch::BatchError::Invalid {
+                at: e.position as usize,
+                reason: format!(
+                    "entry at offset {} holds {} records, its batches {}",
+                    e.base_offset,
+                    e.records,
+                    offset - e.base_offset
+                ),
+            }));
+        }
+    }
+    let summary = writer.finish().await?;
+    let day = naming::utc_day(first_timestamp.unwrap_or(summary.min_timestamp));
+    let path = naming::segment_path(&topic.name, partition, &day, base, &segment_id);
+    let record = SegmentRecord {
+        v: SEGMENT_RECORD_VERSION,
+        topic_id: topic.id,
+        partition,
+        base_offset: base,
+        end_offset: end,
+        path: path.to_string(),
+        staging: Some(staging.to_string()),
+        size: summary.size,
+        min_timestamp: summary.min_timestamp,
+        max_timestamp: summary.max_timestamp,
+        wal_bytes,
+    };
+    let point_key = keys::compaction(&topic.id, partition);
+    let compare = if point_rev == 0 {
+        Compare::absent(point_key.clone())
+    } else {
+        Compare::mod_revision(point_key.clone(), point_rev)
+    };
+    let swapped = inner
+        .store
+        .txn(Txn {
+            compares: vec![compare],
+            success: vec![
+                TxnOp::put(point_key, end.to_string()),
+                TxnOp::put(keys::segment(&topic.id, partition, base), record.encode()),
+            ],
+            failure: vec![],
+        })
+        .await;
+    let swapped = match swapped {
+        Ok(r) => r,
+        Err(e) => {
+            // Unknown outcome: leave the staging object; if the swap did happen the next
+            // pass publishes it, otherwise it is an orphan deleted later.
+            return Err(e.into());
+        }
+    };
+    if !swapped.succeeded {
+        tracing::info!(topic = %topic.name, partition, base, "another compactor committed this range first");
+        let _ = inner.objects.delete(&staging).await;
+        return Ok(None);
+    }
+    metrics::SEGMENTS.inc();
+    metrics::COMPACTED_BYTES.inc_by(wal_bytes);
+    metrics::COMPACTED_RECORDS.inc_by(summary.records);
+    metrics::SEGMENT_SECONDS.observe(started.elapsed().as_secs_f64());
+    tracing::info!(
+        topic = %topic.name,
+        partition,
+        base,
+        end,
+        wal_bytes,
+        parquet_bytes = summary.size,
+        row_groups = summary.row_groups,
+        seconds = started.elapsed().as_secs_f64(),
+        "segment committed"
+    );
+    publish(inner.objects.as_ref(), inner, &record).await?;
+    Ok(Some(Compacted {
+        revision: swapped.revision,
+        records: summary.records,
+    }))
+}
+
+/// Moves a committed segment from its staging object to its table path and records that.
+/// Safe to repeat, and to run on two compactors at once.
+pub(crate) async fn publish(
+    objects: &dyn ObjectStore,
+    inner: &Inner,
+    record: &SegmentRecord,
+) -> Result<(), CompactError> {
+    let Some(staging) = &record.staging else {
+        return Ok(());
+    };
+    let from = Path::from(staging.as_str());
+    let to = Path::from(record.path.as_str());
+    match objects.rename(&from, &to).await {
+        Ok(()) => {}
+        // Already moved (by an earlier attempt, or another compactor).
+        Err(object_store::Error::NotFound { .. }) if objects.head(&to).await.is_ok() => {}
+        Err(e) => return Err(e.into()),
+    }
+    let published = SegmentRecord {
+        staging: None,
+        ..record.clone()
+    };
+    inner
+        .store
+        .txn(Txn {
+            compares: vec![],
+            success: vec![TxnOp::put(
+                keys::segment(&record.topic_id, record.partition, record.base_offset),
+                published.encode(),
+            )],
+            failure: vec![],
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Deciding what to compact and what retention removes. Pure functions of the log state
+//! and the time, so they are tested without any store.
+
+use sluice_metadata::log::{IndexEntry, PartitionLog};
+use sluice_storage::naming;
+
+/// When a partition's WAL data becomes a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trigger {
+    /// Compact once this many WAL bytes wait; also the most one segment takes.
+    pub target_bytes: u64,
+    /// Compact once the oldest waiting data is this old (milliseconds).
+    pub max_age_ms: i64,
+    /// Compact once this many index entries wait (bounds index memory).
+    pub max_entries: usize,
+}
+
+/// How old the data of an entry is: the creation time of its WAL object.
+fn written_ms(e: &IndexEntry) -> Option<i64> {
+    naming::created_ms(&e.object)
+}
+
+fn day(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+/// How many of `entries` (from the first) the next segment takes, or `None` when the
+/// partition is not due. `force_until`: compact everything below this offset regardless
+/// of the triggers. A segment ends at the first entry boundary past `target_bytes`, and
+/// before an entry whose newest record falls on a later UTC day than the first entry's,
+/// so a segment's `date=` folder holds that day's records.
+pub fn next_segment(
+    entries: &[IndexEntry],
+    trigger: &Trigger,
+    now_ms: i64,
+    force_until: Option<i64>,
+) -> Option<usize> {
+    let first = entries.first()?;
+    let forced = force_until.is_some_and(|f| first.base_offset < f);
+    let waiting: u64 = entries.iter().map(|e| u64::from(e.size)).sum();
+    let old = written_ms(first).is_some_and(|t| now_ms - t >= trigger.max_age_ms);
+    let triggered = waiting >= trigger.target_bytes || entries.len() >= trigger.max_entries || old;
+    if !(forced || triggered) {
+        return None;
+    }
+    // Forced only: stop where the force ends.
+    let stop_at = if triggered { None } else { force_until };
+    let first_day = day(first.max_timestamp);
+    let mut bytes = 0u64;
+    let mut n = 0;
+    for e in entries {
+        if n > 0 {
+            let full = bytes >= trigger.target_bytes || n >= trigger.max_entries;
+            let next_day = day(e.max_timestamp) > first_day;
+            let past_force = stop_at.is_some_and(|f| e.base_offset >= f);
+            if full || next_day || past_force {
+                break;
+            }
+        }
+        bytes += u64::from(e.size);
+        n += 1;
+    }
+    Some(n)
+}
+
+/// Where retention moves the log start of `log`, if anywhere: past whole segments whose
+/// newest record is older than `retention_ms`, and past the oldest segments while the
+/// partition would still hold at least `retention_bytes` without them. Data still in WAL
+/// objects (the active end of the log, in Kafka's terms) is never removed. Negative
+/// limits mean none.
+pub fn retention_start(
+    log: &PartitionLog,
+    retention_ms: i64,
+    retention_bytes: i64,
+    now_ms: i64,
+) -> Option<i64> {
+    let mut size = log.size_bytes();
+    let mut start = None;
+    for s in &log.segments {
+        let expired = retention_ms >= 0 && s.max_timestamp < now_ms.saturating_sub(retention_ms);
+        let excess = retention_bytes >= 0 && size.saturating_sub(s.size) >= retention_bytes as u64;
+        if !(expired || excess) {
+            break;
+        }
+        size -= s.size;
+        start = Some(s.end_offset);
+    }
+    start.filter(|s| *s > log.log_start_offset)
+}
+
+#[cfg(test)]
+mod tests;
