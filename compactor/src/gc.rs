@@ -62,18 +62,24 @@ async fn list(inner: &Inner, prefix: &str) -> Result<Vec<Path>, CompactError> {
     Ok(metas.into_iter().map(|m| m.location).collect())
 }
 
-/// The store's current revision.
-pub(crate) async fn current_revision(inner: &Inner) -> Result<Revision, MetaError> {
-    Ok(inner
-        .store
-        .range(keys::CLUSTER_ID.as_bytes(), None)
-        .await?
-        .revision)
-}
-
-/// Waits until this process's log has applied everything metadata holds now.
+/// Waits until this process's log has applied everything metadata holds now: writes a
+/// barrier key under the log prefix (bound to the compactor's lease) and waits until the
+/// log has applied it. (The store's current revision would not do: it may belong to a
+/// key outside the log, which the log never sees.)
 pub(crate) async fn sync_log(inner: &Inner) -> Result<(), CompactError> {
-    let rev = current_revision(inner).await?;
+    let lease = *inner.lease.lock().unwrap_or_else(|e| e.into_inner());
+    let r = inner
+        .store
+        .txn(Txn {
+            success: vec![TxnOp::Put {
+                key: keys::barrier(&inner.config.node).into(),
+                value: bytes::Bytes::new(),
+                lease: Some(lease),
+            }],
+            ..Txn::default()
+        })
+        .await?;
+    let rev = r.revision;
     if inner.log.wait_for(rev, Duration::from_secs(30)).await {
         Ok(())
     } else {
@@ -86,6 +92,13 @@ fn older_than(path: &Path, age: Duration, now_ms: i64) -> bool {
 }
 
 impl Sweeper {
+    /// Notes objects seen referenced by the index (and so committed).
+    pub(crate) fn saw_referenced(&mut self, objects: impl IntoIterator<Item = String>) {
+        for o in objects {
+            self.seen.entry(o).or_default().referenced_before = true;
+        }
+    }
+
     /// One pass over the bucket.
     pub(crate) async fn sweep(
         &mut self,

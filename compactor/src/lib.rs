@@ -296,7 +296,10 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         work
     });
     for w in work {
-        compact_partition(inner, &w, now, &mut report).await?;
+        let compacted = compact_partition(inner, &w, now, &mut report).await?;
+        // This compactor saw those objects referenced: the sweep may delete them once
+        // nothing references them any more, without waiting for the orphan age.
+        sweeper.saw_referenced(compacted);
         retain(inner, &w, now, &mut report).await?;
     }
 
@@ -318,12 +321,14 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
     Ok(report)
 }
 
+/// Compacts one partition while a trigger says so; returns the WAL objects it read.
 async fn compact_partition(
     inner: &Inner,
     w: &Work,
     now: i64,
     report: &mut Report,
-) -> Result<(), CompactError> {
+) -> Result<Vec<String>, CompactError> {
+    let mut objects = Vec::new();
     let target = inner
         .config
         .target_bytes
@@ -341,12 +346,13 @@ async fn compact_partition(
             Some(log.entries[..n].to_vec())
         });
         let Some(entries) = plan else {
-            return Ok(());
+            return Ok(objects);
         };
         let Some(done) = compact::compact_range(inner, &w.topic, w.partition, &entries).await?
         else {
-            return Ok(());
+            return Ok(objects);
         };
+        objects.extend(entries.iter().map(|e| e.object.to_string()));
         report.segments += 1;
         report.records += done.records;
         if !inner

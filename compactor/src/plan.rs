@@ -78,11 +78,12 @@ pub fn retention_start(
     let mut start = None;
     for s in &log.segments {
         let expired = retention_ms >= 0 && s.max_timestamp < now_ms.saturating_sub(retention_ms);
-        let excess = retention_bytes >= 0 && size.saturating_sub(s.size) >= retention_bytes as u64;
+        let excess =
+            retention_bytes >= 0 && size.saturating_sub(s.wal_bytes) >= retention_bytes as u64;
         if !(expired || excess) {
             break;
         }
-        size -= s.size;
+        size -= s.wal_bytes;
         start = Some(s.end_offset);
     }
     start.filter(|s| *s > log.log_start_offset)

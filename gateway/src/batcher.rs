@@ -292,6 +292,18 @@ async fn flush_buffer(
     if let Some(prev) = previous_commit {
         let _ = prev.await;
     }
+    if start.elapsed() > shared.config.max_commit_delay {
+        // The compactor deletes uncommitted objects after its orphan age; an object this
+        // old must not be committed any more. The producer retries.
+        shared.log.forget_commit(&id);
+        drop(commit_done);
+        metrics::FLUSH_ERRORS.with_label_values(&["commit"]).inc();
+        tracing::warn!(object = %path, waited = ?start.elapsed(), "too late to commit a WAL object");
+        return fail(
+            buf,
+            AppendError::Metadata("the WAL object waited too long to be committed".into()),
+        );
+    }
     let txn = Txn {
         compares: vec![Compare::absent(key.clone())],
         success: vec![TxnOp::put(key.clone(), record.encode())],

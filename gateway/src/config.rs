@@ -25,6 +25,10 @@ pub struct GatewayConfig {
     pub max_request_bytes: usize,
     /// How long a produce waits for its commit to be applied before timing out.
     pub commit_timeout: Duration,
+    /// A WAL object not committed this long after its flush began is given up (its
+    /// producers get an error and retry). Must stay well below the compactor's orphan age,
+    /// after which uncommitted objects are deleted.
+    pub max_commit_delay: Duration,
     /// Expose `/admin/faults` to inject object store failures (tests only).
     pub fault_injection: bool,
     /// A new consumer group waits this long for more members before its first generation
@@ -52,6 +56,7 @@ impl Default for GatewayConfig {
             default_partitions: 1,
             max_request_bytes: 100 << 20,
             commit_timeout: Duration::from_secs(30),
+            max_commit_delay: Duration::from_secs(120),
             fault_injection: false,
             group_initial_rebalance_delay: Duration::from_secs(3),
             group_min_session_timeout: Duration::from_secs(6),

@@ -1,6 +1,8 @@
 //! The key layout, in one place. All keys are relative to the store's namespace.
 
-/// Everything the commit log applies, in revision order: topics and commits.
+/// Everything the commit log applies, in revision order: topics, commits, segments, log
+/// starts. Every transaction writes at most one key under it, so a revision names one
+/// log event and a checkpoint "as of revision R" is exact.
 pub const LOG_PREFIX: &str = "log/";
 pub const TOPICS_PREFIX: &str = "log/topics/";
 pub const COMMITS_PREFIX: &str = "log/commits/";
@@ -8,6 +10,9 @@ pub const COMMITS_PREFIX: &str = "log/commits/";
 pub const SEGMENTS_PREFIX: &str = "log/segments/";
 /// Log start offsets: `log/starts/<topic id>/<partition>`.
 pub const STARTS_PREFIX: &str = "log/starts/";
+/// Barriers: a process that needs its log to have caught up writes
+/// `log/barriers/<node>` and waits until it sees it.
+pub const BARRIERS_PREFIX: &str = "log/barriers/";
 /// The pointer to the latest checkpoint of the log state.
 pub const CHECKPOINT: &str = "log/checkpoint";
 /// Per partition, the offset compaction has reached: `compaction/<topic id>/<partition>`.
@@ -39,6 +44,10 @@ pub fn log_start(topic_id: &uuid::Uuid, partition: u32) -> String {
 
 pub fn compaction(topic_id: &uuid::Uuid, partition: u32) -> String {
     format!("{COMPACTION_PREFIX}{}/{partition}", topic_id.simple())
+}
+
+pub fn barrier(node: &str) -> String {
+    format!("{BARRIERS_PREFIX}{node}")
 }
 
 pub fn compactor(node: &str) -> String {

@@ -209,9 +209,10 @@ impl PartitionLog {
             .map_or(self.log_start_offset, |s| s.end_offset)
     }
 
-    /// Bytes the partition holds: segments at their file size, WAL data at its size.
+    /// Bytes the partition holds, counted as Kafka counts a log: the size of its record
+    /// batches (which compacted data had in WAL objects), whatever Parquet makes of them.
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.size).sum::<u64>()
+        self.segments.iter().map(|s| s.wal_bytes).sum::<u64>()
             + self.entries.iter().map(|e| u64::from(e.size)).sum::<u64>()
     }
 

@@ -3,6 +3,7 @@
 Every server binds 127.0.0.1 on a free port and is stopped by its process id.
 """
 
+import json
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ def http_get(url, timeout=5):
 
 
 class Sluice:
-    """One `sluice serve` (or `gateway`) process."""
+    """One `sluice serve` (or `gateway`, or `compactor`) process."""
 
     # Every process started by the current test, so a failing test leaves none behind.
     started = []
@@ -80,7 +81,8 @@ class Sluice:
         Sluice.started.append(self.proc)
         # The process prints its bound addresses once it accepts connections.
         lines = []
-        while self.kafka is None or self.http is None:
+        needs_kafka = self.mode != "compactor"
+        while (needs_kafka and self.kafka is None) or self.http is None:
             line = self.proc.stdout.readline().decode()
             if not line:
                 raise AssertionError(f"sluice exited early: {lines}; see {self.log_path}")
@@ -100,6 +102,15 @@ class Sluice:
     @property
     def bootstrap(self):
         return self.kafka
+
+    def compact(self, topic=None):
+        """`sluice compact` against this process; returns what the pass did."""
+        args = [str(BIN), "compact", "--server", self.http]
+        if topic:
+            args += ["--topic", topic]
+        out = subprocess.run(args, capture_output=True, timeout=600)
+        assert out.returncode == 0, out.stderr.decode()
+        return json.loads(out.stdout)
 
     def metrics(self):
         return http_get(f"http://{self.http}/metrics")[1]

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
-use super::{admin, fetch, groups, init_producer_id, list_offsets, metadata, produce};
+use super::{
+    admin, delete_records, fetch, groups, init_producer_id, list_offsets, metadata, produce,
+};
 use crate::metrics;
 use crate::server::Ctx;
 
@@ -190,6 +192,7 @@ async fn handle(
         ApiKey::DescribeGroups => serve!(DescribeGroupsRequest, groups::describe_groups),
         ApiKey::DeleteGroups => serve!(DeleteGroupsRequest, groups::delete_groups),
         ApiKey::OffsetDelete => serve!(OffsetDeleteRequest, groups::offset_delete),
+        ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
     metrics::KAFKA_LATENCY
@@ -253,6 +256,7 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "describe_groups",
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::OffsetDelete => "offset_delete",
+        ApiKey::DeleteRecords => "delete_records",
         _ => "other",
     }
 }

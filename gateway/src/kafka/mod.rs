@@ -2,6 +2,7 @@
 
 mod admin;
 mod conn;
+mod delete_records;
 mod fetch;
 mod groups;
 mod init_producer_id;

@@ -9,39 +9,9 @@
 // usage: node roundtrip.js BOOTSTRAP TOPIC CODEC IN.jsonl OUT.jsonl
 
 const fs = require('fs')
-const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs')
-const SnappyCodec = require('kafkajs-snappy')
-const LZ4Codec = require('kafkajs-lz4')
-const { ZstdCodec } = require('zstd-codec')
-
-// kafkajs ships gzip only. zstd-codec is pure WebAssembly, so it builds on any Node.
-function zstdCodec() {
-  const simple = new Promise(resolve => ZstdCodec.run(z => resolve(new z.Simple())))
-  return () => ({
-    async compress(encoder) {
-      return Buffer.from((await simple).compress(encoder.buffer))
-    },
-    async decompress(buffer) {
-      return Buffer.from((await simple).decompress(buffer))
-    },
-  })
-}
-
-CompressionCodecs[CompressionTypes.Snappy] = SnappyCodec
-CompressionCodecs[CompressionTypes.LZ4] = new LZ4Codec().codec
-CompressionCodecs[CompressionTypes.ZSTD] = zstdCodec()
-
-const CODECS = {
-  gzip: CompressionTypes.GZIP,
-  snappy: CompressionTypes.Snappy,
-  lz4: CompressionTypes.LZ4,
-  zstd: CompressionTypes.ZSTD,
-}
-
-function createCluster(kafka) {
-  const sym = Object.getOwnPropertySymbols(kafka).find(s => s.description === 'private:Kafka:createCluster')
-  return kafka[sym]({})
-}
+const { Kafka, logLevel } = require('kafkajs')
+const { CODECS } = require('./codecs')
+const { fetchAll } = require('./fetchall')
 
 async function main() {
   const [bootstrap, topic, codec, input, output] = process.argv.slice(2)
@@ -79,41 +49,7 @@ async function main() {
   const firstTs = await admin.fetchTopicOffsetsByTimestamp(topic, records[0].timestamp)
   await admin.disconnect()
 
-  const cluster = createCluster(kafka)
-  await cluster.connect()
-  await cluster.refreshMetadata([topic])
-  const out = fs.createWriteStream(output)
-  for (const { partition, high } of ends) {
-    const leader = cluster.findTopicPartitionMetadata(topic).find(p => p.partitionId === partition).leader
-    const broker = await cluster.findBroker({ nodeId: String(leader) })
-    let offset = 0
-    while (offset < Number(high)) {
-      const resp = await broker.fetch({
-        replicaId: -1,
-        isolationLevel: 1,
-        maxWaitTime: 100,
-        minBytes: 1,
-        maxBytes: 1 << 20,
-        topics: [{ topic, partitions: [{ partition, fetchOffset: String(offset), maxBytes: 1 << 20 }] }],
-      })
-      const p = resp.responses[0].partitions[0]
-      if (p.errorCode !== 0) throw new Error(`fetch error ${p.errorCode}`)
-      for (const m of p.messages) {
-        if (Number(m.offset) < offset) continue
-        out.write(JSON.stringify({
-          partition,
-          offset: Number(m.offset),
-          key: m.key.toString('base64'),
-          value: m.value.toString('base64'),
-          headers: Object.entries(m.headers).map(([k, v]) => [k, v.toString('base64')]),
-          timestamp: Number(m.timestamp),
-        }) + '\n')
-        offset = Number(m.offset) + 1
-      }
-    }
-  }
-  await new Promise(resolve => out.end(resolve))
-  await cluster.disconnect()
+  await fetchAll(kafka, topic, ends, output)
   process.stdout.write(JSON.stringify({ ends, firstTs }) + '\n')
 }
 
