@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, when it is missing: etcd, protoc and kcat from
-# Debian; the Python clients, moto's S3 server and pytest from PyPI; kafkajs from npm.
+# Installs what the test suite needs, when it is missing: etcd, protoc, kcat and Java from
+# Debian; the Python clients, moto's S3 server, the Parquet readers (PyArrow, DuckDB,
+# Polars, PySpark) and pytest from PyPI; kafkajs from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,8 @@ command -v etcdctl >/dev/null || apt_missing+=(etcd-client)
 command -v protoc >/dev/null || apt_missing+=(protobuf-compiler)
 command -v kcat >/dev/null || apt_missing+=(kcat)
 command -v curl >/dev/null || apt_missing+=(curl)
+# Spark (a reader of the Parquet segments) runs on Java.
+command -v java >/dev/null || apt_missing+=(openjdk-17-jre-headless)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${apt_missing[*]}"
   as_root apt-get update -qq
@@ -20,7 +23,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto' 2>/dev/null \
+if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark' 2>/dev/null \
   || ! command -v moto_server >/dev/null; then
   echo "installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
