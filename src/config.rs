@@ -134,6 +134,9 @@ pub struct ServeArgs {
     /// segment.ms can make it shorter).
     #[arg(long, env = "SLUICE_COMPACTION_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
     pub compaction_max_age: Duration,
+    /// Compact a partition once this many WAL commits (index entries) wait for it.
+    #[arg(long, env = "SLUICE_COMPACTION_MAX_ENTRIES", default_value_t = 10_000)]
+    pub compaction_max_entries: usize,
     /// WAL bytes per segment (default: each topic's segment.bytes, 128 MiB).
     #[arg(long, env = "SLUICE_SEGMENT_TARGET_BYTES", value_parser = parse_size)]
     pub segment_target_bytes: Option<u64>,
@@ -267,6 +270,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
                 args.compaction_interval = parse_duration(&text).map_err(bad)?
             }
             "compaction_max_age" => args.compaction_max_age = parse_duration(&text).map_err(bad)?,
+            "compaction_max_entries" => {
+                args.compaction_max_entries = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
             "segment_target_bytes" => {
                 args.segment_target_bytes = Some(parse_size(&text).map_err(bad)?)
             }

@@ -71,6 +71,7 @@ fn compactor_config(args: &ServeArgs, node: String) -> CompactorConfig {
     CompactorConfig {
         node,
         max_age: args.compaction_max_age,
+        max_entries: args.compaction_max_entries,
         target_bytes: args.segment_target_bytes,
         interval: args.compaction_interval,
         checkpoint_interval: args.checkpoint_interval,
