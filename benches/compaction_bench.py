@@ -73,10 +73,9 @@ class Server:
         self.proc.wait(30)
 
 
-def payloads(kind, size, count=1024):
+def payloads(size, count=16384):
+    """Log-like JSON documents of `size` bytes, all different."""
     rng = random.Random(1)
-    if kind == "random":
-        return [os.urandom(size) for _ in range(count)]
     out = []
     for i in range(count):
         doc = {"ts": 1_795_000_000_000 + i, "host": f"web-{rng.randrange(40)}",
@@ -90,19 +89,30 @@ def payloads(kind, size, count=1024):
     return out
 
 
-WORDS = "request served cache miss upstream timeout retry user session token expired ok".split()
+# A vocabulary of a few thousand words, so messages vary as real ones do.
+_rng = random.Random(2)
+WORDS = ["".join(_rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(_rng.randint(2, 9)))
+         for _ in range(4000)]
 
 
 def produce(bootstrap, topic, args):
     p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
                   "compression.type": args.compression, "batch.size": 1 << 20,
                   "queue.buffering.max.kbytes": 1 << 20})
-    values = payloads(args.payload, args.size)
+    values = payloads(args.size) if args.payload == "json" else []
+    noise = os.urandom(64 << 20)
     start = time.perf_counter()
     for i in range(args.messages):
+        if args.payload == "json":
+            # Every record differs, as real events do (ids, times), in its first bytes.
+            v = b'{"id": %d, "seq": %d, ' % (i * 2654435761 % 4294967296, i) + values[i % len(values)][1:]
+        else:
+            # A different window of 64 MiB of noise each time: nothing repeats nearby.
+            at = (i * 7919 * 131) % (len(noise) - args.size)
+            v = noise[at:at + args.size]
         while True:
             try:
-                p.produce(topic, values[i % len(values)], partition=i % args.partitions)
+                p.produce(topic, v, partition=i % args.partitions)
                 break
             except BufferError:
                 p.poll(0.001)
@@ -138,7 +148,8 @@ def main():
     topic = "bench"
     s = Server(args.bin, data).start()
     try:
-        AdminClient({"bootstrap.servers": s.kafka}).create_topics(
+        admin = AdminClient({"bootstrap.servers": s.kafka})  # kept referenced while awaited
+        admin.create_topics(
             [NewTopic(topic, args.partitions, 1, config={"retention.ms": "-1"})])[topic].result(30)
         produce_s = produce(s.kafka, topic, args)
         wal_bytes = tree_size(data / "objects" / "wal")

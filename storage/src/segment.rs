@@ -500,8 +500,38 @@ fn column<'a>(rb: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, SegmentEr
         .ok_or_else(|| SegmentError::Invalid(format!("no column {name}")))
 }
 
-fn bytes_at(a: &arrow_array::BinaryArray, i: usize) -> Option<Bytes> {
-    a.is_valid(i).then(|| Bytes::copy_from_slice(a.value(i)))
+/// The values of a binary or string column as one shared buffer, so each value is a slice
+/// of it rather than a copy.
+struct Values {
+    data: Bytes,
+    offsets: arrow_buffer::OffsetBuffer<i32>,
+    nulls: Option<arrow_buffer::NullBuffer>,
+}
+
+impl Values {
+    fn of_binary(a: &arrow_array::BinaryArray) -> Self {
+        Self {
+            data: Bytes::from_owner(a.values().clone()),
+            offsets: a.offsets().clone(),
+            nulls: a.nulls().cloned(),
+        }
+    }
+
+    fn of_string(a: &arrow_array::StringArray) -> Self {
+        Self {
+            data: Bytes::from_owner(a.values().clone()),
+            offsets: a.offsets().clone(),
+            nulls: a.nulls().cloned(),
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<Bytes> {
+        if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
+            return None;
+        }
+        let (from, to) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        Some(self.data.slice(from..to))
+    }
 }
 
 /// Turns rows back into batches, appending to `out` (a batch may continue from the
@@ -510,12 +540,12 @@ fn rebuild(rb: &RecordBatch, out: &mut Vec<SegmentBatch>) -> Result<(), SegmentE
     let offset = column(rb, "offset")?.as_primitive::<Int64Type>();
     let timestamp = column(rb, "timestamp")?.as_primitive::<TimestampMillisecondType>();
     let _ = column(rb, "timestamp_type")?.as_primitive::<Int8Type>();
-    let key = column(rb, "key")?.as_binary::<i32>();
-    let value = column(rb, "value")?.as_binary::<i32>();
+    let key = Values::of_binary(column(rb, "key")?.as_binary::<i32>());
+    let value = Values::of_binary(column(rb, "value")?.as_binary::<i32>());
     let headers = column(rb, "headers")?.as_list::<i32>();
     let header_values = headers.values().as_struct();
-    let hkey = header_values.column(0).as_string::<i32>();
-    let hvalue = header_values.column(1).as_binary::<i32>();
+    let hkey = Values::of_string(header_values.column(0).as_string::<i32>());
+    let hvalue = Values::of_binary(header_values.column(1).as_binary::<i32>());
     let batch = column(rb, "batch")?.as_struct();
     let b_offset = batch.column(0).as_primitive::<Int64Type>();
     let b_attributes = batch.column(1).as_primitive::<Int16Type>();
@@ -549,12 +579,12 @@ fn rebuild(rb: &RecordBatch, out: &mut Vec<SegmentBatch>) -> Result<(), SegmentE
                 timestamp.value(i).wrapping_sub(h.base_timestamp)
             },
             offset_delta,
-            key: bytes_at(key, i),
-            value: bytes_at(value, i),
+            key: key.get(i),
+            value: value.get(i),
             headers: (from..to)
                 .map(|j| Header {
-                    key: Bytes::copy_from_slice(hkey.value(j).as_bytes()),
-                    value: bytes_at(hvalue, j),
+                    key: hkey.get(j).unwrap_or_default(),
+                    value: hvalue.get(j),
                 })
                 .collect(),
         };

@@ -4,8 +4,10 @@
 //! records into Parquet rows, and for serving compacted data, which turns rows back into
 //! batches. `kafka-protocol` has a record codec too, but it keeps headers in a map, which
 //! would merge repeated header keys (Kafka allows them and keeps their order), and it does
-//! not expose the batch fields needed to rebuild a batch exactly. Compression codecs do
-//! come from `kafka-protocol` (including the xerial framing Kafka's snappy uses).
+//! not expose the batch fields needed to rebuild a batch exactly. Decompression comes from
+//! `kafka-protocol` (including the xerial framing Kafka's snappy uses), as does snappy
+//! compression; gzip, lz4 and zstd are compressed here at their fastest levels, since
+//! rebuilding batches is on the read path (`kafka-protocol` uses lz4's slow HC mode).
 //!
 //! Record layout (lengths and deltas are zigzag varints):
 //! `length, attributes: i8, timestamp delta: varlong, offset delta: varint, key length,
@@ -259,6 +261,14 @@ pub fn encode_batch(
                 "a batch holds 1 to i32::MAX records",
             ))?;
     let start = out.len();
+    let body: usize = records
+        .iter()
+        .map(|r| {
+            let n = record_body_len(r);
+            varlong_len(n as i64) + n
+        })
+        .sum();
+    out.reserve(HEADER_SIZE + body);
     out.put_i64(header.base_offset);
     out.put_i32(0); // length, set below
     out.put_i32(header.partition_leader_epoch);
@@ -278,19 +288,48 @@ pub fn encode_batch(
         }
         Ok(())
     };
-    match header.compression() {
-        0 => plain(out).map_err(codec_error)?,
-        1 => Gzip::compress(out, plain).map_err(codec_error)?,
-        2 => Snappy::compress(out, plain).map_err(codec_error)?,
-        3 => Lz4::compress(out, plain).map_err(codec_error)?,
-        4 => Zstd::compress(out, plain).map_err(codec_error)?,
-        c => return Err(RecordsError::UnknownCodec(c)),
+    let codec = header.compression();
+    if codec == 0 {
+        plain(out).map_err(codec_error)?;
+    } else if codec == 2 {
+        Snappy::compress(out, plain).map_err(codec_error)?;
+    } else {
+        let mut raw = BytesMut::new();
+        plain(&mut raw).map_err(codec_error)?;
+        compress_fast(codec, &raw, out)?;
     }
     let length = i32::try_from(out.len() - start - LOG_OVERHEAD)
         .map_err(|_| RecordsError::Malformed("batch larger than 2 GiB"))?;
     out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + 21..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// Gzip, lz4 (frame format, independent blocks, as Kafka writes it) or zstd at the
+/// fastest level, appended to `out`.
+fn compress_fast(codec: i16, raw: &[u8], out: &mut BytesMut) -> Result<(), RecordsError> {
+    use std::io::Write;
+    let io = |e: std::io::Error| RecordsError::Codec(e.to_string());
+    match codec {
+        1 => {
+            let mut e = flate2::write::GzEncoder::new(out.writer(), flate2::Compression::fast());
+            e.write_all(raw).map_err(io)?;
+            e.finish().map_err(io)?;
+        }
+        3 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .level(1)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(out.writer())
+                .map_err(io)?;
+            e.write_all(raw).map_err(io)?;
+            let (_, r) = e.finish();
+            r.map_err(io)?;
+        }
+        4 => zstd::stream::copy_encode(raw, out.writer(), 1).map_err(io)?,
+        c => return Err(RecordsError::UnknownCodec(c)),
+    }
     Ok(())
 }
 
