@@ -82,7 +82,6 @@ fn compactor_config(args: &ServeArgs, node: String) -> CompactorConfig {
             row_group_bytes: args.segment_row_group_bytes as usize,
             ..SegmentOptions::default()
         },
-        ..CompactorConfig::default()
     }
 }
 
