@@ -89,7 +89,9 @@ pub(crate) async fn compact_range(
     let base = first.base_offset;
     let end = last.end_offset();
     let (point_rev, point) = compaction_point(inner, &topic.id, partition).await?;
-    if point.is_some_and(|p| p != base) {
+    // The range must start where compaction stands, or later when the log start moved past
+    // WAL data (DeleteRecords) and the index dropped it; never earlier.
+    if point.is_some_and(|p| p > base) {
         tracing::debug!(topic = %topic.name, partition, base, ?point, "compaction point moved; skipping");
         return Ok(None);
     }

@@ -53,7 +53,19 @@ impl Log {
         checkpoints: SharedCheckpointReader,
         cancel: CancellationToken,
     ) -> MetaResult<Arc<Self>> {
-        let (state, revision) = load(&store, &*checkpoints).await?;
+        // A checkpoint can be replaced and deleted between reading its pointer and reading
+        // it (two checkpoints in that instant); reading the pointer again finds the new one.
+        let mut attempt = 0;
+        let (state, revision) = loop {
+            match load(&store, &*checkpoints).await {
+                Err(MetaError::Unavailable(e)) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "loading the log failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => break r?,
+            }
+        };
         let (applied, _) = watch::channel(revision);
         let log = Arc::new(Self {
             state: RwLock::new(state),

@@ -140,6 +140,19 @@ def test_retention_by_time_and_size_and_delete_records(tmp_dir):
     result = list(fut.values())[0].result(30)
     assert result.low_watermark == 2_500
     assert c.get_watermark_offsets(TopicPartition("ret-size", 0), timeout=10) == (2_500, 3_000)
+    # Into data not compacted yet: compaction goes on from there.
+    for i in range(100):
+        p.produce("ret-size", b"y" * 100, partition=0, timestamp=now)
+        if i == 49:
+            p.flush(30)  # two commits: the first one wholly before the new start
+    p.flush(30)
+    fut = admin.delete_records([TopicPartition("ret-size", 0, 3_050)])
+    assert list(fut.values())[0].result(30).low_watermark == 3_050
+    report = s.compact("ret-size")
+    assert report["segments"] >= 1, report
+    c.assign([TopicPartition("ret-size", 0, 3_050)])
+    m = c.poll(10)
+    assert m is not None and not m.error() and m.offset() == 3_050 and m.value() == b"y" * 100
     c.close()
     s.stop()
 
