@@ -151,6 +151,16 @@ impl Sweeper {
                 doomed.push((p.clone(), "staging"));
             }
         }
+        let starts: HashMap<(String, u32), i64> = inner.log.read(|s| {
+            s.topics()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| ((t.record.name.clone(), i as u32), p.log_start_offset))
+                })
+                .collect()
+        });
         for p in &tables {
             let key = p.to_string();
             listed.insert(key.clone());
@@ -158,13 +168,18 @@ impl Sweeper {
                 self.seen.remove(&key);
                 continue;
             }
+            // Files of a deleted topic, or of an earlier topic of the same name, can serve
+            // no read: they go at once, so readers never see them beside the live ones.
+            // Files retention removed may still be read by a fetch that began before: they
+            // wait for the delay.
+            let expired = table_file(&key)
+                .and_then(|(topic, partition, base)| {
+                    starts.get(&(topic, partition)).map(|start| base < *start)
+                })
+                .unwrap_or(false);
             let seen = self.seen.entry(key).or_default();
-            if seen
-                .unreferenced_since
-                .get_or_insert_with(Instant::now)
-                .elapsed()
-                >= delay
-            {
+            let since = *seen.unreferenced_since.get_or_insert_with(Instant::now);
+            if !expired || since.elapsed() >= delay {
                 doomed.push((p.clone(), "segment"));
             }
         }
@@ -190,6 +205,18 @@ impl Sweeper {
         out.metadata_keys = forget_deleted_topics(inner).await?;
         Ok(out)
     }
+}
+
+/// Topic, partition and first offset of a table file:
+/// `topics/<topic>/partition=<n>/date=<day>/<base offset>-<id>.parquet`.
+fn table_file(path: &str) -> Option<(String, u32, i64)> {
+    let mut parts = path.split('/');
+    let _ = parts.next()?;
+    let topic = parts.next()?.to_string();
+    let partition = parts.next()?.strip_prefix("partition=")?.parse().ok()?;
+    let name = parts.last()?;
+    let base = name.split('-').next()?.parse().ok()?;
+    Some((topic, partition, base))
 }
 
 /// The topic id a per-partition key belongs to: `<prefix><topic id>/...`.

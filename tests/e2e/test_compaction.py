@@ -191,3 +191,20 @@ def test_orphans_and_unreferenced_files_are_swept(tmp_dir):
     assert wal_after == {young_wal.name}, (wal_before, wal_after)
     check("sweep", 1_000, READERS["librdkafka"](s.bootstrap, "sweep", PARTITIONS))
     s.stop()
+
+
+def test_a_deleted_topics_files_leave_the_table_at_once(sluice, tmp_dir):
+    import pyarrow.dataset as ds
+    create(sluice.bootstrap, "again")
+    produce(sluice.bootstrap, "again", 0, 2_000, "snappy")
+    sluice.compact()
+    admin = AdminClient({"bootstrap.servers": sluice.bootstrap})
+    admin.delete_topics(["again"])["again"].result(30)
+    create(sluice.bootstrap, "again")
+    produce(sluice.bootstrap, "again", 0, 400, "snappy")
+    sluice.compact()
+    root = sluice.data_dir / "objects" / "topics" / "again"
+    t = ds.dataset(str(root), format="parquet", partitioning="hive").to_table(
+        columns=["partition", "offset"])
+    rows = sorted(zip(t["partition"].to_pylist(), t["offset"].to_pylist()))
+    assert rows == sorted((p, o) for p in range(PARTITIONS) for o in range(100))
