@@ -124,6 +124,7 @@ pub(crate) async fn compact_range(
         let mut offset = e.base_offset;
         for info in batch::iter_headers(&chunk) {
             let info = info?;
+            batch::verify_crc(&chunk, &info)?;
             let bytes: Bytes = chunk.slice(info.position..info.position + info.size);
             let (mut header, records) = decode_batch(&bytes)?;
             header.base_offset = offset;

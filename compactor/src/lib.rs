@@ -295,12 +295,27 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         }
         work
     });
+    let mut failed = None;
     for w in work {
-        let compacted = compact_partition(inner, &w, now, &mut report).await?;
-        // This compactor saw those objects referenced: the sweep may delete them once
-        // nothing references them any more, without waiting for the orphan age.
-        sweeper.saw_referenced(compacted);
+        // One partition's trouble (an unreadable object, say) must not hold up the others.
+        match compact_partition(inner, &w, now, &mut report).await {
+            // This compactor saw those objects referenced: the sweep may delete them once
+            // nothing references them any more, without waiting for the orphan age.
+            Ok(compacted) => sweeper.saw_referenced(compacted),
+            Err(e) => {
+                metrics::PASS_ERRORS.inc();
+                tracing::warn!(topic = %w.topic.name, partition = w.partition, error = %e, "compacting a partition failed");
+                failed = Some(e);
+                continue;
+            }
+        }
         retain(inner, &w, now, &mut report).await?;
+    }
+    if let Some(e) = failed
+        && force.is_some()
+    {
+        // Asked to compact everything: say it did not.
+        return Err(e);
     }
 
     if leader || force.is_some() {

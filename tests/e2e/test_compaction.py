@@ -2,12 +2,14 @@
 same as before compaction, with librdkafka, kafka-python and kafkajs; retention,
 DeleteRecords, sweeping of unneeded objects, and restarts from a checkpoint."""
 
+import shutil
+import subprocess
 import uuid
 
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import FAST_GROUPS, Sluice
+from conftest import BIN, FAST_GROUPS, Sluice
 from readers import READERS, high_watermarks
 from records import CODECS, PARTITIONS, check, record
 
@@ -208,3 +210,35 @@ def test_a_deleted_topics_files_leave_the_table_at_once(sluice, tmp_dir):
         columns=["partition", "offset"])
     rows = sorted(zip(t["partition"].to_pylist(), t["offset"].to_pylist()))
     assert rows == sorted((p, o) for p in range(PARTITIONS) for o in range(100))
+
+
+def test_damaged_wal_data_is_never_compacted_and_holds_up_nothing_else(tmp_dir):
+    import pyarrow.dataset as ds
+    s = Sluice(tmp_dir / "data", FAST_GROUPS).start()
+    wal = tmp_dir / "data" / "objects" / "wal"
+    create(s.bootstrap, "bad", 1)
+    p = Producer({"bootstrap.servers": s.bootstrap})
+    for i in range(50):
+        p.produce("bad", b"bad-%d" % i, partition=0)
+    p.flush(30)
+    bad_objects = set(wal.iterdir())
+    create(s.bootstrap, "good", 1)
+    for i in range(50):
+        p.produce("good", b"good-%d" % i, partition=0)
+    p.flush(30)
+    # Flip a byte inside the first batch of each of "bad"'s objects (bit rot), then restart
+    # with an empty cache so the bytes are read back.
+    s.stop()
+    for f in bad_objects:
+        b = bytearray(f.read_bytes())
+        b[80] ^= 0xFF
+        f.write_bytes(bytes(b))
+    shutil.rmtree(tmp_dir / "data" / "cache", ignore_errors=True)
+    s.start()
+    out = subprocess.run([str(BIN), "compact", "--server", s.http], capture_output=True, text=True)
+    assert out.returncode != 0 and "CRC" in out.stderr, out
+    root = tmp_dir / "data" / "objects" / "topics"
+    assert not (root / "bad").exists()
+    good = ds.dataset(str(root / "good"), format="parquet", partitioning="hive").to_table()
+    assert good["value"].to_pylist() == [b"good-%d" % i for i in range(50)]
+    s.stop()

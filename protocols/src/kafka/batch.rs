@@ -220,6 +220,22 @@ pub fn validate_produce(buf: &[u8]) -> Result<BatchInfo, BatchError> {
     Ok(info)
 }
 
+/// Checks the CRC of the batch described by `info` in `buf` (stored data being rewritten,
+/// so that damaged bytes are never carried into another format).
+pub fn verify_crc(buf: &[u8], info: &BatchInfo) -> Result<(), BatchError> {
+    let batch = &buf[info.position..info.position + info.size];
+    let found = u32_at(batch, CRC_OFFSET);
+    let computed = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+    if found != computed {
+        return Err(BatchError::BadCrc {
+            at: info.position,
+            found,
+            computed,
+        });
+    }
+    Ok(())
+}
+
 /// Overwrites the base offset of the batch at the start of `batch`. The base offset is
 /// outside the CRC, so the batch stays valid.
 pub fn set_base_offset(batch: &mut [u8], offset: i64) {
