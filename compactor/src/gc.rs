@@ -214,7 +214,7 @@ fn table_file(path: &str) -> Option<(String, u32, i64)> {
     let _ = parts.next()?;
     let topic = parts.next()?.to_string();
     let partition = parts.next()?.strip_prefix("partition=")?.parse().ok()?;
-    let name = parts.last()?;
+    let name = path.rsplit('/').next()?;
     let base = name.split('-').next()?.parse().ok()?;
     Some((topic, partition, base))
 }
