@@ -363,3 +363,31 @@ async fn remove_checkpointed(inner: &Inner, revision: Revision) -> Result<u64, C
     }
     Ok((commits.len() + segments.len()) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_files_name_their_topic_partition_and_first_offset() {
+        assert_eq!(
+            table_file(
+                "topics/t.x/partition=3/date=2026-11-22/00000000000000000042-0193ab.parquet"
+            ),
+            Some(("t.x".to_string(), 3, 42))
+        );
+        assert_eq!(table_file("topics/t/partition=x/date=d/1-a.parquet"), None);
+        assert_eq!(
+            table_file("topics/t/partition=0/date=d/stray.parquet"),
+            None
+        );
+        let id = Uuid::from_u128(7);
+        assert_eq!(
+            topic_of(
+                format!("compaction/{}/3", id.simple()).as_bytes(),
+                "compaction/"
+            ),
+            Some(id)
+        );
+    }
+}

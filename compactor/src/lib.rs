@@ -414,3 +414,26 @@ async fn retain(
     tracing::info!(topic = %w.topic.name, partition = w.partition, offset, "retention moved the log start");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_over_compactors_and_move_only_from_one_that_leaves() {
+        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let two: Vec<String> = ["a", "c"].map(String::from).to_vec();
+        let topic = uuid::Uuid::from_u128(1);
+        let mut counts = std::collections::HashMap::new();
+        for p in 0..300 {
+            let before = owner(&three, &topic, p).expect("owner");
+            *counts.entry(before).or_insert(0) += 1;
+            let after = owner(&two, &topic, p).expect("owner");
+            if before != "b" {
+                assert_eq!(before, after, "partition {p} moved without need");
+            }
+        }
+        assert!(counts.values().all(|n| *n > 50), "{counts:?}");
+        assert_eq!(owner(&[], &topic, 0), None);
+    }
+}
