@@ -4,3 +4,4 @@
 //! file, so every function can be tested with round trips and fuzzed.
 
 pub mod kafka;
+pub mod mqtt;
