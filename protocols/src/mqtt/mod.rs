@@ -12,6 +12,7 @@
 
 mod codec;
 mod properties;
+pub mod topic;
 mod wire;
 
 pub use codec::{MAX_PACKET_SIZE, decode, encode, encoded_len};
