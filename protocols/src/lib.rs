@@ -5,3 +5,4 @@
 
 pub mod kafka;
 pub mod mqtt;
+pub mod sniff;
