@@ -8,6 +8,7 @@ mod groups;
 mod http;
 mod kafka;
 pub mod metrics;
+pub mod mqtt;
 mod producer_ids;
 mod segments;
 mod server;

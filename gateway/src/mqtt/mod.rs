@@ -1,0 +1,3 @@
+//! MQTT: how messages map to log records. (The listener and sessions come next.)
+
+pub mod mapping;
