@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod frame;
 pub mod header;
+pub mod partitioner;
 pub mod records;
 
 pub use kafka_protocol;
