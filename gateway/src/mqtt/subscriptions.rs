@@ -110,7 +110,7 @@ fn remove_at<K: Eq + Hash, V>(node: &mut Node<K, V>, levels: &[&str], key: &K) -
     if *first == "#" && rest.is_empty() {
         return node.multi.remove(key);
     }
-    let removed = if *first == "+" {
+    if *first == "+" {
         let child = node.single.as_deref_mut()?;
         let r = remove_at(child, rest, key);
         if child.is_empty() {
@@ -124,8 +124,7 @@ fn remove_at<K: Eq + Hash, V>(node: &mut Node<K, V>, levels: &[&str], key: &K) -
             node.children.remove(*first);
         }
         r
-    };
-    removed
+    }
 }
 
 fn collect<'a, K, V>(
