@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, when it is missing: etcd, protoc, kcat and Java from
-# Debian; the Python clients, moto's S3 server, the Parquet readers (PyArrow, DuckDB,
-# Polars, PySpark) and pytest from PyPI; kafkajs from npm.
+# Installs what the test suite needs, when it is missing: etcd, protoc, kcat, the mosquitto
+# clients and Java from Debian; the Python clients, moto's S3 server, the Parquet readers
+# (PyArrow, DuckDB, Polars, PySpark), paho-mqtt and pytest from PyPI; kafkajs from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v etcd >/dev/null || apt_missing+=(etcd-server)
 command -v etcdctl >/dev/null || apt_missing+=(etcd-client)
 command -v protoc >/dev/null || apt_missing+=(protobuf-compiler)
 command -v kcat >/dev/null || apt_missing+=(kcat)
+command -v mosquitto_pub >/dev/null || apt_missing+=(mosquitto-clients)
 command -v curl >/dev/null || apt_missing+=(curl)
 # Spark (a reader of the Parquet segments) runs on Java.
 command -v java >/dev/null || apt_missing+=(openjdk-17-jre-headless)
@@ -23,7 +24,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark' 2>/dev/null \
+if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark, paho.mqtt' 2>/dev/null \
   || ! command -v moto_server >/dev/null; then
   echo "installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt

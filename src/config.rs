@@ -91,6 +91,15 @@ pub struct ServeArgs {
     pub kafka_listen: SocketAddr,
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,
+    /// A listener for MQTT devices; MQTT is also served on the Kafka listener.
+    #[arg(long, env = "SLUICE_MQTT_LISTEN", default_value = "0.0.0.0:1883")]
+    pub mqtt_listen: SocketAddr,
+    /// MQTT topic filters to log topics, first match wins: FILTER=TOPIC[,FILTER=TOPIC...].
+    #[arg(long, env = "SLUICE_MQTT_TOPIC_MAP", default_value = "")]
+    pub mqtt_topic_map: String,
+    /// The log topic of MQTT messages no rule of --mqtt-topic-map maps.
+    #[arg(long, env = "SLUICE_MQTT_DEFAULT_TOPIC", default_value = "mqtt")]
+    pub mqtt_default_topic: String,
     /// HOST:PORT given to clients in metadata responses.
     #[arg(long, env = "SLUICE_ADVERTISE")]
     pub advertise: Option<String>,
@@ -246,6 +255,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "metadata" => args.metadata = text,
             "kafka_listen" => args.kafka_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
             "http_listen" => args.http_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "mqtt_listen" => args.mqtt_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "mqtt_topic_map" => args.mqtt_topic_map = text,
+            "mqtt_default_topic" => args.mqtt_default_topic = text,
             "advertise" => args.advertise = Some(text),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,

@@ -162,6 +162,9 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         group_initial_rebalance_delay: args.group_initial_rebalance_delay,
         group_min_session_timeout: args.group_min_session_timeout,
         lease_ttl: args.lease_ttl,
+        mqtt_listen: Some(args.mqtt_listen),
+        mqtt_topic_map: args.mqtt_topic_map.clone(),
+        mqtt_default_topic: Some(args.mqtt_default_topic.clone()).filter(|t| !t.is_empty()),
         compactor: (role == Role::All)
             .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()
@@ -171,6 +174,9 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     println!("node id {}", gateway.node_id);
     println!("kafka listening on {}", gateway.kafka_addr);
     println!("http listening on {}", gateway.http_addr);
+    if let Some(a) = gateway.mqtt_addr {
+        println!("mqtt listening on {a}");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down: draining connections and the write buffer");
     gateway.shutdown();

@@ -38,6 +38,12 @@ pub struct GatewayConfig {
     pub group_max_session_timeout: Duration,
     /// TTL of the gateway's lease: how long its groups stay with it after it dies.
     pub lease_ttl: Duration,
+    /// A listener for MQTT only (MQTT is also served on the Kafka listener).
+    pub mqtt_listen: Option<SocketAddr>,
+    /// MQTT topic filters to log topics: `FILTER=TOPIC,...`, first match wins.
+    pub mqtt_topic_map: String,
+    /// The log topic of MQTT messages no rule maps; `None` refuses them.
+    pub mqtt_default_topic: Option<String>,
     /// Run a compactor in the gateway's process (`sluice serve`).
     pub compactor: Option<sluice_compactor::CompactorConfig>,
 }
@@ -62,6 +68,9 @@ impl Default for GatewayConfig {
             group_min_session_timeout: Duration::from_secs(6),
             group_max_session_timeout: Duration::from_secs(1800),
             lease_ttl: Duration::from_secs(10),
+            mqtt_listen: None,
+            mqtt_topic_map: String::new(),
+            mqtt_default_topic: Some("mqtt".into()),
             compactor: None,
         }
     }

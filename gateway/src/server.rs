@@ -8,8 +8,9 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use sluice_cache::RangeCache;
 use sluice_metadata::{Compare, MetaError, SharedStore, Txn, TxnOp, keys};
+use sluice_protocols::sniff::{Protocol, SNIFF_BYTES, sniff};
 use sluice_storage::faults::Faults;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +20,8 @@ use crate::config::GatewayConfig;
 use crate::groups::group::Limits;
 use crate::groups::{Coordinator, Node};
 use crate::http::HttpState;
+use crate::mqtt::broker::Broker;
+use crate::mqtt::mapping::TopicMap;
 use crate::producer_ids::ProducerIds;
 use crate::segments::Segments;
 use crate::{http, kafka};
@@ -27,6 +30,9 @@ use sluice_metadata::follower::Log;
 
 /// Rebuilt row groups of compacted data kept in memory.
 const SEGMENT_MEMORY: usize = 64 << 20;
+
+/// How long a new connection may take to send its first byte.
+const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -50,6 +56,7 @@ pub(crate) struct Ctx {
     pub cache: Arc<RangeCache>,
     /// Compacted data, rebuilt into batches.
     pub segments: Segments,
+    pub mqtt: Broker,
     pub producer_ids: ProducerIds,
     pub groups: Arc<Coordinator>,
     pub node_id: i32,
@@ -67,12 +74,15 @@ pub enum StartError {
     },
     #[error("metadata: {0}")]
     Metadata(#[from] MetaError),
+    #[error("MQTT topic map: {0}")]
+    TopicMap(#[from] crate::mqtt::mapping::MapError),
 }
 
 /// A running gateway.
 pub struct Gateway {
     pub kafka_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    pub mqtt_addr: Option<SocketAddr>,
     /// The node id clients see for this gateway.
     pub node_id: i32,
     cancel: CancellationToken,
@@ -110,7 +120,20 @@ fn node_id_for(host: &str, port: u16) -> i32 {
 
 impl Gateway {
     pub async fn start(config: GatewayConfig, services: Services) -> Result<Self, StartError> {
+        let topic_map =
+            TopicMap::parse(&config.mqtt_topic_map, config.mqtt_default_topic.as_deref())?;
         let kafka_listener = bind(config.kafka_listen).await?;
+        let mqtt_listener = match config.mqtt_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let mqtt_addr = match &mqtt_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| StartError::Bind {
+                addr: config.mqtt_listen.unwrap_or(config.kafka_listen),
+                source,
+            })?),
+            None => None,
+        };
         let http_listener = bind(config.http_listen).await?;
         let kafka_addr = kafka_listener
             .local_addr()
@@ -198,23 +221,39 @@ impl Gateway {
             log,
             batcher,
             segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
+            mqtt: Broker::new(topic_map),
             cache: services.cache,
             host,
             port,
             cluster_id,
         });
         let mut tasks = JoinSet::new();
+        let mqtt_done = CancellationToken::new();
+        match mqtt_listener {
+            Some(l) => {
+                tasks.spawn(accept(
+                    ctx.clone(),
+                    l,
+                    cancel.clone(),
+                    Listener::Mqtt,
+                    mqtt_done.clone(),
+                ));
+            }
+            None => mqtt_done.cancel(),
+        }
         tasks.spawn(accept_kafka(
             ctx.clone(),
             kafka_listener,
             cancel.clone(),
             batcher_cancel,
+            mqtt_done,
         ));
         tasks.spawn(http::serve(http_state, http_listener, cancel.clone()));
         tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = %format!("{}:{}", ctx.host, ctx.port), node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
         Ok(Self {
             kafka_addr,
             http_addr,
+            mqtt_addr,
             node_id,
             cancel,
             tasks,
@@ -232,11 +271,44 @@ impl Gateway {
     }
 }
 
-async fn accept_kafka(
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    /// Kafka, and MQTT recognised from a connection's first byte.
+    Kafka,
+    /// MQTT only.
+    Mqtt,
+}
+
+/// Serves one accepted connection, choosing the protocol from its first byte on the Kafka
+/// listener.
+async fn serve(ctx: Arc<Ctx>, socket: TcpStream, cancel: CancellationToken, listener: Listener) {
+    let mqtt = match listener {
+        Listener::Mqtt => true,
+        Listener::Kafka => {
+            let mut first = [0u8; SNIFF_BYTES];
+            let peeked = tokio::time::timeout(SNIFF_TIMEOUT, socket.peek(&mut first)).await;
+            match peeked {
+                Ok(Ok(n)) if n >= SNIFF_BYTES => sniff(first[0]) == Some(Protocol::Mqtt),
+                _ => return,
+            }
+        }
+    };
+    if mqtt {
+        crate::mqtt::conn::serve_connection(ctx, socket, cancel).await;
+    } else {
+        kafka::serve_connection(ctx, socket, cancel).await;
+    }
+}
+
+/// Accepts connections until `cancel`, then waits for them to finish; `done` is cancelled
+/// once they have.
+async fn accept(
     ctx: Arc<Ctx>,
     listener: TcpListener,
     cancel: CancellationToken,
-    batcher: CancellationToken,
+    kind: Listener,
+    done: CancellationToken,
 ) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
@@ -257,7 +329,7 @@ async fn accept_kafka(
                 let ctx = ctx.clone();
                 let cancel = cancel.clone();
                 conns.spawn(async move {
-                    kafka::serve_connection(ctx, socket, cancel).await;
+                    serve(ctx, socket, cancel, kind).await;
                     drop(permit);
                 });
             }
@@ -271,6 +343,20 @@ async fn accept_kafka(
     }
     drop(listener);
     while conns.join_next().await.is_some() {}
+    done.cancel();
+}
+
+async fn accept_kafka(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+    batcher: CancellationToken,
+    mqtt_done: CancellationToken,
+) {
+    let done = CancellationToken::new();
+    accept(ctx.clone(), listener, cancel, Listener::Kafka, done).await;
+    // Every connection of both listeners has answered what it had in flight.
+    mqtt_done.cancelled().await;
     batcher.cancel();
     // Let the batcher finish its last flush before the runtime goes away.
     ctx.batcher.closed().await;

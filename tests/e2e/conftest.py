@@ -61,7 +61,8 @@ class Sluice:
         self.kafka = None
         self.http = None
         # A restarted server listens where it listened before, as clients expect.
-        self.listen = {"kafka": "127.0.0.1:0", "http": "127.0.0.1:0"}
+        self.listen = {"kafka": "127.0.0.1:0", "http": "127.0.0.1:0", "mqtt": "127.0.0.1:0"}
+        self.mqtt = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def start(self):
@@ -72,6 +73,7 @@ class Sluice:
             "--data-dir", str(self.data_dir),
             "--kafka-listen", self.listen["kafka"],
             "--http-listen", self.listen["http"],
+            *(["--mqtt-listen", self.listen["mqtt"]] if self.mode != "compactor" else []),
             "--cache-disk", "64MiB",
             "--cache-memory", "64MiB",
             *self.extra_args,
@@ -82,7 +84,7 @@ class Sluice:
         # The process prints its bound addresses once it accepts connections.
         lines = []
         needs_kafka = self.mode != "compactor"
-        while (needs_kafka and self.kafka is None) or self.http is None:
+        while (needs_kafka and (self.kafka is None or self.mqtt is None)) or self.http is None:
             line = self.proc.stdout.readline().decode()
             if not line:
                 raise AssertionError(f"sluice exited early: {lines}; see {self.log_path}")
@@ -96,7 +98,11 @@ class Sluice:
             m = re.match(r"http listening on (\S+)", line)
             if m:
                 self.http = m.group(1)
-        self.listen = {"kafka": self.kafka, "http": self.http}
+            m = re.match(r"mqtt listening on (\S+)", line)
+            if m:
+                self.mqtt = m.group(1)
+        self.listen = {"kafka": self.kafka or "127.0.0.1:0", "http": self.http,
+                       "mqtt": self.mqtt or "127.0.0.1:0"}
         return self
 
     @property
@@ -126,7 +132,7 @@ class Sluice:
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
-        self.kafka = self.http = None
+        self.kafka = self.http = self.mqtt = None
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -136,7 +142,7 @@ class Sluice:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.kafka = self.http = None
+        self.kafka = self.http = self.mqtt = None
 
 
 @pytest.fixture(autouse=True)

@@ -45,7 +45,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse
 }
 
 /// Where a fetch reads from: one segment, or WAL chunks.
-pub(super) enum Source {
+pub(crate) enum Source {
     Segment(SegmentRecord),
     Wal(Vec<IndexEntry>),
 }
@@ -53,7 +53,7 @@ pub(super) enum Source {
 impl Source {
     /// What to read for `offset`, taking WAL entries worth `budget` bytes. A response
     /// holds data from one segment at most; the consumer's next fetch goes on from there.
-    pub(super) fn for_offset(log: &PartitionLog, offset: i64, budget: usize) -> Self {
+    pub(crate) fn for_offset(log: &PartitionLog, offset: i64, budget: usize) -> Self {
         if offset < log.compacted_offset()
             && let Some(seg) = log.segment_for(offset)
         {
@@ -178,7 +178,7 @@ fn entries_within(entries: &[IndexEntry], budget: usize) -> Vec<IndexEntry> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ReadError {
+pub(crate) enum ReadError {
     #[error("{0}")]
     Cache(#[from] sluice_cache::CacheError),
     #[error("stored batch is unreadable: {0}")]
@@ -205,7 +205,7 @@ pub(super) async fn read_chunk(
 /// Batches holding `offset` and after, with their base offsets set, up to `limit` bytes.
 /// The first batch is returned even when larger than `limit` if `may_exceed` (KIP-74), so
 /// a consumer always makes progress.
-async fn read_records(
+pub(crate) async fn read_records(
     ctx: &Ctx,
     source: &Source,
     offset: i64,

@@ -3,7 +3,7 @@
 mod admin;
 mod conn;
 mod delete_records;
-mod fetch;
+pub(crate) mod fetch;
 mod groups;
 mod init_producer_id;
 mod list_offsets;

@@ -1,4 +1,7 @@
-//! MQTT: how messages map to log records. (The listener and sessions come next.)
+//! MQTT 3.1.1 and 5.0: connections, the sessions and subscriptions they share, and how
+//! messages map to log records.
 
+pub(crate) mod broker;
+pub(crate) mod conn;
 pub mod mapping;
 pub mod subscriptions;

@@ -1,0 +1,380 @@
+//! What a gateway's MQTT connections share: the sessions by client id (for takeover), the
+//! subscriptions, appending messages to the log, and delivering what the log receives on
+//! mapped topics (from any gateway, and from Kafka producers) to matching subscribers.
+//!
+//! Delivery follows the log: for each log topic MQTT messages map to, one task reads every
+//! record committed after the first subscription appeared and hands it to the sessions
+//! whose filters match its key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use sluice_metadata::records::BatchMeta;
+use sluice_protocols::kafka::batch;
+use sluice_protocols::kafka::partitioner::partition_for_key;
+use sluice_protocols::kafka::records::{BatchHeader, Header, Record, decode_batch, encode_batch};
+use sluice_protocols::mqtt::{Publish, QoS};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::mapping::{TopicMap, publish_of, record_of};
+use super::subscriptions::Subscriptions;
+use crate::batcher::{Append, AppendError};
+use crate::kafka::fetch::{Source, read_records};
+use crate::server::Ctx;
+use crate::topics;
+
+/// Deliveries queued for one connection; beyond this, QoS 0 messages are dropped for it
+/// and QoS 1 messages wait (the log tail slows for everyone, as a full socket would).
+const OUTBOX: usize = 4096;
+/// Bytes a log tail reads per partition per round.
+const TAIL_READ: usize = 1 << 20;
+
+/// What a subscription asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Granted {
+    pub qos: QoS,
+    pub retain_as_published: bool,
+}
+
+/// A message on its way to one connection.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub publish: Publish,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("no log topic is mapped for MQTT topic {0}")]
+    Unmapped(String),
+    #[error("log topic {0} does not exist and cannot be created: {1}")]
+    Topic(String, String),
+    #[error("{0}")]
+    Append(#[from] AppendError),
+    #[error("encoding the record: {0}")]
+    Encode(String),
+}
+
+pub struct Broker {
+    pub map: TopicMap,
+    next_session: AtomicU64,
+    /// Live sessions by client id: their session id and a token that ends them.
+    sessions: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    subscriptions: Mutex<Subscriptions<u64, Granted>>,
+    outboxes: Mutex<HashMap<u64, mpsc::Sender<Delivery>>>,
+    tails: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Broker {
+    pub fn new(map: TopicMap) -> Self {
+        Self {
+            map,
+            next_session: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+            subscriptions: Mutex::new(Subscriptions::default()),
+            outboxes: Mutex::new(HashMap::new()),
+            tails: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Registers a connection for `client_id`, ending the session that held it (takeover).
+    /// Returns the new session's id, its end token and its delivery queue.
+    pub fn open(&self, client_id: &str) -> (u64, CancellationToken, mpsc::Receiver<Delivery>) {
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let token = CancellationToken::new();
+        let previous = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(client_id.to_string(), (id, token.clone()));
+        if let Some((_, old)) = previous {
+            old.cancel();
+        }
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
+        (id, token, rx)
+    }
+
+    /// Ends a session: its subscriptions and queue go (sessions are not kept after the
+    /// connection yet).
+    pub fn close(&self, client_id: &str, id: u64, filters: &[String]) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.get(client_id).is_some_and(|(s, _)| *s == id) {
+            sessions.remove(client_id);
+        }
+        drop(sessions);
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        for f in filters {
+            subs.remove(f, &id);
+        }
+        drop(subs);
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    pub fn subscribe(&self, ctx: &Arc<Ctx>, id: u64, filter: &str, granted: Granted) {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(filter, id, granted);
+        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
+        for t in self.map.log_topics() {
+            if tails.insert(t.to_string()) {
+                tokio::spawn(tail(ctx.clone(), t.to_string()));
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(filter, &id)
+            .is_some()
+    }
+
+    /// Appends a message to the log; resolves once it is durable and committed.
+    pub async fn publish(&self, ctx: &Ctx, p: &Publish, topic: &str) -> Result<i64, PublishError> {
+        let log_topic = self
+            .map
+            .log_topic(topic)
+            .ok_or_else(|| PublishError::Unmapped(topic.to_string()))?;
+        let found = ctx.log.read(|s| {
+            s.topic(log_topic)
+                .map(|t| (t.record.id, t.partitions.len() as u32))
+        });
+        let (topic_id, partitions) = match found {
+            Some(f) => f,
+            None if ctx.config.auto_create_topics => {
+                let r = topics::create(ctx, log_topic, -1, -1, BTreeMap::new(), false).await;
+                match r {
+                    Ok(t) => (t.id, t.partitions),
+                    Err(topics::TopicError::Exists(_)) => ctx
+                        .log
+                        .read(|s| {
+                            s.topic(log_topic)
+                                .map(|t| (t.record.id, t.partitions.len() as u32))
+                        })
+                        .ok_or_else(|| PublishError::Topic(log_topic.into(), "vanished".into()))?,
+                    Err(e) => return Err(PublishError::Topic(log_topic.into(), e.to_string())),
+                }
+            }
+            None => {
+                return Err(PublishError::Topic(
+                    log_topic.into(),
+                    "auto-creation is off".into(),
+                ));
+            }
+        };
+        let mapped = record_of(p, topic);
+        let now = now_ms();
+        let record = Record {
+            attributes: 0,
+            timestamp_delta: 0,
+            offset_delta: 0,
+            key: Some(mapped.key.clone()),
+            value: Some(mapped.value),
+            headers: mapped
+                .headers
+                .into_iter()
+                .map(|(k, v)| Header {
+                    key: Bytes::from(k),
+                    value: v,
+                })
+                .collect(),
+        };
+        let header = BatchHeader {
+            base_offset: 0,
+            partition_leader_epoch: -1,
+            attributes: 0,
+            base_timestamp: now,
+            max_timestamp: now,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        };
+        let mut out = BytesMut::new();
+        encode_batch(&header, &[record], &mut out)
+            .map_err(|e| PublishError::Encode(e.to_string()))?;
+        let batch = out.freeze();
+        let append = Append {
+            topic_id,
+            partition: partition_for_key(&mapped.key, partitions),
+            meta: BatchMeta {
+                size: batch.len() as u32,
+                records: 1,
+                max_timestamp: now,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+            },
+            batch,
+        };
+        Ok(ctx.batcher.submit(append).await.await?)
+    }
+
+    /// Hands a record from the log to every session with a matching subscription, once
+    /// per session at the highest QoS its matching subscriptions grant.
+    async fn deliver(&self, p: Publish, retained_flag: bool) {
+        let targets: Vec<(u64, Granted)> = {
+            let subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut by_session: HashMap<u64, Granted> = HashMap::new();
+            for (id, g) in subs.matching(&p.topic) {
+                by_session
+                    .entry(*id)
+                    .and_modify(|best| {
+                        best.qos = best.qos.max(g.qos);
+                        best.retain_as_published |= g.retain_as_published;
+                    })
+                    .or_insert(*g);
+            }
+            by_session.into_iter().collect()
+        };
+        for (id, g) in targets {
+            let outbox = self
+                .outboxes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned();
+            let Some(outbox) = outbox else { continue };
+            let mut publish = p.clone();
+            publish.qos = publish.qos.min(g.qos);
+            publish.retain = retained_flag && g.retain_as_published;
+            let d = Delivery { publish };
+            if d.publish.qos == QoS::AtMostOnce {
+                if outbox.try_send(d).is_err() {
+                    tracing::debug!(session = id, "mqtt outbox full; QoS 0 message dropped");
+                }
+            } else {
+                let _ = outbox.send(d).await;
+            }
+        }
+    }
+}
+
+/// Follows one log topic from the moment it is first needed, delivering every new record.
+async fn tail(ctx: Arc<Ctx>, log_topic: String) {
+    let mut applied = ctx.log.subscribe();
+    // Where each partition's delivery stands; partitions that exist now start at their
+    // end (live delivery), ones that appear later at their start.
+    let mut next: HashMap<u32, i64> = ctx
+        .log
+        .read(|s| {
+            s.topic(&log_topic).map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (i as u32, p.high_watermark))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let mut topic_id = None;
+    loop {
+        if applied.changed().await.is_err() {
+            return;
+        }
+        let view = ctx.log.read(|s| {
+            s.topic(&log_topic).map(|t| {
+                (
+                    t.record.id,
+                    t.partitions
+                        .iter()
+                        .map(|p| (p.log_start_offset, p.high_watermark))
+                        .collect::<Vec<_>>(),
+                )
+            })
+        });
+        let Some((id, partitions)) = view else {
+            continue;
+        };
+        if topic_id.is_some_and(|t| t != id) {
+            next.clear(); // deleted and created again
+        }
+        topic_id = Some(id);
+        for (p, (start, hwm)) in partitions.into_iter().enumerate() {
+            let p = p as u32;
+            let from = next.entry(p).or_insert(start);
+            while *from < hwm {
+                match read_from(&ctx, &id, p, *from).await {
+                    Ok(records) if !records.is_empty() => {
+                        for (offset, message) in records {
+                            if offset >= *from {
+                                if let Some((publish, retain)) = message {
+                                    ctx.mqtt.deliver(publish, retain).await;
+                                }
+                                *from = offset + 1;
+                            }
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(topic = %log_topic, partition = p, error = %e, "mqtt delivery read failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records from `offset` on, as `(offset, message and retain flag)`; `None` for records
+/// whose key is not an MQTT topic name.
+type Messages = Vec<(i64, Option<(Publish, bool)>)>;
+
+async fn read_from(
+    ctx: &Ctx,
+    topic_id: &uuid::Uuid,
+    partition: u32,
+    offset: i64,
+) -> Result<Messages, String> {
+    let source = ctx.log.read(|s| {
+        s.partition(topic_id, partition)
+            .map(|log| Source::for_offset(log, offset.max(log.log_start_offset), TAIL_READ))
+    });
+    let Some(source) = source else {
+        return Ok(Vec::new());
+    };
+    let bytes = read_records(ctx, &source, offset, TAIL_READ, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for info in batch::iter_headers(&bytes) {
+        let info = info.map_err(|e| e.to_string())?;
+        let raw = bytes.slice(info.position..info.position + info.size);
+        let (h, records) = decode_batch(&raw).map_err(|e| e.to_string())?;
+        for r in records {
+            let at = h.base_offset + i64::from(r.offset_delta);
+            let headers: Vec<(Bytes, Option<Bytes>)> =
+                r.headers.into_iter().map(|h| (h.key, h.value)).collect();
+            let retain = headers
+                .iter()
+                .any(|(k, v)| k.as_ref() == b"mqtt.retain" && v.as_deref() == Some(b"1"));
+            out.push((
+                at,
+                publish_of(r.key.as_deref(), r.value.as_ref(), &headers).map(|p| (p, retain)),
+            ));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,511 @@
+//! One MQTT connection: CONNECT, then packets in both directions until DISCONNECT, a
+//! protocol violation (answered with its reason code in 5.0), a keep-alive timeout, a
+//! takeover by the same client id, or shutdown.
+//!
+//! What is built so far: MQTT 3.1.1 and 5.0 sessions that live as long as their
+//! connection; PUBLISH at QoS 0, 1 and 2 into the log (PUBACK and PUBREC only once the
+//! record is durable and committed); subscriptions with wildcards, delivered from the log
+//! at QoS 0 and 1; keep-alive; session takeover; will messages on an unclean close.
+//! 5.0 clients are told in CONNACK what is not available yet (retained messages, shared
+//! subscriptions, subscription identifiers, topic aliases).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use sluice_protocols::mqtt::{
+    Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, SubAck,
+    UnsubAck, Version, decode, encode, encoded_len, reason, topic,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::broker::{Delivery, Granted};
+use crate::server::Ctx;
+
+/// How long a new connection may take to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest packet accepted (also announced to 5.0 clients).
+pub const MAX_PACKET: usize = 1 << 20;
+/// QoS 1 and 2 publishes a client may have unacknowledged at once (Receive Maximum).
+const RECEIVE_MAXIMUM: u16 = 256;
+
+/// Answers to publishes, in the order the publishes came: the packet to send, and a QoS 2
+/// packet id to forget because the message was not stored.
+type Acks = FuturesOrdered<
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Option<Packet>, Option<u16>)> + Send>>,
+>;
+
+/// Why a connection ends.
+enum End {
+    /// DISCONNECT from the client: `true` asks for its will to be published (5.0 0x04).
+    Client(bool),
+    /// The client broke a rule: tell a 5.0 client this reason code, then close.
+    Violation(u8, String),
+    /// The peer went away or the socket failed.
+    Gone,
+    TakenOver,
+    Shutdown,
+    KeepAlive,
+}
+
+pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: CancellationToken) {
+    let peer = socket.peer_addr().ok();
+    let _ = socket.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(4096);
+    let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut socket, &mut buf)).await;
+    let connect = match connect {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!(?peer, error = %e, "refusing mqtt connection");
+            if let DecodeError::UnsupportedProtocol { level, .. } = &e {
+                // Answer in the version the client asked for where we can: 3.1.1's code 1.
+                let v = if *level == 5 {
+                    Version::V5
+                } else {
+                    Version::V311
+                };
+                let mut out = BytesMut::new();
+                encode(&connack(reason::UNSUPPORTED_PROTOCOL_VERSION), v, &mut out);
+                let _ = socket.write_all(&out).await;
+            }
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(?peer, "no CONNECT in time; closing");
+            return;
+        }
+    };
+    let version = connect.version;
+    let mut client_id = connect.client_id.clone();
+    let mut assigned = None;
+    if client_id.is_empty() {
+        if version == Version::V311 && !connect.clean_start {
+            let mut out = BytesMut::new();
+            encode(
+                &connack(reason::CLIENT_IDENTIFIER_NOT_VALID),
+                version,
+                &mut out,
+            );
+            let _ = socket.write_all(&out).await;
+            return;
+        }
+        client_id = format!("sluice-{}", uuid::Uuid::new_v4().simple());
+        assigned = Some(client_id.clone());
+    }
+    let (session, taken_over, mut outbox) = ctx.mqtt.open(&client_id);
+    let mut ack = connack(reason::SUCCESS);
+    if let Packet::ConnAck(a) = &mut ack {
+        a.properties = Properties {
+            assigned_client_identifier: assigned.filter(|_| version == Version::V5),
+            receive_maximum: Some(RECEIVE_MAXIMUM),
+            maximum_packet_size: Some(MAX_PACKET as u32),
+            retain_available: Some(0),
+            shared_subscription_available: Some(0),
+            subscription_identifier_available: Some(0),
+            wildcard_subscription_available: Some(1),
+            topic_alias_maximum: Some(0),
+            ..Default::default()
+        };
+    }
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        version,
+        session,
+        filters: Vec::new(),
+        incoming_qos2: HashSet::new(),
+        outgoing: HashMap::new(),
+        next_packet_id: 1,
+        client_max_packet: connect
+            .properties
+            .maximum_packet_size
+            .map_or(usize::MAX, |m| m as usize),
+        out: BytesMut::new(),
+    };
+    conn.send(&ack);
+    let end = match conn.flush(&mut socket).await {
+        Ok(()) => {
+            conn.run(
+                &mut socket,
+                &mut buf,
+                &mut outbox,
+                &connect,
+                &taken_over,
+                &cancel,
+            )
+            .await
+        }
+        Err(_) => End::Gone,
+    };
+    let (will, code) = match &end {
+        End::Client(with_will) => (*with_will, None),
+        End::Violation(code, why) => {
+            tracing::warn!(?peer, client = %client_id, reason = why.as_str(), "closing mqtt connection");
+            (true, Some(*code))
+        }
+        End::Gone => (true, None),
+        End::TakenOver => (true, Some(reason::SESSION_TAKEN_OVER)),
+        End::Shutdown => (false, Some(0x8B)),
+        End::KeepAlive => (true, Some(reason::KEEP_ALIVE_TIMEOUT)),
+    };
+    if let (Some(code), Version::V5) = (code, version) {
+        conn.send(&Packet::Disconnect(Disconnect {
+            reason: code,
+            properties: Properties::default(),
+        }));
+        let _ = conn.flush(&mut socket).await;
+    }
+    let _ = socket.shutdown().await;
+    ctx.mqtt.close(&client_id, session, &conn.filters);
+    if let (true, Some(w)) = (will, &connect.will) {
+        let p = Publish {
+            dup: false,
+            qos: w.qos,
+            retain: w.retain,
+            topic: w.topic.clone(),
+            packet_id: None,
+            properties: w.properties.clone(),
+            payload: w.payload.clone(),
+        };
+        if let Err(e) = ctx.mqtt.publish(&ctx, &p, &w.topic).await {
+            tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
+        }
+    }
+}
+
+fn connack(code: u8) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present: false,
+        code,
+        properties: Properties::default(),
+    })
+}
+
+async fn read_connect(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<Connect, DecodeError> {
+    loop {
+        if let Some(p) = decode(buf, None, MAX_PACKET)? {
+            let Packet::Connect(c) = p else {
+                return Err(DecodeError::Protocol("the first packet must be CONNECT"));
+            };
+            if let Some(w) = &c.will {
+                topic::validate_name(&w.topic)
+                    .map_err(|_| DecodeError::Protocol("will topic is not a topic name"))?;
+            }
+            return Ok(*c);
+        }
+        match socket.read_buf(buf).await {
+            Ok(0) | Err(_) => {
+                return Err(DecodeError::Malformed("connection closed before CONNECT"));
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+struct Conn {
+    ctx: Arc<Ctx>,
+    version: Version,
+    session: u64,
+    filters: Vec<String>,
+    /// QoS 2 packet ids received and stored, awaiting PUBREL.
+    incoming_qos2: HashSet<u16>,
+    /// QoS 1 deliveries sent and not yet acknowledged.
+    outgoing: HashMap<u16, Publish>,
+    next_packet_id: u16,
+    client_max_packet: usize,
+    out: BytesMut,
+}
+
+impl Conn {
+    fn send(&mut self, p: &Packet) {
+        encode(p, self.version, &mut self.out);
+    }
+
+    async fn flush(&mut self, socket: &mut TcpStream) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            socket.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    fn v5(&self) -> bool {
+        self.version == Version::V5
+    }
+
+    async fn run(
+        &mut self,
+        socket: &mut TcpStream,
+        buf: &mut BytesMut,
+        outbox: &mut tokio::sync::mpsc::Receiver<Delivery>,
+        connect: &Connect,
+        taken_over: &CancellationToken,
+        cancel: &CancellationToken,
+    ) -> End {
+        let keep_alive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let mut deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
+        let mut acks: Acks = FuturesOrdered::new();
+        loop {
+            // Whatever complete packets are buffered first.
+            loop {
+                match decode(buf, Some(self.version), MAX_PACKET) {
+                    Ok(Some(p)) => {
+                        if let Some(k) = keep_alive {
+                            deadline = Some(tokio::time::Instant::now() + k);
+                        }
+                        if let Some(end) = self.handle(p, &mut acks) {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return End::Violation(e.reason_code(), e.to_string()),
+                }
+            }
+            if self.flush(socket).await.is_err() {
+                return End::Gone;
+            }
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = socket.read_buf(buf) => match n {
+                    Ok(0) | Err(_) => return End::Gone,
+                    Ok(_) => {}
+                },
+                Some((ack, forget)) = acks.next(), if !acks.is_empty() => {
+                    if let Some(id) = forget {
+                        self.incoming_qos2.remove(&id);
+                    }
+                    if let Some(ack) = ack {
+                        self.send(&ack);
+                    }
+                }
+                Some(d) = outbox.recv() => self.deliver(d.publish),
+                _ = sleep => return End::KeepAlive,
+                _ = taken_over.cancelled() => return End::TakenOver,
+                _ = cancel.cancelled() => return End::Shutdown,
+            }
+        }
+    }
+
+    fn deliver(&mut self, mut p: Publish) {
+        if p.qos != QoS::AtMostOnce {
+            if self.outgoing.len() >= usize::from(RECEIVE_MAXIMUM) {
+                // The client's flow-control window is full: it gets this one at QoS 0.
+                p.qos = QoS::AtMostOnce;
+            } else {
+                let id = self.packet_id();
+                p.packet_id = Some(id);
+                self.outgoing.insert(id, p.clone());
+            }
+        }
+        let packet = Packet::Publish(p);
+        if encoded_len(&packet, self.version) > self.client_max_packet {
+            return; // MQTT 5.0: a message the client cannot take is dropped for it
+        }
+        self.send(&packet);
+    }
+
+    fn packet_id(&mut self) -> u16 {
+        loop {
+            let id = self.next_packet_id;
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            if !self.outgoing.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Handles one packet from the client; `Some` ends the connection.
+    fn handle(&mut self, p: Packet, acks: &mut Acks) -> Option<End> {
+        match p {
+            Packet::Publish(p) => return self.publish(p, acks),
+            Packet::PubAck(a) => {
+                self.outgoing.remove(&a.packet_id);
+            }
+            Packet::PubRel(a) => {
+                let known = self.incoming_qos2.remove(&a.packet_id);
+                let code = if known || !self.v5() {
+                    reason::SUCCESS
+                } else {
+                    reason::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.send(&Packet::PubComp(Ack {
+                    packet_id: a.packet_id,
+                    reason: code,
+                    properties: Properties::default(),
+                }));
+            }
+            Packet::Subscribe(s) => {
+                let mut reasons = Vec::with_capacity(s.filters.len());
+                for (filter, o) in &s.filters {
+                    let code = match topic::parse_shared(filter) {
+                        Ok(Some(_)) => reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+                        Err(_) => reason::TOPIC_FILTER_INVALID,
+                        Ok(None) if topic::validate_filter(filter).is_err() => {
+                            reason::TOPIC_FILTER_INVALID
+                        }
+                        Ok(None) => {
+                            // Deliveries go out at QoS 0 or 1 for now.
+                            let qos = o.qos.min(QoS::AtLeastOnce);
+                            self.ctx.mqtt.subscribe(
+                                &self.ctx,
+                                self.session,
+                                filter,
+                                Granted {
+                                    qos,
+                                    retain_as_published: o.retain_as_published,
+                                },
+                            );
+                            if !self.filters.contains(filter) {
+                                self.filters.push(filter.clone());
+                            }
+                            qos as u8
+                        }
+                    };
+                    reasons.push(code);
+                }
+                if !s.properties.subscription_identifiers.is_empty() {
+                    return Some(End::Violation(
+                        reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+                        "subscription identifiers are not available".into(),
+                    ));
+                }
+                self.send(&Packet::SubAck(SubAck {
+                    packet_id: s.packet_id,
+                    reasons,
+                    properties: Properties::default(),
+                }));
+            }
+            Packet::Unsubscribe(u) => {
+                let reasons = u
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        self.filters.retain(|x| x != f);
+                        if self.ctx.mqtt.unsubscribe(self.session, f) {
+                            reason::SUCCESS
+                        } else {
+                            reason::NO_SUBSCRIPTION_EXISTED
+                        }
+                    })
+                    .collect();
+                self.send(&Packet::UnsubAck(UnsubAck {
+                    packet_id: u.packet_id,
+                    reasons,
+                    properties: Properties::default(),
+                }));
+            }
+            Packet::PingReq => self.send(&Packet::PingResp),
+            Packet::Disconnect(d) => {
+                return Some(End::Client(d.reason == reason::DISCONNECT_WITH_WILL));
+            }
+            Packet::PubRec(_) | Packet::PubComp(_) => {
+                // Deliveries do not go out at QoS 2 yet, so nothing awaits these.
+                return Some(End::Violation(
+                    reason::PROTOCOL_ERROR,
+                    "PUBREC or PUBCOMP for a QoS 2 delivery that was never sent".into(),
+                ));
+            }
+            Packet::Auth(_) => {
+                return Some(End::Violation(
+                    reason::BAD_AUTHENTICATION_METHOD,
+                    "extended authentication is not available".into(),
+                ));
+            }
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => {
+                return Some(End::Violation(
+                    reason::PROTOCOL_ERROR,
+                    "a packet only a server sends".into(),
+                ));
+            }
+        }
+        None
+    }
+
+    fn publish(&mut self, p: Publish, acks: &mut Acks) -> Option<End> {
+        if p.properties.topic_alias.is_some() {
+            return Some(End::Violation(
+                reason::TOPIC_ALIAS_INVALID,
+                "topic aliases are not available".into(),
+            ));
+        }
+        if topic::validate_name(&p.topic).is_err() {
+            return Some(End::Violation(
+                reason::TOPIC_NAME_INVALID,
+                format!("'{}' is not a topic name", p.topic),
+            ));
+        }
+        if p.retain && self.v5() {
+            return Some(End::Violation(
+                reason::RETAIN_NOT_SUPPORTED,
+                "retained messages are not available".into(),
+            ));
+        }
+        if p.qos == QoS::ExactlyOnce
+            && let Some(id) = p.packet_id
+            && self.incoming_qos2.contains(&id)
+        {
+            // A resend of a message already stored: acknowledge it again, store it once.
+            self.send(&Packet::PubRec(Ack {
+                packet_id: id,
+                reason: reason::SUCCESS,
+                properties: Properties::default(),
+            }));
+            return None;
+        }
+        let inflight = acks.len();
+        if p.qos != QoS::AtMostOnce && inflight >= usize::from(RECEIVE_MAXIMUM) {
+            return Some(End::Violation(
+                reason::RECEIVE_MAXIMUM_EXCEEDED,
+                "more unacknowledged publishes than Receive Maximum".into(),
+            ));
+        }
+        if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
+            self.incoming_qos2.insert(id);
+        }
+        let ctx = self.ctx.clone();
+        let v5 = self.v5();
+        acks.push_back(Box::pin(async move {
+            let topic = p.topic.clone();
+            let stored = ctx.mqtt.publish(&ctx, &p, &topic).await;
+            if let Err(e) = &stored {
+                tracing::warn!(topic = %topic, error = %e, "mqtt publish not stored");
+            }
+            let Some(id) = p.packet_id else {
+                return (None, None);
+            };
+            let forget = (stored.is_err() && p.qos == QoS::ExactlyOnce).then_some(id);
+            let code = match (&stored, v5) {
+                (Ok(_), _) => reason::SUCCESS,
+                (Err(super::broker::PublishError::Unmapped(_)), true) => reason::TOPIC_NAME_INVALID,
+                (Err(_), true) => reason::UNSPECIFIED_ERROR,
+                // 3.1.1 has no way to say no: no acknowledgement, the client resends.
+                (Err(_), false) => return (None, forget),
+            };
+            let ack = Ack {
+                packet_id: id,
+                reason: code,
+                properties: Properties::default(),
+            };
+            let packet = match p.qos {
+                QoS::ExactlyOnce => Packet::PubRec(ack),
+                _ => Packet::PubAck(ack),
+            };
+            (Some(packet), forget)
+        }));
+        None
+    }
+}

@@ -1,0 +1,176 @@
+"""MQTT with real clients (mosquitto_pub/sub, paho-mqtt 3.1.1 and 5.0) on the MQTT
+listener and on the Kafka port, stored in the log Kafka clients read."""
+
+import socket
+import subprocess
+import threading
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Consumer, Producer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from readers import high_watermarks
+
+
+def hostport(addr):
+    host, port = addr.rsplit(":", 1)
+    return host, int(port)
+
+
+def kafka_records(bootstrap, topic, partitions=1):
+    """Every record of `topic`: (key, value, headers)."""
+    ends = high_watermarks(bootstrap, topic, partitions)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "mqtt-check", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out = []
+    while len(out) < sum(ends.values()):
+        m = c.poll(10)
+        assert m is not None, f"read {len(out)} of {sum(ends.values())}"
+        if not m.error():
+            out.append((m.key(), m.value(), dict(m.headers() or [])))
+    c.close()
+    return out
+
+
+class Collector:
+    """A paho client that records what it receives."""
+
+    def __init__(self, addr, protocol, client_id):
+        self.messages = []
+        self.subscribed = threading.Event()
+        self.got = threading.Condition()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        self.c.on_message = self._on_message
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+        host, port = hostport(addr)
+        self.c.connect(host, port, keepalive=30)
+        self.c.loop_start()
+
+    def _on_message(self, client, userdata, msg):
+        with self.got:
+            self.messages.append(msg)
+            self.got.notify_all()
+
+    def subscribe(self, topic, qos):
+        self.subscribed.clear()
+        self.c.subscribe(topic, qos)
+        assert self.subscribed.wait(10)
+
+    def wait_for(self, n, timeout=15):
+        with self.got:
+            assert self.got.wait_for(lambda: len(self.messages) >= n, timeout), self.messages
+        return self.messages
+
+    def stop(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def test_mosquitto_publishes_reach_kafka_and_subscribers_on_both_ports(sluice):
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(hostport(sluice.bootstrap)[1]), "-t", "sensors/#",
+         "-q", "1", "-v", "-C", "3", "-i", "sub-on-kafka-port"],
+        stdout=subprocess.PIPE, text=True)
+    # The subscriber is known to be in place once its own probe message comes back.
+    host, port = hostport(sluice.mqtt)
+    probe = Collector(sluice.mqtt, mqtt.MQTTv311, "probe")
+    probe.subscribe("sensors/#", 1)
+    subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", "sensors/a", "-m", "hello",
+                    "-q", "1"], check=True, timeout=30)
+    subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", "sensors/b", "-m", "world",
+                    "-q", "2", "-V", "mqttv5"], check=True, timeout=30)
+    p = Producer({"bootstrap.servers": sluice.bootstrap})
+    p.produce("mqtt", b"from kafka", b"sensors/k", headers=[("trace", b"t1")])
+    p.flush(10)
+    probe.wait_for(3)
+    out, _ = sub.communicate(timeout=30)
+    assert sorted(out.splitlines()) == ["sensors/a hello", "sensors/b world", "sensors/k from kafka"]
+    probe.stop()
+    records = kafka_records(sluice.bootstrap, "mqtt", 4)
+    by_key = {k: (v, h) for k, v, h in records}
+    assert by_key[b"sensors/a"] == (b"hello", {"mqtt.qos": b"1"})
+    assert by_key[b"sensors/b"] == (b"world", {"mqtt.qos": b"2"})
+
+
+def test_paho_5_properties_travel_as_headers_and_back(sluice):
+    sub = Collector(sluice.mqtt, mqtt.MQTTv5, "sub5")
+    sub.subscribe("dev/+/status", 1)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub5", protocol=mqtt.MQTTv5)
+    host, port = hostport(sluice.bootstrap)
+    pub.connect(host, port)  # MQTT on the Kafka port
+    pub.loop_start()
+    props = Properties(PacketTypes.PUBLISH)
+    props.ContentType = "application/json"
+    props.ResponseTopic = "dev/1/reply"
+    props.CorrelationData = b"\x01\x02"
+    props.MessageExpiryInterval = 60
+    props.PayloadFormatIndicator = 1
+    props.UserProperty = [("site", "north"), ("site", "south")]
+    info = pub.publish("dev/1/status", b'{"up": true}', qos=1, properties=props)
+    info.wait_for_publish(10)
+    assert info.is_published()
+    [m] = sub.wait_for(1)
+    assert (m.topic, m.payload, m.qos) == ("dev/1/status", b'{"up": true}', 1)
+    got = m.properties
+    assert got.ContentType == "application/json" and got.ResponseTopic == "dev/1/reply"
+    assert got.CorrelationData == b"\x01\x02" and got.PayloadFormatIndicator == 1
+    assert got.UserProperty == [("site", "north"), ("site", "south")]
+    pub.loop_stop()
+    pub.disconnect()
+    sub.stop()
+    [(key, value, headers)] = [r for r in kafka_records(sluice.bootstrap, "mqtt", 4)
+                               if r[0] == b"dev/1/status"]
+    assert headers["mqtt.content_type"] == b"application/json"
+    assert headers["mqtt.correlation_data"] == b"\x01\x02"
+
+
+def test_topic_map_rules_and_will_messages(tmp_dir):
+    from conftest import Sluice
+    s = Sluice(tmp_dir / "data", ["--mqtt-topic-map", "plant/+/temp=temps,plant/#=plant",
+                                  "--default-partitions", "1"]).start()
+    host, port = hostport(s.mqtt)
+    for t in ["plant/a/temp", "plant/a/pressure", "elsewhere"]:
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", t, "-m", t, "-q", "1"],
+                       check=True, timeout=30)
+    assert [r[0] for r in kafka_records(s.bootstrap, "temps")] == [b"plant/a/temp"]
+    assert [r[0] for r in kafka_records(s.bootstrap, "plant")] == [b"plant/a/pressure"]
+    assert [r[0] for r in kafka_records(s.bootstrap, "mqtt")] == [b"elsewhere"]
+    # A client that vanishes without DISCONNECT has its will published.
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dies", protocol=mqtt.MQTTv311)
+    c.will_set("plant/b/status", b"offline", qos=1)
+    c.connect(host, port)
+    c.loop(1)
+    c.socket().close()
+    from conftest import wait_for
+    wait_for("will", lambda: [r for r in kafka_records(s.bootstrap, "plant") if r[1] == b"offline"])
+    s.stop()
+
+
+def test_protocol_violations_close_with_reason_and_others_go_on(sluice):
+    host, port = hostport(sluice.mqtt)
+    # A PUBLISH before CONNECT: closed without an answer.
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"\x30\x05\x00\x01a\x00\x00")
+        assert s.recv(16) == b""
+    # MQTT 5.0 CONNECT, then a PUBLISH with QoS 3: CONNACK, then DISCONNECT 0x81.
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"\x10\x0f\x00\x04MQTT\x05\x02\x00\x3c\x00\x00\x02id")
+        connack = s.recv(2)
+        assert connack[0] == 0x20
+        rest = connack[1]
+        body = b""
+        while len(body) < rest:
+            body += s.recv(rest - len(body))
+        assert body[1] == 0x00  # success
+        s.sendall(b"\x36\x03\x00\x01a")
+        assert s.recv(4)[:3] == b"\xe0\x01\x81"
+    # A protocol level nobody speaks: CONNACK 0x01 (3.1.1's unacceptable protocol version).
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(b"\x10\x0d\x00\x04MQTT\x09\x02\x00\x3c\x00\x01x")
+        assert s.recv(4) == b"\x20\x02\x00\x01"
+    # Others are still served.
+    c = Collector(sluice.mqtt, mqtt.MQTTv311, "after")
+    c.subscribe("x", 0)
+    c.stop()
