@@ -90,8 +90,9 @@ def test_mosquitto_publishes_reach_kafka_and_subscribers_on_both_ports(sluice):
     probe.stop()
     records = kafka_records(sluice.bootstrap, "mqtt", 4)
     by_key = {k: (v, h) for k, v, h in records}
-    assert by_key[b"sensors/a"] == (b"hello", {"mqtt.qos": b"1"})
-    assert by_key[b"sensors/b"] == (b"world", {"mqtt.qos": b"2"})
+    assert by_key[b"sensors/a"][0] == b"hello" and by_key[b"sensors/a"][1]["mqtt.qos"] == b"1"
+    assert by_key[b"sensors/b"][0] == b"world" and by_key[b"sensors/b"][1]["mqtt.qos"] == b"2"
+    assert set(by_key[b"sensors/a"][1]) == {"mqtt.qos", "mqtt.client_id"}
 
 
 def test_paho_5_properties_travel_as_headers_and_back(sluice):
@@ -174,3 +175,39 @@ def test_protocol_violations_close_with_reason_and_others_go_on(sluice):
     c = Collector(sluice.mqtt, mqtt.MQTTv311, "after")
     c.subscribe("x", 0)
     c.stop()
+
+
+def test_5_0_aliases_identifiers_no_local_and_expiry(sluice):
+    host, port = hostport(sluice.mqtt)
+    me = Collector(sluice.mqtt, mqtt.MQTTv5, "self")
+    other = Collector(sluice.mqtt, mqtt.MQTTv5, "other")
+    # no-local: "self" does not get its own messages back; "other" does, with the
+    # identifiers of both its matching subscriptions.
+    opts = mqtt.SubscribeOptions(qos=1, noLocal=True)
+    me.subscribed.clear()
+    me.c.subscribe("room/#", options=opts)
+    assert me.subscribed.wait(10)
+    for filter_, ident in [("room/+", 7), ("room/#", 8)]:
+        props = Properties(PacketTypes.SUBSCRIBE)
+        props.SubscriptionIdentifier = ident
+        other.subscribed.clear()
+        other.c.subscribe(filter_, options=mqtt.SubscribeOptions(qos=1), properties=props)
+        assert other.subscribed.wait(10)
+    # A topic alias: set with the first publish, used alone with the second.
+    first = Properties(PacketTypes.PUBLISH)
+    first.TopicAlias = 3
+    first.MessageExpiryInterval = 3600
+    me.c.publish("room/1", b"one", qos=1, properties=first).wait_for_publish(10)
+    second = Properties(PacketTypes.PUBLISH)
+    second.TopicAlias = 3
+    me.c.publish("", b"two", qos=1, properties=second).wait_for_publish(10)
+    got = other.wait_for(2)
+    assert [(m.topic, m.payload) for m in got] == [("room/1", b"one"), ("room/1", b"two")]
+    assert sorted(got[0].properties.SubscriptionIdentifier) == [7, 8]
+    assert 3590 <= got[0].properties.MessageExpiryInterval <= 3600
+    # And "self" got nothing: once "other" has both, a marker from "other" reaches "self".
+    other.c.publish("room/2", b"marker", qos=1).wait_for_publish(10)
+    got = me.wait_for(1)
+    assert [(m.topic, m.payload) for m in got] == [("room/2", b"marker")]
+    me.stop()
+    other.stop()

@@ -37,6 +37,9 @@ const TAIL_READ: usize = 1 << 20;
 pub struct Granted {
     pub qos: QoS,
     pub retain_as_published: bool,
+    /// MQTT 5.0: messages this session published are not sent back to it.
+    pub no_local: bool,
+    pub subscription_id: Option<u32>,
 }
 
 /// A message on its way to one connection.
@@ -65,6 +68,8 @@ pub struct Broker {
     subscriptions: Mutex<Subscriptions<u64, Granted>>,
     outboxes: Mutex<HashMap<u64, mpsc::Sender<Delivery>>>,
     tails: Mutex<HashSet<String>>,
+    /// Client ids by session, for no-local subscriptions.
+    clients: Mutex<HashMap<u64, String>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -88,6 +93,7 @@ impl Broker {
             subscriptions: Mutex::new(Subscriptions::default()),
             outboxes: Mutex::new(HashMap::new()),
             tails: Mutex::new(HashSet::new()),
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,6 +110,10 @@ impl Broker {
         if let Some((_, old)) = previous {
             old.cancel();
         }
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, client_id.to_string());
         let (tx, rx) = mpsc::channel(OUTBOX);
         self.outboxes
             .lock()
@@ -126,6 +136,10 @@ impl Broker {
         }
         drop(subs);
         self.outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
@@ -152,8 +166,15 @@ impl Broker {
             .is_some()
     }
 
-    /// Appends a message to the log; resolves once it is durable and committed.
-    pub async fn publish(&self, ctx: &Ctx, p: &Publish, topic: &str) -> Result<i64, PublishError> {
+    /// Appends a message `client_id` published to the log; resolves once it is durable and
+    /// committed.
+    pub async fn publish(
+        &self,
+        ctx: &Ctx,
+        p: &Publish,
+        topic: &str,
+        client_id: &str,
+    ) -> Result<i64, PublishError> {
         let log_topic = self
             .map
             .log_topic(topic)
@@ -185,7 +206,7 @@ impl Broker {
                 ));
             }
         };
-        let mapped = record_of(p, topic);
+        let mapped = record_of(p, topic, client_id);
         let now = now_ms();
         let record = Record {
             attributes: 0,
@@ -216,9 +237,10 @@ impl Broker {
         encode_batch(&header, &[record], &mut out)
             .map_err(|e| PublishError::Encode(e.to_string()))?;
         let batch = out.freeze();
+        let partition = partition_for_key(&mapped.key, partitions);
         let append = Append {
             topic_id,
-            partition: partition_for_key(&mapped.key, partitions),
+            partition,
             meta: BatchMeta {
                 size: batch.len() as u32,
                 records: 1,
@@ -233,23 +255,40 @@ impl Broker {
     }
 
     /// Hands a record from the log to every session with a matching subscription, once
-    /// per session at the highest QoS its matching subscriptions grant.
-    async fn deliver(&self, p: Publish, retained_flag: bool) {
-        let targets: Vec<(u64, Granted)> = {
-            let subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-            let mut by_session: HashMap<u64, Granted> = HashMap::new();
-            for (id, g) in subs.matching(&p.topic) {
-                by_session
-                    .entry(*id)
-                    .and_modify(|best| {
-                        best.qos = best.qos.max(g.qos);
-                        best.retain_as_published |= g.retain_as_published;
-                    })
-                    .or_insert(*g);
+    /// per session at the highest QoS its matching subscriptions grant, with the
+    /// identifiers of all of them.
+    async fn deliver(&self, mut p: Publish, m: &Message) {
+        if let Some(expiry) = p.properties.message_expiry_interval {
+            let age = (now_ms() - m.timestamp).max(0) / 1000;
+            if age >= i64::from(expiry) {
+                return; // expired while waiting in the log
             }
-            by_session.into_iter().collect()
+            p.properties.message_expiry_interval = Some(expiry - age as u32);
+        }
+        let targets: Vec<(u64, Granted, Vec<u32>)> = {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let own = |session: &u64| {
+                m.client.is_some()
+                    && clients.get(session).map(String::as_str) == m.client.as_deref()
+            };
+            let subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut by_session: HashMap<u64, (Granted, Vec<u32>)> = HashMap::new();
+            for (id, g) in subs.matching(&p.topic) {
+                if g.no_local && own(id) {
+                    continue;
+                }
+                let entry = by_session.entry(*id).or_insert((*g, Vec::new()));
+                entry.0.qos = entry.0.qos.max(g.qos);
+                entry.0.retain_as_published |= g.retain_as_published;
+                entry.1.extend(g.subscription_id);
+            }
+            by_session
+                .into_iter()
+                .map(|(id, (g, ids))| (id, g, ids))
+                .collect()
         };
-        for (id, g) in targets {
+        let retained_flag = m.retain;
+        for (id, g, ids) in targets {
             let outbox = self
                 .outboxes
                 .lock()
@@ -259,6 +298,7 @@ impl Broker {
             let Some(outbox) = outbox else { continue };
             let mut publish = p.clone();
             publish.qos = publish.qos.min(g.qos);
+            publish.properties.subscription_identifiers = ids;
             publish.retain = retained_flag && g.retain_as_published;
             let d = Delivery { publish };
             if d.publish.qos == QoS::AtMostOnce {
@@ -318,10 +358,11 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String) {
             while *from < hwm {
                 match read_from(&ctx, &id, p, *from).await {
                     Ok(records) if !records.is_empty() => {
-                        for (offset, message) in records {
+                        for (m, publish) in records {
+                            let offset = m.at.2;
                             if offset >= *from {
-                                if let Some((publish, retain)) = message {
-                                    ctx.mqtt.deliver(publish, retain).await;
+                                if let Some(publish) = publish {
+                                    ctx.mqtt.deliver(publish, &m).await;
                                 }
                                 *from = offset + 1;
                             }
@@ -338,9 +379,20 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String) {
     }
 }
 
-/// Records from `offset` on, as `(offset, message and retain flag)`; `None` for records
-/// whose key is not an MQTT topic name.
-type Messages = Vec<(i64, Option<(Publish, bool)>)>;
+/// Where a record came from in the log, and what delivery needs to know of it.
+#[derive(Debug, Clone)]
+struct Message {
+    /// (topic id, partition, offset).
+    at: (uuid::Uuid, u32, i64),
+    timestamp: i64,
+    retain: bool,
+    /// The MQTT client that published it, if one did.
+    client: Option<String>,
+}
+
+/// Records from `offset` on; the message is `None` for records whose key is not an MQTT
+/// topic name.
+type Messages = Vec<(Message, Option<Publish>)>;
 
 async fn read_from(
     ctx: &Ctx,
@@ -363,16 +415,33 @@ async fn read_from(
         let info = info.map_err(|e| e.to_string())?;
         let raw = bytes.slice(info.position..info.position + info.size);
         let (h, records) = decode_batch(&raw).map_err(|e| e.to_string())?;
+        let log_append = h.attributes & 0x08 != 0;
         for r in records {
             let at = h.base_offset + i64::from(r.offset_delta);
+            let timestamp = if log_append {
+                h.max_timestamp
+            } else {
+                h.base_timestamp + r.timestamp_delta
+            };
             let headers: Vec<(Bytes, Option<Bytes>)> =
                 r.headers.into_iter().map(|h| (h.key, h.value)).collect();
-            let retain = headers
-                .iter()
-                .any(|(k, v)| k.as_ref() == b"mqtt.retain" && v.as_deref() == Some(b"1"));
+            let header = |name: &[u8]| {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.as_ref() == name)
+                    .and_then(|(_, v)| v.clone())
+            };
+            let retain = header(b"mqtt.retain").as_deref() == Some(b"1");
+            let client =
+                header(b"mqtt.client_id").map(|c| String::from_utf8_lossy(&c).into_owned());
             out.push((
-                at,
-                publish_of(r.key.as_deref(), r.value.as_ref(), &headers).map(|p| (p, retain)),
+                Message {
+                    at: (*topic_id, partition, at),
+                    timestamp,
+                    retain,
+                    client,
+                },
+                publish_of(r.key.as_deref(), r.value.as_ref(), &headers),
             ));
         }
     }

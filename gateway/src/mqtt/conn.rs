@@ -4,10 +4,11 @@
 //!
 //! What is built so far: MQTT 3.1.1 and 5.0 sessions that live as long as their
 //! connection; PUBLISH at QoS 0, 1 and 2 into the log (PUBACK and PUBREC only once the
-//! record is durable and committed); subscriptions with wildcards, delivered from the log
-//! at QoS 0 and 1; keep-alive; session takeover; will messages on an unclean close.
-//! 5.0 clients are told in CONNACK what is not available yet (retained messages, shared
-//! subscriptions, subscription identifiers, topic aliases).
+//! record is durable and committed); subscriptions with wildcards, subscription
+//! identifiers and no-local, delivered from the log at QoS 0 and 1 with the remaining
+//! message expiry; topic aliases from clients; keep-alive; session takeover; will messages
+//! on an unclean close. 5.0 clients are told in CONNACK what is not available yet
+//! (retained messages, shared subscriptions).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -33,6 +34,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_PACKET: usize = 1 << 20;
 /// QoS 1 and 2 publishes a client may have unacknowledged at once (Receive Maximum).
 const RECEIVE_MAXIMUM: u16 = 256;
+/// Topic aliases a 5.0 client may set up (Topic Alias Maximum).
+const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// Answers to publishes, in the order the publishes came: the packet to send, and a QoS 2
 /// packet id to forget because the message was not stored.
@@ -106,9 +109,9 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
             maximum_packet_size: Some(MAX_PACKET as u32),
             retain_available: Some(0),
             shared_subscription_available: Some(0),
-            subscription_identifier_available: Some(0),
+            subscription_identifier_available: Some(1),
             wildcard_subscription_available: Some(1),
-            topic_alias_maximum: Some(0),
+            topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
             ..Default::default()
         };
     }
@@ -124,6 +127,8 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
             .properties
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
+        aliases: HashMap::new(),
+        client_id: client_id.clone(),
         out: BytesMut::new(),
     };
     conn.send(&ack);
@@ -171,7 +176,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
             properties: w.properties.clone(),
             payload: w.payload.clone(),
         };
-        if let Err(e) = ctx.mqtt.publish(&ctx, &p, &w.topic).await {
+        if let Err(e) = ctx.mqtt.publish(&ctx, &p, &w.topic, &client_id).await {
             tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
         }
     }
@@ -217,6 +222,9 @@ struct Conn {
     outgoing: HashMap<u16, Publish>,
     next_packet_id: u16,
     client_max_packet: usize,
+    /// Topic aliases the client set up (5.0).
+    aliases: HashMap<u16, String>,
+    client_id: String,
     out: BytesMut,
 }
 
@@ -363,6 +371,12 @@ impl Conn {
                                 Granted {
                                     qos,
                                     retain_as_published: o.retain_as_published,
+                                    no_local: o.no_local,
+                                    subscription_id: s
+                                        .properties
+                                        .subscription_identifiers
+                                        .first()
+                                        .copied(),
                                 },
                             );
                             if !self.filters.contains(filter) {
@@ -372,12 +386,6 @@ impl Conn {
                         }
                     };
                     reasons.push(code);
-                }
-                if !s.properties.subscription_identifiers.is_empty() {
-                    return Some(End::Violation(
-                        reason::SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
-                        "subscription identifiers are not available".into(),
-                    ));
                 }
                 self.send(&Packet::SubAck(SubAck {
                     packet_id: s.packet_id,
@@ -435,12 +443,27 @@ impl Conn {
         None
     }
 
-    fn publish(&mut self, p: Publish, acks: &mut Acks) -> Option<End> {
-        if p.properties.topic_alias.is_some() {
-            return Some(End::Violation(
-                reason::TOPIC_ALIAS_INVALID,
-                "topic aliases are not available".into(),
-            ));
+    fn publish(&mut self, mut p: Publish, acks: &mut Acks) -> Option<End> {
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias > TOPIC_ALIAS_MAXIMUM {
+                return Some(End::Violation(
+                    reason::TOPIC_ALIAS_INVALID,
+                    format!("topic alias {alias} above the maximum {TOPIC_ALIAS_MAXIMUM}"),
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return Some(End::Violation(
+                            reason::PROTOCOL_ERROR,
+                            format!("topic alias {alias} was never set"),
+                        ));
+                    }
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
         }
         if topic::validate_name(&p.topic).is_err() {
             return Some(End::Violation(
@@ -478,9 +501,10 @@ impl Conn {
         }
         let ctx = self.ctx.clone();
         let v5 = self.v5();
+        let client_id = self.client_id.clone();
         acks.push_back(Box::pin(async move {
             let topic = p.topic.clone();
-            let stored = ctx.mqtt.publish(&ctx, &p, &topic).await;
+            let stored = ctx.mqtt.publish(&ctx, &p, &topic, &client_id).await;
             if let Err(e) = &stored {
                 tracing::warn!(topic = %topic, error = %e, "mqtt publish not stored");
             }

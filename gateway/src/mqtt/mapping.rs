@@ -4,7 +4,8 @@
 //! whose filter matches, else the default topic):
 //!
 //! - key: the MQTT topic name; value: the payload; timestamp: the time of arrival;
-//! - headers: `mqtt.qos` (`0`, `1`, `2`), `mqtt.retain` (`1`, only when set), and for MQTT
+//! - headers: `mqtt.client_id` (the publisher), `mqtt.qos` (`0`, `1`, `2`), `mqtt.retain`
+//!   (`1`, only when set), and for MQTT
 //!   5.0 `mqtt.payload_format` (`0`/`1`), `mqtt.message_expiry` (seconds, decimal),
 //!   `mqtt.content_type`, `mqtt.response_topic`, `mqtt.correlation_data` (raw bytes);
 //!   user properties become headers of their own name and value, in order (a name that
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use sluice_protocols::mqtt::topic;
 use sluice_protocols::mqtt::{Properties, Publish, QoS};
 
+const CLIENT_ID: &str = "mqtt.client_id";
 const QOS: &str = "mqtt.qos";
 const RETAIN: &str = "mqtt.retain";
 const PAYLOAD_FORMAT: &str = "mqtt.payload_format";
@@ -97,10 +99,13 @@ fn text(v: impl ToString) -> Option<Bytes> {
     Some(Bytes::from(v.to_string()))
 }
 
-/// The record a PUBLISH becomes. `topic` is the resolved topic name (a topic alias
-/// already replaced).
-pub fn record_of(p: &Publish, topic: &str) -> MappedRecord {
-    let mut headers = vec![(QOS.to_string(), text(p.qos as u8))];
+/// The record a PUBLISH from `client_id` becomes. `topic` is the resolved topic name (a
+/// topic alias already replaced).
+pub fn record_of(p: &Publish, topic: &str, client_id: &str) -> MappedRecord {
+    let mut headers = vec![
+        (CLIENT_ID.to_string(), text(client_id)),
+        (QOS.to_string(), text(p.qos as u8)),
+    ];
     if p.retain {
         headers.push((RETAIN.to_string(), text(1)));
     }
@@ -252,12 +257,13 @@ mod tests {
             },
             payload: Bytes::from_static(b"{\"t\":21.5}"),
         };
-        let r = record_of(&p, "sensors/a/temp");
+        let r = record_of(&p, "sensors/a/temp", "dev-1");
         assert_eq!(r.key.as_ref(), b"sensors/a/temp");
         let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
             [
+                "mqtt.client_id",
                 "mqtt.qos",
                 "mqtt.retain",
                 "mqtt.payload_format",
