@@ -18,6 +18,8 @@ pub const CHECKPOINT: &str = "log/checkpoint";
 /// Per partition, the offset compaction has reached: `compaction/<topic id>/<partition>`.
 /// Every segment commit compares it, so two compactors never commit the same range.
 pub const COMPACTION_PREFIX: &str = "compaction/";
+/// MQTT retained messages: `mqtt/retained/<topic name>`.
+pub const MQTT_RETAINED_PREFIX: &str = "mqtt/retained/";
 /// Live compactors, one lease-bound key each.
 pub const COMPACTORS_PREFIX: &str = "compactors/";
 /// The cluster id, created once.
@@ -44,6 +46,10 @@ pub fn log_start(topic_id: &uuid::Uuid, partition: u32) -> String {
 
 pub fn compaction(topic_id: &uuid::Uuid, partition: u32) -> String {
     format!("{COMPACTION_PREFIX}{}/{partition}", topic_id.simple())
+}
+
+pub fn mqtt_retained(topic: &str) -> String {
+    format!("{MQTT_RETAINED_PREFIX}{topic}")
 }
 
 pub fn barrier(node: &str) -> String {

@@ -211,3 +211,48 @@ def test_5_0_aliases_identifiers_no_local_and_expiry(sluice):
     assert [(m.topic, m.payload) for m in got] == [("room/2", b"marker")]
     me.stop()
     other.stop()
+
+
+def test_retained_messages_are_sent_to_new_subscribers_deleted_and_kept_over_restarts(tmp_dir):
+    from conftest import Sluice
+    s = Sluice(tmp_dir / "data").start()
+    host, port = hostport(s.mqtt)
+
+    def pub(topic, msg, *extra):
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-t", topic, "-m", msg,
+                        "-q", "1", "-r", *extra], check=True, timeout=30)
+
+    def retained_seen(filter_, protocol=mqtt.MQTTv311, n=None, options=None):
+        c = Collector(s.mqtt, protocol, f"r-{filter_}-{protocol}")
+        c.subscribed.clear()
+        if options:
+            c.c.subscribe(filter_, options=options)
+        else:
+            c.c.subscribe(filter_, 1)
+        assert c.subscribed.wait(10)
+        # A marker published after the subscription arrives after any retained message.
+        c.c.publish("marker/" + filter_.replace("#", "x").replace("+", "y"), b"m", qos=1).wait_for_publish(10)
+        c.subscribed.clear()
+        c.c.subscribe("marker/#", 1)
+        assert c.subscribed.wait(10)
+        c.c.publish("marker/done", b"done", qos=1).wait_for_publish(10)
+        with c.got:
+            c.got.wait_for(lambda: any(m.topic == "marker/done" for m in c.messages), 10)
+        c.stop()
+        return sorted((m.topic, m.payload, m.retain) for m in c.messages
+                      if not m.topic.startswith("marker/"))
+
+    pub("home/a/temp", "21")
+    pub("home/b/temp", "19", "-V", "mqttv5")
+    pub("home/b/temp", "18")  # replaces
+    assert retained_seen("home/+/temp") == [("home/a/temp", b"21", True), ("home/b/temp", b"18", True)]
+    # An empty retained payload removes the retained message.
+    pub("home/a/temp", "")
+    assert retained_seen("home/#") == [("home/b/temp", b"18", True)]
+    # Retain handling 2: none on subscribe.
+    assert retained_seen("home/#", mqtt.MQTTv5, options=mqtt.SubscribeOptions(qos=1, retainHandling=2)) == []
+    # They survive a restart.
+    s.stop()
+    s.start()
+    assert retained_seen("home/#") == [("home/b/temp", b"18", True)]
+    s.stop()

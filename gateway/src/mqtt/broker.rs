@@ -12,14 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use sluice_metadata::records::BatchMeta;
+use sluice_metadata::{MetaStoreExt, keys};
 use sluice_protocols::kafka::batch;
 use sluice_protocols::kafka::partitioner::partition_for_key;
 use sluice_protocols::kafka::records::{BatchHeader, Header, Record, decode_batch, encode_batch};
-use sluice_protocols::mqtt::{Publish, QoS};
+use sluice_protocols::mqtt::{Publish, QoS, topic};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::mapping::{TopicMap, publish_of, record_of};
+use super::retained::{MAX_RETAINED, decode_retained, encode_retained};
 use super::subscriptions::Subscriptions;
 use crate::batcher::{Append, AppendError};
 use crate::kafka::fetch::{Source, read_records};
@@ -58,6 +60,10 @@ pub enum PublishError {
     Append(#[from] AppendError),
     #[error("encoding the record: {0}")]
     Encode(String),
+    #[error("a retained message of {0} bytes is larger than the {max} kept", max = super::retained::MAX_RETAINED)]
+    RetainedTooLarge(usize),
+    #[error("storing the retained message: {0}")]
+    Retain(#[from] sluice_metadata::MetaError),
 }
 
 pub struct Broker {
@@ -145,15 +151,45 @@ impl Broker {
             .remove(&id);
     }
 
-    pub fn subscribe(&self, ctx: &Arc<Ctx>, id: u64, filter: &str, granted: Granted) {
-        self.subscriptions
+    /// Adds a subscription; true if the session had none to this filter before.
+    pub fn subscribe(&self, ctx: &Arc<Ctx>, id: u64, filter: &str, granted: Granted) -> bool {
+        let new = self
+            .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(filter, id, granted);
+            .insert(filter, id, granted)
+            .is_none();
         let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
         for t in self.map.log_topics() {
             if tails.insert(t.to_string()) {
                 tokio::spawn(tail(ctx.clone(), t.to_string()));
+            }
+        }
+        new
+    }
+
+    /// Sends a new subscription the retained messages its filter matches.
+    pub async fn send_retained(&self, ctx: &Ctx, id: u64, filter: &str, granted: Granted) {
+        let messages = match self.retained(ctx, filter).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(filter, error = %e, "reading retained messages failed");
+                return;
+            }
+        };
+        let outbox = self
+            .outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let Some(outbox) = outbox else { return };
+        for mut p in messages {
+            p.qos = p.qos.min(granted.qos);
+            p.retain = true;
+            p.properties.subscription_identifiers = granted.subscription_id.into_iter().collect();
+            if outbox.send(Delivery { publish: p }).await.is_err() {
+                return;
             }
         }
     }
@@ -252,6 +288,52 @@ impl Broker {
             batch,
         };
         Ok(ctx.batcher.submit(append).await.await?)
+    }
+
+    /// Keeps `p` as the retained message of `topic` (an empty payload removes it).
+    pub async fn retain(&self, ctx: &Ctx, p: &Publish, topic: &str) -> Result<(), PublishError> {
+        let key = keys::mqtt_retained(topic);
+        if p.payload.is_empty() {
+            ctx.store.delete(key).await?;
+            return Ok(());
+        }
+        let mut p = p.clone();
+        p.topic = topic.to_string();
+        let value = encode_retained(&p, now_ms());
+        if value.len() > MAX_RETAINED {
+            return Err(PublishError::RetainedTooLarge(value.len()));
+        }
+        ctx.store.put(key, value).await?;
+        Ok(())
+    }
+
+    /// The retained messages whose topics `filter` matches, with the expiry time they have
+    /// left; expired ones are left out.
+    pub async fn retained(&self, ctx: &Ctx, filter: &str) -> Result<Vec<Publish>, PublishError> {
+        let all = ctx
+            .store
+            .range(keys::MQTT_RETAINED_PREFIX.as_bytes(), None)
+            .await?;
+        let now = now_ms();
+        let mut out = Vec::new();
+        for kv in all.kvs {
+            let Some((mut p, at)) = decode_retained(&kv.value) else {
+                tracing::warn!(key = %String::from_utf8_lossy(&kv.key), "unreadable retained message");
+                continue;
+            };
+            if !topic::matches(filter, &p.topic) {
+                continue;
+            }
+            if let Some(expiry) = p.properties.message_expiry_interval {
+                let age = (now - at).max(0) / 1000;
+                if age >= i64::from(expiry) {
+                    continue;
+                }
+                p.properties.message_expiry_interval = Some(expiry - age as u32);
+            }
+            out.push(p);
+        }
+        Ok(out)
     }
 
     /// Hands a record from the log to every session with a matching subscription, once

@@ -7,8 +7,8 @@
 //! record is durable and committed); subscriptions with wildcards, subscription
 //! identifiers and no-local, delivered from the log at QoS 0 and 1 with the remaining
 //! message expiry; topic aliases from clients; keep-alive; session takeover; will messages
-//! on an unclean close. 5.0 clients are told in CONNACK what is not available yet
-//! (retained messages, shared subscriptions).
+//! on an unclean close; retained messages. 5.0 clients are told in CONNACK what is not
+//! available yet (shared subscriptions).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -107,7 +107,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
             assigned_client_identifier: assigned.filter(|_| version == Version::V5),
             receive_maximum: Some(RECEIVE_MAXIMUM),
             maximum_packet_size: Some(MAX_PACKET as u32),
-            retain_available: Some(0),
+            retain_available: Some(1),
             shared_subscription_available: Some(0),
             subscription_identifier_available: Some(1),
             wildcard_subscription_available: Some(1),
@@ -176,7 +176,11 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
             properties: w.properties.clone(),
             payload: w.payload.clone(),
         };
-        if let Err(e) = ctx.mqtt.publish(&ctx, &p, &w.topic, &client_id).await {
+        let mut stored = ctx.mqtt.publish(&ctx, &p, &w.topic, &client_id).await;
+        if stored.is_ok() && p.retain {
+            stored = ctx.mqtt.retain(&ctx, &p, &w.topic).await.map(|()| 0);
+        }
+        if let Err(e) = stored {
             tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
         }
     }
@@ -364,21 +368,30 @@ impl Conn {
                         Ok(None) => {
                             // Deliveries go out at QoS 0 or 1 for now.
                             let qos = o.qos.min(QoS::AtLeastOnce);
-                            self.ctx.mqtt.subscribe(
-                                &self.ctx,
-                                self.session,
-                                filter,
-                                Granted {
-                                    qos,
-                                    retain_as_published: o.retain_as_published,
-                                    no_local: o.no_local,
-                                    subscription_id: s
-                                        .properties
-                                        .subscription_identifiers
-                                        .first()
-                                        .copied(),
-                                },
-                            );
+                            let granted = Granted {
+                                qos,
+                                retain_as_published: o.retain_as_published,
+                                no_local: o.no_local,
+                                subscription_id: s
+                                    .properties
+                                    .subscription_identifiers
+                                    .first()
+                                    .copied(),
+                            };
+                            let new =
+                                self.ctx
+                                    .mqtt
+                                    .subscribe(&self.ctx, self.session, filter, granted);
+                            // Retain handling: 0 always, 1 for a new subscription, 2 never.
+                            if o.retain_handling == 0 || (o.retain_handling == 1 && new) {
+                                let (ctx, session, filter) =
+                                    (self.ctx.clone(), self.session, filter.clone());
+                                tokio::spawn(async move {
+                                    ctx.mqtt
+                                        .send_retained(&ctx, session, &filter, granted)
+                                        .await;
+                                });
+                            }
                             if !self.filters.contains(filter) {
                                 self.filters.push(filter.clone());
                             }
@@ -471,12 +484,6 @@ impl Conn {
                 format!("'{}' is not a topic name", p.topic),
             ));
         }
-        if p.retain && self.v5() {
-            return Some(End::Violation(
-                reason::RETAIN_NOT_SUPPORTED,
-                "retained messages are not available".into(),
-            ));
-        }
         if p.qos == QoS::ExactlyOnce
             && let Some(id) = p.packet_id
             && self.incoming_qos2.contains(&id)
@@ -504,7 +511,10 @@ impl Conn {
         let client_id = self.client_id.clone();
         acks.push_back(Box::pin(async move {
             let topic = p.topic.clone();
-            let stored = ctx.mqtt.publish(&ctx, &p, &topic, &client_id).await;
+            let mut stored = ctx.mqtt.publish(&ctx, &p, &topic, &client_id).await;
+            if stored.is_ok() && p.retain {
+                stored = ctx.mqtt.retain(&ctx, &p, &topic).await.map(|()| 0);
+            }
             if let Err(e) = &stored {
                 tracing::warn!(topic = %topic, error = %e, "mqtt publish not stored");
             }

@@ -4,4 +4,5 @@
 pub(crate) mod broker;
 pub(crate) mod conn;
 pub mod mapping;
+pub mod retained;
 pub mod subscriptions;
