@@ -256,3 +256,23 @@ def test_retained_messages_are_sent_to_new_subscribers_deleted_and_kept_over_res
     s.start()
     assert retained_seen("home/#") == [("home/b/temp", b"18", True)]
     s.stop()
+
+
+def test_qos_2_both_ways_exactly_once(sluice):
+    for protocol in (mqtt.MQTTv311, mqtt.MQTTv5):
+        sub = Collector(sluice.mqtt, protocol, f"q2-sub-{protocol}")
+        sub.subscribe(f"q2/{protocol}/#", 2)
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"q2-pub-{protocol}", protocol=protocol)
+        host, port = hostport(sluice.mqtt)
+        pub.connect(host, port)
+        pub.loop_start()
+        for i in range(20):
+            pub.publish(f"q2/{protocol}/t", b"%d" % i, qos=2).wait_for_publish(10)
+        got = sub.wait_for(20)
+        # Nothing more arrives: the marker comes after all of them, and each once.
+        pub.publish(f"q2/{protocol}/end", b"end", qos=2).wait_for_publish(10)
+        got = sub.wait_for(21)
+        assert [(m.payload, m.qos) for m in got] == [(b"%d" % i, 2) for i in range(20)] + [(b"end", 2)]
+        pub.loop_stop()
+        pub.disconnect()
+        sub.stop()

@@ -5,7 +5,7 @@
 //! What is built so far: MQTT 3.1.1 and 5.0 sessions that live as long as their
 //! connection; PUBLISH at QoS 0, 1 and 2 into the log (PUBACK and PUBREC only once the
 //! record is durable and committed); subscriptions with wildcards, subscription
-//! identifiers and no-local, delivered from the log at QoS 0 and 1 with the remaining
+//! identifiers and no-local, delivered from the log at QoS 0, 1 and 2 with the remaining
 //! message expiry; topic aliases from clients; keep-alive; session takeover; will messages
 //! on an unclean close; retained messages. 5.0 clients are told in CONNACK what is not
 //! available yet (shared subscriptions).
@@ -122,6 +122,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
         filters: Vec::new(),
         incoming_qos2: HashSet::new(),
         outgoing: HashMap::new(),
+        released: HashSet::new(),
         next_packet_id: 1,
         client_max_packet: connect
             .properties
@@ -222,8 +223,10 @@ struct Conn {
     filters: Vec<String>,
     /// QoS 2 packet ids received and stored, awaiting PUBREL.
     incoming_qos2: HashSet<u16>,
-    /// QoS 1 deliveries sent and not yet acknowledged.
+    /// QoS 1 and 2 deliveries sent and not yet acknowledged (PUBACK, or PUBCOMP).
     outgoing: HashMap<u16, Publish>,
+    /// QoS 2 deliveries the client has received (PUBREC) and we released (PUBREL).
+    released: HashSet<u16>,
     next_packet_id: u16,
     client_max_packet: usize,
     /// Topic aliases the client set up (5.0).
@@ -341,7 +344,13 @@ impl Conn {
         match p {
             Packet::Publish(p) => return self.publish(p, acks),
             Packet::PubAck(a) => {
-                self.outgoing.remove(&a.packet_id);
+                if self
+                    .outgoing
+                    .get(&a.packet_id)
+                    .is_some_and(|p| p.qos == QoS::AtLeastOnce)
+                {
+                    self.outgoing.remove(&a.packet_id);
+                }
             }
             Packet::PubRel(a) => {
                 let known = self.incoming_qos2.remove(&a.packet_id);
@@ -366,8 +375,7 @@ impl Conn {
                             reason::TOPIC_FILTER_INVALID
                         }
                         Ok(None) => {
-                            // Deliveries go out at QoS 0 or 1 for now.
-                            let qos = o.qos.min(QoS::AtLeastOnce);
+                            let qos = o.qos;
                             let granted = Granted {
                                 qos,
                                 retain_as_published: o.retain_as_published,
@@ -429,12 +437,30 @@ impl Conn {
             Packet::Disconnect(d) => {
                 return Some(End::Client(d.reason == reason::DISCONNECT_WITH_WILL));
             }
-            Packet::PubRec(_) | Packet::PubComp(_) => {
-                // Deliveries do not go out at QoS 2 yet, so nothing awaits these.
-                return Some(End::Violation(
-                    reason::PROTOCOL_ERROR,
-                    "PUBREC or PUBCOMP for a QoS 2 delivery that was never sent".into(),
-                ));
+            Packet::PubRec(a) => {
+                // QoS 2 delivery, second step: the client has the message; release it.
+                let known = self.outgoing.contains_key(&a.packet_id);
+                if a.reason >= 0x80 {
+                    self.outgoing.remove(&a.packet_id);
+                } else {
+                    if known {
+                        self.released.insert(a.packet_id);
+                    }
+                    self.send(&Packet::PubRel(Ack {
+                        packet_id: a.packet_id,
+                        reason: if known || !self.v5() {
+                            reason::SUCCESS
+                        } else {
+                            reason::PACKET_IDENTIFIER_NOT_FOUND
+                        },
+                        properties: Properties::default(),
+                    }));
+                }
+            }
+            Packet::PubComp(a) => {
+                // QoS 2 delivery done.
+                self.released.remove(&a.packet_id);
+                self.outgoing.remove(&a.packet_id);
             }
             Packet::Auth(_) => {
                 return Some(End::Violation(
