@@ -276,3 +276,57 @@ def test_qos_2_both_ways_exactly_once(sluice):
         pub.loop_stop()
         pub.disconnect()
         sub.stop()
+
+
+def read_packet(s):
+    """(type, flags, body) of the next packet from a raw socket."""
+    def exactly(n):
+        out = b""
+        while len(out) < n:
+            chunk = s.recv(n - len(out))
+            assert chunk, "connection closed"
+            out += chunk
+        return out
+    first = exactly(1)[0]
+    length, shift = 0, 0
+    while True:
+        b = exactly(1)[0]
+        length |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return first >> 4, first & 0x0F, exactly(length)
+
+
+def test_receive_maximum_holds_deliveries_until_acknowledged(sluice):
+    host, port = hostport(sluice.mqtt)
+    with socket.create_connection((host, port), timeout=10) as s:
+        # CONNECT 5.0 with Receive Maximum 2, then SUBSCRIBE fc/# at QoS 1.
+        s.sendall(b"\x10\x12\x00\x04MQTT\x05\x02\x00\x3c\x03\x21\x00\x02\x00\x02rm")
+        assert read_packet(s)[0] == 2  # CONNACK
+        s.sendall(b"\x82\x0a\x00\x01\x00\x00\x04fc/#\x01")
+        assert read_packet(s)[0] == 9  # SUBACK
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fc-pub", protocol=mqtt.MQTTv5)
+        pub.connect(host, port)
+        pub.loop_start()
+        for i in range(5):
+            pub.publish(f"fc/{i}", b"%d" % i, qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        ids = []
+        for _ in range(2):
+            kind, flags, body = read_packet(s)
+            assert kind == 3 and (flags >> 1) & 3 == 1
+            topic_len = int.from_bytes(body[:2], "big")
+            ids.append(body[2 + topic_len:4 + topic_len])
+        # The window is full: nothing more comes until a PUBACK.
+        s.settimeout(0.5)
+        try:
+            extra = s.recv(1)
+        except socket.timeout:
+            extra = b""
+        assert extra == b"", "a third delivery exceeded Receive Maximum"
+        s.settimeout(10)
+        s.sendall(b"\x40\x02" + ids[0])
+        kind, flags, body = read_packet(s)
+        assert kind == 3 and body.endswith(b"2")

@@ -10,7 +10,7 @@
 //! on an unclean close; retained messages. 5.0 clients are told in CONNACK what is not
 //! available yet (shared subscriptions).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_PACKET: usize = 1 << 20;
 /// QoS 1 and 2 publishes a client may have unacknowledged at once (Receive Maximum).
 const RECEIVE_MAXIMUM: u16 = 256;
+/// Unacknowledged QoS 1 and 2 deliveries to a client that names no Receive Maximum
+/// (all 3.1.1 clients); 5.0's default is 65,535, but a smaller window keeps a stalled
+/// client from holding much.
+const DEFAULT_CLIENT_WINDOW: usize = 1024;
+/// Deliveries queued for a client whose window is full; beyond this they are dropped.
+const MAX_WAITING: usize = 100_000;
 /// Topic aliases a 5.0 client may set up (Topic Alias Maximum).
 const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
@@ -123,6 +129,11 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
         incoming_qos2: HashSet::new(),
         outgoing: HashMap::new(),
         released: HashSet::new(),
+        client_window: connect
+            .properties
+            .receive_maximum
+            .map_or(DEFAULT_CLIENT_WINDOW, usize::from),
+        waiting: VecDeque::new(),
         next_packet_id: 1,
         client_max_packet: connect
             .properties
@@ -155,7 +166,7 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
         }
         End::Gone => (true, None),
         End::TakenOver => (true, Some(reason::SESSION_TAKEN_OVER)),
-        End::Shutdown => (false, Some(0x8B)),
+        End::Shutdown => (true, Some(0x8B)),
         End::KeepAlive => (true, Some(reason::KEEP_ALIVE_TIMEOUT)),
     };
     if let (Some(code), Version::V5) = (code, version) {
@@ -227,6 +238,10 @@ struct Conn {
     outgoing: HashMap<u16, Publish>,
     /// QoS 2 deliveries the client has received (PUBREC) and we released (PUBREL).
     released: HashSet<u16>,
+    /// QoS 1 and 2 deliveries the client may have unacknowledged (its Receive Maximum).
+    client_window: usize,
+    /// Deliveries waiting for a place in that window.
+    waiting: VecDeque<Publish>,
     next_packet_id: u16,
     client_max_packet: usize,
     /// Topic aliases the client set up (5.0).
@@ -313,20 +328,34 @@ impl Conn {
 
     fn deliver(&mut self, mut p: Publish) {
         if p.qos != QoS::AtMostOnce {
-            if self.outgoing.len() >= usize::from(RECEIVE_MAXIMUM) {
-                // The client's flow-control window is full: it gets this one at QoS 0.
-                p.qos = QoS::AtMostOnce;
-            } else {
-                let id = self.packet_id();
-                p.packet_id = Some(id);
-                self.outgoing.insert(id, p.clone());
+            if self.outgoing.len() >= self.client_window {
+                // The client's Receive Maximum is reached: the message waits its turn.
+                if self.waiting.len() >= MAX_WAITING {
+                    tracing::warn!(client = %self.client_id, "mqtt client too slow; message dropped");
+                    return;
+                }
+                self.waiting.push_back(p);
+                return;
             }
+            let id = self.packet_id();
+            p.packet_id = Some(id);
+            self.outgoing.insert(id, p.clone());
         }
         let packet = Packet::Publish(p);
         if encoded_len(&packet, self.version) > self.client_max_packet {
             return; // MQTT 5.0: a message the client cannot take is dropped for it
         }
         self.send(&packet);
+    }
+
+    /// An acknowledgement freed a place in the client's window: send what waits.
+    fn acknowledged(&mut self, packet_id: u16) {
+        self.outgoing.remove(&packet_id);
+        while self.outgoing.len() < self.client_window
+            && let Some(p) = self.waiting.pop_front()
+        {
+            self.deliver(p);
+        }
     }
 
     fn packet_id(&mut self) -> u16 {
@@ -349,7 +378,7 @@ impl Conn {
                     .get(&a.packet_id)
                     .is_some_and(|p| p.qos == QoS::AtLeastOnce)
                 {
-                    self.outgoing.remove(&a.packet_id);
+                    self.acknowledged(a.packet_id);
                 }
             }
             Packet::PubRel(a) => {
@@ -441,7 +470,7 @@ impl Conn {
                 // QoS 2 delivery, second step: the client has the message; release it.
                 let known = self.outgoing.contains_key(&a.packet_id);
                 if a.reason >= 0x80 {
-                    self.outgoing.remove(&a.packet_id);
+                    self.acknowledged(a.packet_id);
                 } else {
                     if known {
                         self.released.insert(a.packet_id);
@@ -460,7 +489,7 @@ impl Conn {
             Packet::PubComp(a) => {
                 // QoS 2 delivery done.
                 self.released.remove(&a.packet_id);
-                self.outgoing.remove(&a.packet_id);
+                self.acknowledged(a.packet_id);
             }
             Packet::Auth(_) => {
                 return Some(End::Violation(
