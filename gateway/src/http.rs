@@ -26,6 +26,8 @@ pub struct HttpState {
     pub log: Arc<Log>,
     pub faults: Option<Arc<Faults>>,
     pub compactor: Option<Compactor>,
+    /// A gateway's shared state: MQTT over WebSocket is served where it is present.
+    pub(crate) gateway: Option<(Arc<crate::server::Ctx>, CancellationToken)>,
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -117,6 +119,61 @@ async fn compact(ctx: &HttpState, req: &Request<Incoming>) -> Response<Full<Byte
     }
 }
 
+/// MQTT over WebSocket (MQTT 5.0 section 6): a `GET /mqtt` upgrade with the `mqtt`
+/// subprotocol; binary frames carry the MQTT byte stream.
+fn websocket(ctx: &HttpState, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some((gateway, cancel)) = ctx.gateway.clone() else {
+        return reply(StatusCode::NOT_FOUND, "no MQTT in this process\n");
+    };
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let offers_mqtt = header("sec-websocket-protocol")
+        .is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case("mqtt")));
+    let Some(key) = header("sec-websocket-key").filter(|_| upgrade) else {
+        return reply(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade\n");
+    };
+    if !offers_mqtt {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "the WebSocket subprotocol must be mqtt\n",
+        );
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                crate::mqtt::websocket::serve(gateway, TokioIo::new(upgraded), cancel).await
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let h = r.headers_mut();
+    h.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        "sec-websocket-protocol",
+        hyper::header::HeaderValue::from_static("mqtt"),
+    );
+    if let Ok(v) = hyper::header::HeaderValue::from_str(
+        &tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()),
+    ) {
+        h.insert("sec-websocket-accept", v);
+    }
+    r
+}
+
 async fn route(
     ctx: Arc<HttpState>,
     req: Request<Incoming>,
@@ -136,6 +193,7 @@ async fn route(
         }
         (_, "/admin/faults") => faults(&ctx, &req),
         (_, "/admin/compact") => compact(&ctx, &req).await,
+        (&Method::GET, "/mqtt") => websocket(&ctx, req),
         _ => reply(StatusCode::NOT_FOUND, "not found\n"),
     })
 }
@@ -159,6 +217,7 @@ pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: Cancellat
             let service = service_fn(move |req| route(ctx.clone(), req));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(socket), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(error = %e, "http connection error");

@@ -207,11 +207,7 @@ impl Gateway {
             ),
             None => None,
         };
-        let http_state = Arc::new(HttpState {
-            log: log.clone(),
-            faults: services.faults.clone(),
-            compactor,
-        });
+
         let ctx = Arc::new(Ctx {
             node_id,
             groups,
@@ -226,6 +222,12 @@ impl Gateway {
             host,
             port,
             cluster_id,
+        });
+        let http_state = Arc::new(HttpState {
+            log: ctx.log.clone(),
+            faults: services.faults.clone(),
+            compactor,
+            gateway: Some((ctx.clone(), cancel.clone())),
         });
         let mut tasks = JoinSet::new();
         let mqtt_done = CancellationToken::new();
@@ -403,6 +405,7 @@ impl CompactorProcess {
             log,
             faults: services.faults,
             compactor: Some(compactor),
+            gateway: None,
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(http::serve(state, listener, cancel.clone()));

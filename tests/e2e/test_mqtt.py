@@ -330,3 +330,42 @@ def test_receive_maximum_holds_deliveries_until_acknowledged(sluice):
         s.sendall(b"\x40\x02" + ids[0])
         kind, flags, body = read_packet(s)
         assert kind == 3 and body.endswith(b"2")
+
+
+def test_mqtt_over_websocket_on_the_http_listener(sluice):
+    host, port = hostport(sluice.http)
+    ws = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ws", protocol=mqtt.MQTTv5,
+                     transport="websockets")
+    ws.ws_set_options(path="/mqtt")
+    got = []
+    done = threading.Event()
+    subscribed = threading.Event()
+    ws.on_subscribe = lambda *a: subscribed.set()
+
+    def on_message(client, userdata, msg):
+        got.append((msg.topic, msg.payload))
+        done.set()
+    ws.on_message = on_message
+    ws.connect(host, port)
+    ws.loop_start()
+    ws.subscribe("ws/#", 1)
+    assert subscribed.wait(10)
+    # Published over TCP, received over WebSocket; and the other way round, into Kafka.
+    mhost, mport = hostport(sluice.mqtt)
+    subprocess.run(["mosquitto_pub", "-h", mhost, "-p", str(mport), "-t", "ws/in", "-m", "over tcp",
+                    "-q", "1"], check=True, timeout=30)
+    assert done.wait(15)
+    assert got == [("ws/in", b"over tcp")]
+    ws.publish("ws/out", b"over websocket", qos=1).wait_for_publish(10)
+    ws.loop_stop()
+    ws.disconnect()
+    keys = [r[0] for r in kafka_records(sluice.bootstrap, "mqtt", 4)]
+    assert b"ws/out" in keys
+    # A plain GET is refused.
+    import urllib.error
+    import urllib.request
+    try:
+        urllib.request.urlopen(f"http://{sluice.http}/mqtt", timeout=5)
+        raise AssertionError("a GET without an upgrade was accepted")
+    except urllib.error.HTTPError as e:
+        assert e.code == 400

@@ -21,7 +21,7 @@ use sluice_protocols::mqtt::{
     Ack, ConnAck, Connect, DecodeError, Disconnect, Packet, Properties, Publish, QoS, SubAck,
     UnsubAck, Version, decode, encode, encoded_len, reason, topic,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -62,9 +62,23 @@ enum End {
     KeepAlive,
 }
 
-pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: CancellationToken) {
+pub async fn serve_connection(ctx: Arc<Ctx>, socket: TcpStream, cancel: CancellationToken) {
     let peer = socket.peer_addr().ok();
     let _ = socket.set_nodelay(true);
+    serve_stream(ctx, socket, peer, cancel).await;
+}
+
+/// The byte streams an MQTT connection runs on: TCP, or a WebSocket's payloads.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Serves one MQTT connection over any byte stream.
+pub async fn serve_stream(
+    ctx: Arc<Ctx>,
+    mut socket: impl Stream,
+    peer: Option<std::net::SocketAddr>,
+    cancel: CancellationToken,
+) {
     let mut buf = BytesMut::with_capacity(4096);
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut socket, &mut buf)).await;
     let connect = match connect {
@@ -206,7 +220,10 @@ fn connack(code: u8) -> Packet {
     })
 }
 
-async fn read_connect(socket: &mut TcpStream, buf: &mut BytesMut) -> Result<Connect, DecodeError> {
+async fn read_connect(
+    socket: &mut impl Stream,
+    buf: &mut BytesMut,
+) -> Result<Connect, DecodeError> {
     loop {
         if let Some(p) = decode(buf, None, MAX_PACKET)? {
             let Packet::Connect(c) = p else {
@@ -255,7 +272,7 @@ impl Conn {
         encode(p, self.version, &mut self.out);
     }
 
-    async fn flush(&mut self, socket: &mut TcpStream) -> std::io::Result<()> {
+    async fn flush(&mut self, socket: &mut impl Stream) -> std::io::Result<()> {
         if !self.out.is_empty() {
             socket.write_all(&self.out).await?;
             self.out.clear();
@@ -269,7 +286,7 @@ impl Conn {
 
     async fn run(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut impl Stream,
         buf: &mut BytesMut,
         outbox: &mut tokio::sync::mpsc::Receiver<Delivery>,
         connect: &Connect,

@@ -6,3 +6,4 @@ pub(crate) mod conn;
 pub mod mapping;
 pub mod retained;
 pub mod subscriptions;
+pub(crate) mod websocket;
