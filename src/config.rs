@@ -28,6 +28,11 @@ pub enum Command {
     /// Run a compactor (point it at the same etcd and bucket as the gateways); serves HTTP
     /// (metrics, health, /admin/compact) on --http-listen.
     Compactor(ServeArgs),
+    /// Print a password hash for the --mqtt-auth file (the password is read from stdin).
+    MqttPassword {
+        #[arg(long, default_value_t = 100_000)]
+        iterations: u32,
+    },
     /// Ask a running server or compactor to compact everything committed so far, and wait
     /// until it is done.
     Compact {
@@ -100,6 +105,10 @@ pub struct ServeArgs {
     /// The log topic of MQTT messages no rule of --mqtt-topic-map maps.
     #[arg(long, env = "SLUICE_MQTT_DEFAULT_TOPIC", default_value = "mqtt")]
     pub mqtt_default_topic: String,
+    /// A TOML file of MQTT users, password hashes and topic rules (see docs/mqtt.md);
+    /// without it, MQTT clients are not authenticated.
+    #[arg(long, env = "SLUICE_MQTT_AUTH")]
+    pub mqtt_auth: Option<String>,
     /// HOST:PORT given to clients in metadata responses.
     #[arg(long, env = "SLUICE_ADVERTISE")]
     pub advertise: Option<String>,
@@ -258,6 +267,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "mqtt_listen" => args.mqtt_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
             "mqtt_topic_map" => args.mqtt_topic_map = text,
             "mqtt_default_topic" => args.mqtt_default_topic = text,
+            "mqtt_auth" => args.mqtt_auth = Some(text),
             "advertise" => args.advertise = Some(text),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,

@@ -36,6 +36,16 @@ fn main() -> Result<()> {
             Command::Compactor(args) => serve(args, Role::Compactor).await,
             Command::Topic { action } => topic(action).await,
             Command::Compact { server, topic } => compact(&server, topic.as_deref()).await,
+            Command::MqttPassword { iterations } => {
+                let mut password = String::new();
+                std::io::stdin().read_line(&mut password)?;
+                let password = password.trim_end_matches(['\r', '\n']);
+                println!(
+                    "{}",
+                    sluice_gateway::mqtt::auth::hash_password(password.as_bytes(), iterations)
+                );
+                Ok(())
+            }
         }
     })
 }
@@ -165,6 +175,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_listen: Some(args.mqtt_listen),
         mqtt_topic_map: args.mqtt_topic_map.clone(),
         mqtt_default_topic: Some(args.mqtt_default_topic.clone()).filter(|t| !t.is_empty()),
+        mqtt_auth: args.mqtt_auth.clone(),
         compactor: (role == Role::All)
             .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()

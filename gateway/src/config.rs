@@ -44,6 +44,8 @@ pub struct GatewayConfig {
     pub mqtt_topic_map: String,
     /// The log topic of MQTT messages no rule maps; `None` refuses them.
     pub mqtt_default_topic: Option<String>,
+    /// A TOML file of MQTT users and what they may do; `None`: no authentication.
+    pub mqtt_auth: Option<String>,
     /// Run a compactor in the gateway's process (`sluice serve`).
     pub compactor: Option<sluice_compactor::CompactorConfig>,
 }
@@ -71,6 +73,7 @@ impl Default for GatewayConfig {
             mqtt_listen: None,
             mqtt_topic_map: String::new(),
             mqtt_default_topic: Some("mqtt".into()),
+            mqtt_auth: None,
             compactor: None,
         }
     }

@@ -76,6 +76,8 @@ pub enum StartError {
     Metadata(#[from] MetaError),
     #[error("MQTT topic map: {0}")]
     TopicMap(#[from] crate::mqtt::mapping::MapError),
+    #[error("MQTT auth: {0}")]
+    Auth(#[from] crate::mqtt::auth::AuthError),
 }
 
 /// A running gateway.
@@ -122,6 +124,10 @@ impl Gateway {
     pub async fn start(config: GatewayConfig, services: Services) -> Result<Self, StartError> {
         let topic_map =
             TopicMap::parse(&config.mqtt_topic_map, config.mqtt_default_topic.as_deref())?;
+        let mqtt_auth = match &config.mqtt_auth {
+            Some(path) => Some(crate::mqtt::auth::Auth::load(path)?),
+            None => None,
+        };
         let kafka_listener = bind(config.kafka_listen).await?;
         let mqtt_listener = match config.mqtt_listen {
             Some(addr) => Some(bind(addr).await?),
@@ -217,7 +223,7 @@ impl Gateway {
             log,
             batcher,
             segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
-            mqtt: Broker::new(topic_map),
+            mqtt: Broker::new(topic_map, mqtt_auth),
             cache: services.cache,
             host,
             port,

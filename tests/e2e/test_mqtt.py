@@ -369,3 +369,58 @@ def test_mqtt_over_websocket_on_the_http_listener(sluice):
         raise AssertionError("a GET without an upgrade was accepted")
     except urllib.error.HTTPError as e:
         assert e.code == 400
+
+
+def test_users_passwords_and_topic_rules(tmp_dir):
+    from conftest import BIN, Sluice
+    hashed = subprocess.run([str(BIN), "mqtt-password", "--iterations", "1000"], input="s3cret\n",
+                            capture_output=True, text=True, check=True).stdout.strip()
+    auth = tmp_dir / "auth.toml"
+    auth.write_text(f'''
+allow_anonymous = false
+[[users]]
+name = "dev"
+password = "{hashed}"
+publish = ["sensors/dev/#"]
+subscribe = ["commands/dev/#", "sensors/#"]
+''')
+    s = Sluice(tmp_dir / "data", ["--mqtt-auth", str(auth)]).start()
+    host, port = hostport(s.mqtt)
+
+    def connect(protocol, user, password):
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"a-{user}-{password}-{protocol}",
+                        protocol=protocol)
+        if user:
+            c.username_pw_set(user, password)
+        codes = []
+        ready = threading.Event()
+        c.on_connect = lambda client, userdata, flags, rc, props=None: (codes.append(rc), ready.set())
+        c.connect(host, port)
+        c.loop_start()
+        assert ready.wait(10)
+        return c, codes[0]
+
+    for protocol in (mqtt.MQTTv311, mqtt.MQTTv5):
+        c, rc = connect(protocol, "dev", "wrong")
+        c.loop_stop()
+        assert rc.value == 0x86 or rc == 4, rc  # bad user name or password
+        c, rc = connect(protocol, None, None)
+        c.loop_stop()
+        assert rc.value == 0x87 or rc == 5, rc  # not authorized
+    c, rc = connect(mqtt.MQTTv5, "dev", "s3cret")
+    assert rc == 0
+    granted = []
+    done = threading.Event()
+    c.on_subscribe = lambda client, userdata, mid, codes, props: (granted.extend(codes), done.set())
+    c.subscribe([("commands/dev/x", 1), ("commands/#", 1)])
+    assert done.wait(10)
+    assert [g.value for g in granted] == [1, 0x87]
+    ok = c.publish("sensors/dev/t", b"1", qos=1)
+    ok.wait_for_publish(10)
+    denied = c.publish("sensors/other/t", b"2", qos=1)
+    denied.wait_for_publish(10)
+    c.loop_stop()
+    c.disconnect()
+    keys = [r[0] for r in kafka_records(s.bootstrap, "mqtt", 1)]
+    assert keys == [b"sensors/dev/t"]
+    s.stop()

@@ -68,6 +68,8 @@ pub enum PublishError {
 
 pub struct Broker {
     pub map: TopicMap,
+    /// Who may connect and what they may do; `None`: everyone, everything.
+    pub auth: Option<super::auth::Auth>,
     next_session: AtomicU64,
     /// Live sessions by client id: their session id and a token that ends them.
     sessions: Mutex<HashMap<String, (u64, CancellationToken)>>,
@@ -91,9 +93,10 @@ fn now_ms() -> i64 {
 }
 
 impl Broker {
-    pub fn new(map: TopicMap) -> Self {
+    pub fn new(map: TopicMap, auth: Option<super::auth::Auth>) -> Self {
         Self {
             map,
+            auth,
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(Subscriptions::default()),

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::{Refused, Rules};
 use super::broker::{Delivery, Granted};
 use crate::server::Ctx;
 
@@ -120,6 +121,31 @@ pub async fn serve_stream(
         client_id = format!("sluice-{}", uuid::Uuid::new_v4().simple());
         assigned = Some(client_id.clone());
     }
+    let rules = match &ctx.mqtt.auth {
+        None => None,
+        Some(auth) => {
+            let verdict = auth
+                .authenticate(connect.username.as_deref(), connect.password.as_deref())
+                .and_then(|rules| match &connect.will {
+                    Some(w) if !rules.may_publish(&w.topic) => Err(Refused::NotAuthorized),
+                    _ => Ok(rules),
+                });
+            match verdict {
+                Ok(rules) => Some(rules),
+                Err(refused) => {
+                    tracing::warn!(?peer, client = %client_id, user = ?connect.username, ?refused, "mqtt connection refused");
+                    let code = match refused {
+                        Refused::BadCredentials => reason::BAD_USER_NAME_OR_PASSWORD,
+                        Refused::NotAuthorized => reason::NOT_AUTHORIZED,
+                    };
+                    let mut out = BytesMut::new();
+                    encode(&connack(code), version, &mut out);
+                    let _ = socket.write_all(&out).await;
+                    return;
+                }
+            }
+        }
+    };
     let (session, taken_over, mut outbox) = ctx.mqtt.open(&client_id);
     let mut ack = connack(reason::SUCCESS);
     if let Packet::ConnAck(a) = &mut ack {
@@ -154,6 +180,7 @@ pub async fn serve_stream(
             .maximum_packet_size
             .map_or(usize::MAX, |m| m as usize),
         aliases: HashMap::new(),
+        rules,
         client_id: client_id.clone(),
         out: BytesMut::new(),
     };
@@ -263,6 +290,8 @@ struct Conn {
     client_max_packet: usize,
     /// Topic aliases the client set up (5.0).
     aliases: HashMap<u16, String>,
+    /// What the client may publish and subscribe to; `None`: everything.
+    rules: Option<Rules>,
     client_id: String,
     out: BytesMut,
 }
@@ -420,6 +449,14 @@ impl Conn {
                         Ok(None) if topic::validate_filter(filter).is_err() => {
                             reason::TOPIC_FILTER_INVALID
                         }
+                        Ok(None)
+                            if self
+                                .rules
+                                .as_ref()
+                                .is_some_and(|r| !r.may_subscribe(filter)) =>
+                        {
+                            reason::NOT_AUTHORIZED
+                        }
                         Ok(None) => {
                             let qos = o.qos;
                             let granted = Granted {
@@ -555,6 +592,31 @@ impl Conn {
                 reason::TOPIC_NAME_INVALID,
                 format!("'{}' is not a topic name", p.topic),
             ));
+        }
+        if self
+            .rules
+            .as_ref()
+            .is_some_and(|r| !r.may_publish(&p.topic))
+        {
+            // Not stored. 5.0 says so in the acknowledgement; 3.1.1 has no way to, and the
+            // specification allows a positive acknowledgement.
+            tracing::warn!(client = %self.client_id, topic = %p.topic, "mqtt publish not authorized");
+            if let Some(id) = p.packet_id {
+                let ack = Ack {
+                    packet_id: id,
+                    reason: if self.v5() {
+                        reason::NOT_AUTHORIZED
+                    } else {
+                        reason::SUCCESS
+                    },
+                    properties: Properties::default(),
+                };
+                self.send(&match p.qos {
+                    QoS::ExactlyOnce => Packet::PubRec(ack),
+                    _ => Packet::PubAck(ack),
+                });
+            }
+            return None;
         }
         if p.qos == QoS::ExactlyOnce
             && let Some(id) = p.packet_id

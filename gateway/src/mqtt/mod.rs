@@ -1,6 +1,7 @@
 //! MQTT 3.1.1 and 5.0: connections, the sessions and subscriptions they share, and how
 //! messages map to log records.
 
+pub mod auth;
 pub(crate) mod broker;
 pub(crate) mod conn;
 pub mod mapping;
