@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when it is missing: etcd, protoc, kcat, the mosquitto
 # clients and Java from Debian; the Python clients, moto's S3 server, the Parquet readers
-# (PyArrow, DuckDB, Polars, PySpark), paho-mqtt and pytest from PyPI; kafkajs from npm.
+# (PyArrow, DuckDB, Polars, PySpark), paho-mqtt and pytest from PyPI; kafkajs and mqtt.js
+# from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,7 @@ if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, 
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 fi
 
-if [ ! -d tests/e2e/node/node_modules/kafkajs ]; then
-  echo "installing kafkajs"
+if [ ! -d tests/e2e/node/node_modules/kafkajs ] || [ ! -d tests/e2e/node/node_modules/mqtt ]; then
+  echo "installing kafkajs and mqtt.js"
   (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -424,3 +424,17 @@ subscribe = ["commands/dev/#", "sensors/#"]
     keys = [r[0] for r in kafka_records(s.bootstrap, "mqtt", 1)]
     assert keys == [b"sensors/dev/t"]
     s.stop()
+
+
+def test_mqtt_js_over_tcp_both_ports_and_websocket(sluice):
+    import json
+    from readers import NODE_DIR
+    urls = [f"mqtt://{sluice.mqtt}", f"mqtt://{sluice.bootstrap}", f"ws://{sluice.http}/mqtt"]
+    for sub_url, pub_url in [(urls[0], urls[1]), (urls[2], urls[0])]:
+        out = subprocess.run(["node", str(NODE_DIR / "mqtt.js"), sub_url, pub_url],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout)
+        assert [(m["topic"], m["payload"]) for m in got] == \
+            [(f"js/{i % 3}", f"m{i}") for i in range(10)] + [("js/last", "q2")]
+        assert [m["qos"] for m in got] == [1] * 10 + [2]
