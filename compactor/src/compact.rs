@@ -14,9 +14,9 @@
 //! covering offsets no other file covers.
 
 use bytes::Bytes;
+use object_store::ObjectStoreExt;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_metadata::log::IndexEntry;
 use sluice_metadata::records::{SEGMENT_RECORD_VERSION, SegmentRecord, TopicRecord};
 use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
@@ -212,7 +212,7 @@ pub(crate) async fn compact_range(
         seconds = started.elapsed().as_secs_f64(),
         "segment committed"
     );
-    publish(inner.objects.as_ref(), inner, &record).await?;
+    publish(inner, &record).await?;
     Ok(Some(Compacted {
         revision: swapped.revision,
         records: summary.records,
@@ -221,11 +221,8 @@ pub(crate) async fn compact_range(
 
 /// Moves a committed segment from its staging object to its table path and records that.
 /// Safe to repeat, and to run on two compactors at once.
-pub(crate) async fn publish(
-    objects: &dyn ObjectStore,
-    inner: &Inner,
-    record: &SegmentRecord,
-) -> Result<(), CompactError> {
+pub(crate) async fn publish(inner: &Inner, record: &SegmentRecord) -> Result<(), CompactError> {
+    let objects = inner.objects.as_ref();
     let Some(staging) = &record.staging else {
         return Ok(());
     };

@@ -47,6 +47,14 @@ pub(crate) struct Sweeper {
     seen: HashMap<String, Seen>,
 }
 
+/// What an unneeded object is.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Wal,
+    Staging,
+    Segment,
+}
+
 /// What one sweep removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
@@ -143,12 +151,12 @@ impl Sweeper {
             let since = *seen.unreferenced_since.get_or_insert_with(Instant::now);
             let compacted = seen.referenced_before && since.elapsed() >= delay;
             if compacted || older_than(p, orphan, now_ms) {
-                doomed.push((p.clone(), "wal"));
+                doomed.push((p.clone(), Kind::Wal));
             }
         }
         for p in &staging {
             if !staging_refs.contains(p.as_ref()) && older_than(p, orphan, now_ms) {
-                doomed.push((p.clone(), "staging"));
+                doomed.push((p.clone(), Kind::Staging));
             }
         }
         let starts: HashMap<(String, u32), i64> = inner.log.read(|s| {
@@ -180,7 +188,7 @@ impl Sweeper {
             let seen = self.seen.entry(key).or_default();
             let since = *seen.unreferenced_since.get_or_insert_with(Instant::now);
             if !expired || since.elapsed() >= delay {
-                doomed.push((p.clone(), "segment"));
+                doomed.push((p.clone(), Kind::Segment));
             }
         }
         // Forget what is gone from the bucket.
@@ -194,13 +202,14 @@ impl Sweeper {
                 }
             }
             self.seen.remove(p.as_ref());
-            metrics::DELETED.with_label_values(&[kind]).inc();
-            match kind {
-                "wal" => out.wal_objects += 1,
-                "staging" => out.staging_objects += 1,
-                _ => out.segment_files += 1,
-            }
-            tracing::debug!(object = %p, kind, "deleted");
+            let (label, count) = match kind {
+                Kind::Wal => ("wal", &mut out.wal_objects),
+                Kind::Staging => ("staging", &mut out.staging_objects),
+                Kind::Segment => ("segment", &mut out.segment_files),
+            };
+            *count += 1;
+            metrics::DELETED.with_label_values(&[label]).inc();
+            tracing::debug!(object = %p, kind = label, "deleted");
         }
         out.metadata_keys = forget_deleted_topics(inner).await?;
         Ok(out)

@@ -269,7 +269,7 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
             .collect()
     });
     for seg in pending {
-        compact::publish(inner.objects.as_ref(), inner, &seg).await?;
+        compact::publish(inner, &seg).await?;
         report.published += 1;
     }
 

@@ -47,6 +47,15 @@ pub struct Services {
     pub faults: Option<Arc<Faults>>,
 }
 
+impl Services {
+    /// This process's copy of the log, loaded from the latest checkpoint and followed
+    /// until `cancel`.
+    async fn follow_log(&self, cancel: CancellationToken) -> Result<Arc<Log>, MetaError> {
+        let checkpoints = sluice_storage::checkpoints::ObjectCheckpoints(self.objects.clone());
+        Log::start(self.store.clone(), Arc::new(checkpoints), cancel).await
+    }
+}
+
 /// What every request handler shares.
 pub(crate) struct Ctx {
     pub config: GatewayConfig,
@@ -164,14 +173,7 @@ impl Gateway {
         });
         let cancel = CancellationToken::new();
         let cluster_id = cluster_id(&services.store).await?;
-        let log = Log::start(
-            services.store.clone(),
-            Arc::new(sluice_storage::checkpoints::ObjectCheckpoints(
-                services.objects.clone(),
-            )),
-            cancel.child_token(),
-        )
-        .await?;
+        let log = services.follow_log(cancel.child_token()).await?;
         // The batcher gets its own token: it must keep flushing while connections drain.
         let batcher_cancel = CancellationToken::new();
         let batcher = Batcher::start(
@@ -390,14 +392,7 @@ impl CompactorProcess {
             source,
         })?;
         let cancel = CancellationToken::new();
-        let log = Log::start(
-            services.store.clone(),
-            Arc::new(sluice_storage::checkpoints::ObjectCheckpoints(
-                services.objects.clone(),
-            )),
-            cancel.child_token(),
-        )
-        .await?;
+        let log = services.follow_log(cancel.child_token()).await?;
         let compactor = Compactor::start(
             config,
             services.store,

@@ -63,18 +63,23 @@ def with_kafka_python(bootstrap, topic, partitions):
     return got
 
 
+def parse_fetched(path, partitions):
+    """What `node/fetchall.js` wrote, in the shape the other readers return."""
+    got = {p: [] for p in range(partitions)}
+    for line in Path(path).read_text().splitlines():
+        r = json.loads(line)
+        got[r["partition"]].append((
+            r["offset"], base64.b64decode(r["key"]), base64.b64decode(r["value"]),
+            [(k, base64.b64decode(v)) for k, v in r["headers"]], r["timestamp"]))
+    return got
+
+
 def with_kafkajs(bootstrap, topic, partitions):
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out.jsonl"
         subprocess.run(["node", str(NODE_DIR / "consume.js"), bootstrap, topic, str(out)],
                        check=True, timeout=600)
-        got = {p: [] for p in range(partitions)}
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            got[r["partition"]].append((
-                r["offset"], base64.b64decode(r["key"]), base64.b64decode(r["value"]),
-                [(k, base64.b64decode(v)) for k, v in r["headers"]], r["timestamp"]))
-        return got
+        return parse_fetched(out, partitions)
 
 
 READERS = {"librdkafka": with_librdkafka, "kafka-python": with_kafka_python,

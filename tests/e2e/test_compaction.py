@@ -10,7 +10,7 @@ from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import BIN, FAST_GROUPS, Sluice
-from readers import READERS, high_watermarks
+from readers import READERS
 from records import CODECS, PARTITIONS, check, record
 
 N = 8_000  # per codec

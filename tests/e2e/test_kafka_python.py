@@ -3,6 +3,7 @@
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from readers import with_kafka_python
 from records import CODECS, PARTITIONS, check, record
 
 N = 25_000  # per codec: 100k records in all
@@ -27,19 +28,7 @@ def test_round_trip_every_codec(sluice):
             f.get(timeout=60)
         p.close()
 
-        c = KafkaConsumer(bootstrap_servers=sluice.bootstrap, enable_auto_commit=False,
-                          consumer_timeout_ms=10_000)
-        c.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-        c.seek_to_beginning()
-        got = {p: [] for p in range(PARTITIONS)}
-        count = 0
-        for m in c:
-            got[m.partition].append((m.offset, m.key, m.value, list(m.headers), m.timestamp))
-            count += 1
-            if count == N:
-                break
-        c.close()
-        check(topic, N, got)
+        check(topic, N, with_kafka_python(sluice.bootstrap, topic, PARTITIONS))
 
 
 def test_offsets_for_times(sluice):

@@ -3,11 +3,10 @@
 import base64
 import json
 import subprocess
-from pathlib import Path
 
+from readers import NODE_DIR, parse_fetched
 from records import CODECS, PARTITIONS, check, record
 
-NODE_DIR = Path(__file__).parent / "node"
 N = 25_000  # per codec: 100k records in all
 
 
@@ -34,10 +33,4 @@ def test_round_trip_every_codec(sluice, tmp_dir):
         assert sorted(int(e["high"]) for e in summary["ends"]) == [N // PARTITIONS] * PARTITIONS
         # The first record's timestamp maps to offset 0 in every partition that has one.
         assert all(int(e["offset"]) == 0 for e in summary["firstTs"])
-        got = {p: [] for p in range(PARTITIONS)}
-        for line in dst.read_text().splitlines():
-            m = json.loads(line)
-            got[m["partition"]].append((
-                m["offset"], base64.b64decode(m["key"]), base64.b64decode(m["value"]),
-                [(k, base64.b64decode(v)) for k, v in m["headers"]], m["timestamp"]))
-        check(topic, N, got)
+        check(topic, N, parse_fetched(dst, PARTITIONS))

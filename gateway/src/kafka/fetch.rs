@@ -54,9 +54,8 @@ impl Source {
     /// What to read for `offset`, taking WAL entries worth `budget` bytes. A response
     /// holds data from one segment at most; the consumer's next fetch goes on from there.
     pub(crate) fn for_offset(log: &PartitionLog, offset: i64, budget: usize) -> Self {
-        if offset < log.compacted_offset()
-            && let Some(seg) = log.segment_for(offset)
-        {
+        // Below the compacted offset there is a segment that holds (or follows) it.
+        if let Some(seg) = log.segment_for(offset) {
             return Source::Segment(seg.clone());
         }
         Source::Wal(entries_within(log.entries_from(offset), budget))

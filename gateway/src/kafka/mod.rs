@@ -14,8 +14,8 @@ mod versions;
 pub use conn::serve_connection;
 
 /// Wall-clock milliseconds, for the timestamps Kafka puts on the wire (LogAppendTime,
-/// offset commit times).
-fn now_ms() -> i64 {
+/// offset commit times, the arrival time of MQTT messages).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

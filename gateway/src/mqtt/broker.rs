@@ -25,6 +25,7 @@ use super::retained::{MAX_RETAINED, decode_retained, encode_retained};
 use super::subscriptions::Subscriptions;
 use crate::batcher::{Append, AppendError};
 use crate::kafka::fetch::{Source, read_records};
+use crate::kafka::now_ms;
 use crate::server::Ctx;
 use crate::topics;
 
@@ -84,12 +85,6 @@ impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker").finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Broker {
@@ -154,6 +149,15 @@ impl Broker {
             .remove(&id);
     }
 
+    /// The delivery queue of a live session.
+    fn outbox(&self, session: u64) -> Option<mpsc::Sender<Delivery>> {
+        self.outboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&session)
+            .cloned()
+    }
+
     /// Adds a subscription; true if the session had none to this filter before.
     pub fn subscribe(&self, ctx: &Arc<Ctx>, id: u64, filter: &str, granted: Granted) -> bool {
         let new = self
@@ -180,13 +184,9 @@ impl Broker {
                 return;
             }
         };
-        let outbox = self
-            .outboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned();
-        let Some(outbox) = outbox else { return };
+        let Some(outbox) = self.outbox(id) else {
+            return;
+        };
         for mut p in messages {
             p.qos = p.qos.min(granted.qos);
             p.retain = true;
@@ -207,6 +207,8 @@ impl Broker {
 
     /// Appends a message `client_id` published to the log; resolves once it is durable and
     /// committed.
+    /// With the retain flag set, the message also becomes (or, with an empty payload,
+    /// stops being) the topic's retained message once it is in the log.
     pub async fn publish(
         &self,
         ctx: &Ctx,
@@ -218,22 +220,18 @@ impl Broker {
             .map
             .log_topic(topic)
             .ok_or_else(|| PublishError::Unmapped(topic.to_string()))?;
-        let found = ctx.log.read(|s| {
-            s.topic(log_topic)
-                .map(|t| (t.record.id, t.partitions.len() as u32))
-        });
-        let (topic_id, partitions) = match found {
+        let find = || {
+            ctx.log.read(|s| {
+                s.topic(log_topic)
+                    .map(|t| (t.record.id, t.partitions.len() as u32))
+            })
+        };
+        let (topic_id, partitions) = match find() {
             Some(f) => f,
             None if ctx.config.auto_create_topics => {
-                let r = topics::create(ctx, log_topic, -1, -1, BTreeMap::new(), false).await;
-                match r {
-                    Ok(t) => (t.id, t.partitions),
-                    Err(topics::TopicError::Exists(_)) => ctx
-                        .log
-                        .read(|s| {
-                            s.topic(log_topic)
-                                .map(|t| (t.record.id, t.partitions.len() as u32))
-                        })
+                match topics::create(ctx, log_topic, -1, -1, BTreeMap::new(), false).await {
+                    // Created by another request meanwhile: applied by now, like our own.
+                    Ok(_) | Err(topics::TopicError::Exists(_)) => find()
                         .ok_or_else(|| PublishError::Topic(log_topic.into(), "vanished".into()))?,
                     Err(e) => return Err(PublishError::Topic(log_topic.into(), e.to_string())),
                 }
@@ -290,11 +288,15 @@ impl Broker {
             },
             batch,
         };
-        Ok(ctx.batcher.submit(append).await.await?)
+        let offset = ctx.batcher.submit(append).await.await?;
+        if p.retain {
+            self.retain(ctx, p, topic).await?;
+        }
+        Ok(offset)
     }
 
     /// Keeps `p` as the retained message of `topic` (an empty payload removes it).
-    pub async fn retain(&self, ctx: &Ctx, p: &Publish, topic: &str) -> Result<(), PublishError> {
+    async fn retain(&self, ctx: &Ctx, p: &Publish, topic: &str) -> Result<(), PublishError> {
         let key = keys::mqtt_retained(topic);
         if p.payload.is_empty() {
             ctx.store.delete(key).await?;
@@ -374,13 +376,9 @@ impl Broker {
         };
         let retained_flag = m.retain;
         for (id, g, ids) in targets {
-            let outbox = self
-                .outboxes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .cloned();
-            let Some(outbox) = outbox else { continue };
+            let Some(outbox) = self.outbox(id) else {
+                continue;
+            };
             let mut publish = p.clone();
             publish.qos = publish.qos.min(g.qos);
             publish.properties.subscription_identifiers = ids;

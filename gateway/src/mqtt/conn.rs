@@ -93,9 +93,7 @@ pub async fn serve_stream(
                 } else {
                     Version::V311
                 };
-                let mut out = BytesMut::new();
-                encode(&connack(reason::UNSUPPORTED_PROTOCOL_VERSION), v, &mut out);
-                let _ = socket.write_all(&out).await;
+                refuse(&mut socket, reason::UNSUPPORTED_PROTOCOL_VERSION, v).await;
             }
             return;
         }
@@ -109,13 +107,7 @@ pub async fn serve_stream(
     let mut assigned = None;
     if client_id.is_empty() {
         if version == Version::V311 && !connect.clean_start {
-            let mut out = BytesMut::new();
-            encode(
-                &connack(reason::CLIENT_IDENTIFIER_NOT_VALID),
-                version,
-                &mut out,
-            );
-            let _ = socket.write_all(&out).await;
+            refuse(&mut socket, reason::CLIENT_IDENTIFIER_NOT_VALID, version).await;
             return;
         }
         client_id = format!("sluice-{}", uuid::Uuid::new_v4().simple());
@@ -138,18 +130,17 @@ pub async fn serve_stream(
                         Refused::BadCredentials => reason::BAD_USER_NAME_OR_PASSWORD,
                         Refused::NotAuthorized => reason::NOT_AUTHORIZED,
                     };
-                    let mut out = BytesMut::new();
-                    encode(&connack(code), version, &mut out);
-                    let _ = socket.write_all(&out).await;
+                    refuse(&mut socket, code, version).await;
                     return;
                 }
             }
         }
     };
     let (session, taken_over, mut outbox) = ctx.mqtt.open(&client_id);
-    let mut ack = connack(reason::SUCCESS);
-    if let Packet::ConnAck(a) = &mut ack {
-        a.properties = Properties {
+    let ack = Packet::ConnAck(ConnAck {
+        session_present: false,
+        code: reason::SUCCESS,
+        properties: Properties {
             assigned_client_identifier: assigned.filter(|_| version == Version::V5),
             receive_maximum: Some(RECEIVE_MAXIMUM),
             maximum_packet_size: Some(MAX_PACKET as u32),
@@ -159,8 +150,8 @@ pub async fn serve_stream(
             wildcard_subscription_available: Some(1),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
             ..Default::default()
-        };
-    }
+        },
+    });
     let mut conn = Conn {
         ctx: ctx.clone(),
         version,
@@ -168,7 +159,6 @@ pub async fn serve_stream(
         filters: Vec::new(),
         incoming_qos2: HashSet::new(),
         outgoing: HashMap::new(),
-        released: HashSet::new(),
         client_window: connect
             .properties
             .receive_maximum
@@ -229,22 +219,22 @@ pub async fn serve_stream(
             properties: w.properties.clone(),
             payload: w.payload.clone(),
         };
-        let mut stored = ctx.mqtt.publish(&ctx, &p, &w.topic, &client_id).await;
-        if stored.is_ok() && p.retain {
-            stored = ctx.mqtt.retain(&ctx, &p, &w.topic).await.map(|()| 0);
-        }
-        if let Err(e) = stored {
+        if let Err(e) = ctx.mqtt.publish(&ctx, &p, &w.topic, &client_id).await {
             tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
         }
     }
 }
 
-fn connack(code: u8) -> Packet {
-    Packet::ConnAck(ConnAck {
+/// Answers a CONNECT with a refusal; the caller then closes the connection.
+async fn refuse(socket: &mut impl Stream, code: u8, version: Version) {
+    let mut out = BytesMut::new();
+    let nack = Packet::ConnAck(ConnAck {
         session_present: false,
         code,
         properties: Properties::default(),
-    })
+    });
+    encode(&nack, version, &mut out);
+    let _ = socket.write_all(&out).await;
 }
 
 async fn read_connect(
@@ -280,8 +270,6 @@ struct Conn {
     incoming_qos2: HashSet<u16>,
     /// QoS 1 and 2 deliveries sent and not yet acknowledged (PUBACK, or PUBCOMP).
     outgoing: HashMap<u16, Publish>,
-    /// QoS 2 deliveries the client has received (PUBREC) and we released (PUBREL).
-    released: HashSet<u16>,
     /// QoS 1 and 2 deliveries the client may have unacknowledged (its Receive Maximum).
     client_window: usize,
     /// Deliveries waiting for a place in that window.
@@ -526,9 +514,6 @@ impl Conn {
                 if a.reason >= 0x80 {
                     self.acknowledged(a.packet_id);
                 } else {
-                    if known {
-                        self.released.insert(a.packet_id);
-                    }
                     self.send(&Packet::PubRel(Ack {
                         packet_id: a.packet_id,
                         reason: if known || !self.v5() {
@@ -542,7 +527,6 @@ impl Conn {
             }
             Packet::PubComp(a) => {
                 // QoS 2 delivery done.
-                self.released.remove(&a.packet_id);
                 self.acknowledged(a.packet_id);
             }
             Packet::Auth(_) => {
@@ -645,10 +629,7 @@ impl Conn {
         let client_id = self.client_id.clone();
         acks.push_back(Box::pin(async move {
             let topic = p.topic.clone();
-            let mut stored = ctx.mqtt.publish(&ctx, &p, &topic, &client_id).await;
-            if stored.is_ok() && p.retain {
-                stored = ctx.mqtt.retain(&ctx, &p, &topic).await.map(|()| 0);
-            }
+            let stored = ctx.mqtt.publish(&ctx, &p, &topic, &client_id).await;
             if let Err(e) = &stored {
                 tracing::warn!(topic = %topic, error = %e, "mqtt publish not stored");
             }
