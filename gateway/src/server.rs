@@ -221,11 +221,11 @@ impl Gateway {
             groups,
             config,
             producer_ids: ProducerIds::new(services.store.clone()),
+            mqtt: Broker::new(topic_map, mqtt_auth, services.store.clone(), node_id),
             store: services.store,
             log,
             batcher,
             segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
-            mqtt: Broker::new(topic_map, mqtt_auth),
             cache: services.cache,
             host,
             port,
@@ -238,6 +238,7 @@ impl Gateway {
             gateway: Some((ctx.clone(), cancel.clone())),
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         let mqtt_done = CancellationToken::new();
         match mqtt_listener {
             Some(l) => {

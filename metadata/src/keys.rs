@@ -20,6 +20,9 @@ pub const CHECKPOINT: &str = "log/checkpoint";
 pub const COMPACTION_PREFIX: &str = "compaction/";
 /// MQTT retained messages: `mqtt/retained/<topic name>`.
 pub const MQTT_RETAINED_PREFIX: &str = "mqtt/retained/";
+/// MQTT sessions: `mqtt/sessions/<client id>`, who holds each and, for sessions that
+/// outlive their connection, their state.
+pub const MQTT_SESSIONS_PREFIX: &str = "mqtt/sessions/";
 /// Live compactors, one lease-bound key each.
 pub const COMPACTORS_PREFIX: &str = "compactors/";
 /// The cluster id, created once.
@@ -50,6 +53,10 @@ pub fn compaction(topic_id: &uuid::Uuid, partition: u32) -> String {
 
 pub fn mqtt_retained(topic: &str) -> String {
     format!("{MQTT_RETAINED_PREFIX}{topic}")
+}
+
+pub fn mqtt_session(client_id: &str) -> String {
+    format!("{MQTT_SESSIONS_PREFIX}{client_id}")
 }
 
 pub fn barrier(node: &str) -> String {

@@ -6,9 +6,15 @@
 //! record committed after the first subscription appeared and hands it to the sessions
 //! whose filters match its key.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sluice_metadata::{Compare, EventKind, Revision, SharedStore, Txn, TxnOp};
+use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use bytes::{Bytes, BytesMut};
 use sluice_metadata::records::BatchMeta;
@@ -20,8 +26,10 @@ use sluice_protocols::mqtt::{Publish, QoS, topic};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::batched::Batched;
 use super::mapping::{TopicMap, publish_of, record_of};
 use super::retained::{MAX_RETAINED, decode_retained, encode_retained};
+use super::session::{LogRef, Owner, SessionRecord, TopicPosition};
 use super::subscriptions::Subscriptions;
 use crate::batcher::{Append, AppendError};
 use crate::kafka::fetch::{Source, read_records};
@@ -49,6 +57,8 @@ pub struct Granted {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub publish: Publish,
+    /// The log record it comes from (`None` for retained messages).
+    pub at: Option<LogRef>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,14 +81,99 @@ pub struct Broker {
     pub map: TopicMap,
     /// Who may connect and what they may do; `None`: everyone, everything.
     pub auth: Option<super::auth::Auth>,
+    /// Session records, read and written in batches.
+    pub sessions: Batched,
+    node: i32,
     next_session: AtomicU64,
-    /// Live sessions by client id: their session id and a token that ends them.
-    sessions: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    /// Live connections by client id (for takeover) and by session id (for delivery).
+    by_client: Mutex<HashMap<String, Arc<Live>>>,
+    live: Mutex<HashMap<u64, Arc<Live>>>,
     subscriptions: Mutex<Subscriptions<u64, Granted>>,
-    outboxes: Mutex<HashMap<u64, mpsc::Sender<Delivery>>>,
-    tails: Mutex<HashSet<String>>,
-    /// Client ids by session, for no-local subscriptions.
-    clients: Mutex<HashMap<u64, String>>,
+    tails: Mutex<HashMap<String, Arc<Tail>>>,
+    /// Connections waiting for another gateway to hand them a session, by connection.
+    handoffs: Mutex<HashMap<Uuid, oneshot::Sender<SessionRecord>>>,
+}
+
+/// One live connection, as the broker sees it.
+#[derive(Debug)]
+pub struct Live {
+    pub session: u64,
+    /// Unique across gateways; names the connection in session records.
+    pub conn: Uuid,
+    pub client_id: String,
+    outbox: mpsc::Sender<Delivery>,
+    /// Ends the connection (takeover).
+    pub token: CancellationToken,
+    /// Who took the session over, once someone did.
+    claim: Mutex<Option<Claim>>,
+    /// The revision of this connection's claim on its session record (0 until written);
+    /// claims by others older than it are stale.
+    claimed_at: AtomicI64,
+    /// A claim seen from another gateway before this connection's own claim was written.
+    remote_claim: Mutex<Option<(Owner, Revision)>>,
+    /// Log topics where this session is still catching up from its saved position, and
+    /// where it stands in them; the live tail skips it there.
+    catchup: Mutex<HashMap<String, TopicPosition>>,
+    catchup_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// Who took a session over from a live connection.
+#[derive(Debug)]
+pub enum Claim {
+    /// A connection on this gateway; it wants the session's state if it resumes it.
+    Local(Option<oneshot::Sender<SessionRecord>>),
+    /// A connection on another gateway, whose claim the session record holds at `revision`.
+    Remote { owner: Owner, revision: Revision },
+}
+
+impl Live {
+    /// Records that this connection's claim was written at `revision`, and acts on a
+    /// newer claim seen meanwhile.
+    pub fn claimed(&self, revision: Revision) {
+        self.claimed_at.fetch_max(revision, Ordering::SeqCst);
+        self.check_remote_claim();
+    }
+
+    fn check_remote_claim(&self) {
+        let claimed_at = self.claimed_at.load(Ordering::SeqCst);
+        if claimed_at == 0 {
+            return;
+        }
+        let pending = lock(&self.remote_claim).take();
+        if let Some((owner, revision)) = pending
+            && revision > claimed_at
+        {
+            lock(&self.claim).get_or_insert(Claim::Remote { owner, revision });
+            self.token.cancel();
+        }
+    }
+
+    /// Who took the session over, if anyone did; asked once, when the connection ends.
+    pub fn take_claim(&self) -> Option<Claim> {
+        lock(&self.claim).take()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// How long a connection resuming a session waits for the connection that held it to hand
+/// it over; after that it resumes from the state last saved.
+const HANDOFF: Duration = Duration::from_secs(5);
+
+/// One log topic followed for delivery: where it stands, per partition.
+#[derive(Debug)]
+struct Tail {
+    /// Held while a round of records is handed out, so a position read under it is exact.
+    state: tokio::sync::Mutex<TailState>,
+}
+
+#[derive(Debug)]
+struct TailState {
+    topic_id: Option<Uuid>,
+    /// Per partition, the next offset to hand out.
+    next: HashMap<u32, i64>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -88,91 +183,445 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
-    pub fn new(map: TopicMap, auth: Option<super::auth::Auth>) -> Self {
+    pub fn new(
+        map: TopicMap,
+        auth: Option<super::auth::Auth>,
+        store: SharedStore,
+        node: i32,
+    ) -> Self {
         Self {
             map,
             auth,
+            sessions: Batched::start(store),
+            node,
             next_session: AtomicU64::new(1),
-            sessions: Mutex::new(HashMap::new()),
+            by_client: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             subscriptions: Mutex::new(Subscriptions::default()),
-            outboxes: Mutex::new(HashMap::new()),
-            tails: Mutex::new(HashSet::new()),
-            clients: Mutex::new(HashMap::new()),
+            tails: Mutex::new(HashMap::new()),
+            handoffs: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Registers a connection for `client_id`, ending the session that held it (takeover).
-    /// Returns the new session's id, its end token and its delivery queue.
-    pub fn open(&self, client_id: &str) -> (u64, CancellationToken, mpsc::Receiver<Delivery>) {
-        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let token = CancellationToken::new();
-        let previous = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(client_id.to_string(), (id, token.clone()));
-        if let Some((_, old)) = previous {
-            old.cancel();
-        }
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, client_id.to_string());
+    /// Registers a connection for `client_id`. Returns it, the connection that held the
+    /// client id on this gateway (to be taken over), and the new one's delivery queue.
+    pub fn open(
+        &self,
+        client_id: &str,
+    ) -> (Arc<Live>, Option<Arc<Live>>, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(OUTBOX);
-        self.outboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        (id, token, rx)
+        let live = Arc::new(Live {
+            session: self.next_session.fetch_add(1, Ordering::Relaxed),
+            conn: Uuid::now_v7(),
+            client_id: client_id.to_string(),
+            outbox: tx,
+            token: CancellationToken::new(),
+            claim: Mutex::new(None),
+            claimed_at: AtomicI64::new(0),
+            remote_claim: Mutex::new(None),
+            catchup: Mutex::new(HashMap::new()),
+            catchup_task: Mutex::new(None),
+        });
+        let previous = lock(&self.by_client).insert(client_id.to_string(), live.clone());
+        lock(&self.live).insert(live.session, live.clone());
+        (live, previous, rx)
     }
 
-    /// Ends a session: its subscriptions and queue go (sessions are not kept after the
-    /// connection yet).
-    pub fn close(&self, client_id: &str, id: u64, filters: &[String]) {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if sessions.get(client_id).is_some_and(|(s, _)| *s == id) {
-            sessions.remove(client_id);
+    /// Takes the session of `live`'s client id: ends whichever connection holds it (here
+    /// or on another gateway) and, when `owner.resume`, gets its state — handed over by
+    /// the connection that held it, or as last saved. Writes the claim to the session
+    /// record. Returns the state resumed, `None` when there is no session to resume.
+    pub async fn claim(
+        &self,
+        ctx: &Ctx,
+        live: &Live,
+        previous: Option<Arc<Live>>,
+        owner: Owner,
+        protocol: u8,
+        expiry_secs: u32,
+    ) -> Result<Option<SessionRecord>, String> {
+        let key = keys::mqtt_session(&live.client_id);
+        let mut state = None;
+        let local = previous.is_some();
+        if let Some(prev) = previous {
+            let (tx, rx) = oneshot::channel();
+            *lock(&prev.claim) = Some(Claim::Local(owner.resume.then_some(tx)));
+            prev.token.cancel();
+            if owner.resume {
+                state = tokio::time::timeout(HANDOFF, rx)
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
         }
-        drop(sessions);
-        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        for f in filters {
-            subs.remove(f, &id);
+        if owner.resume && !local {
+            state = self.load(ctx, &key, owner).await?;
         }
-        drop(subs);
-        self.outboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        let state = state.filter(|r| !r.expired(now_ms()));
+        let mut record = state
+            .clone()
+            .unwrap_or_else(|| SessionRecord::new(protocol, expiry_secs, None));
+        record.protocol = protocol;
+        record.expiry_secs = expiry_secs;
+        record.owner = Some(owner);
+        record.released_at_ms = None;
+        record.handed_over_by = None;
+        let revision = self.sessions.put(key, record.encode()).await?;
+        live.claimed(revision);
+        Ok(state)
+    }
+
+    /// The stored session of a client that is not connected to this gateway; if a
+    /// connection on another live gateway holds it, claims it there and waits for the
+    /// state to be handed over.
+    async fn load(
+        &self,
+        ctx: &Ctx,
+        key: &str,
+        owner: Owner,
+    ) -> Result<Option<SessionRecord>, String> {
+        let Some(kv) = self.sessions.get(key.to_string()).await? else {
+            return Ok(None);
+        };
+        let Some(record) = SessionRecord::decode(&kv.value) else {
+            tracing::warn!(
+                key,
+                "unreadable mqtt session record; starting a new session"
+            );
+            return Ok(None);
+        };
+        let Some(holder) = record.owner.filter(|o| o.node != self.node) else {
+            return Ok(Some(record));
+        };
+        if record.released_at_ms.is_some() {
+            return Ok(Some(record));
+        }
+        let alive = ctx
+            .store
+            .get(keys::gateway(holder.node).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if !alive {
+            return Ok(Some(record)); // its gateway is gone: resume from the last save
+        }
+        let (tx, rx) = oneshot::channel();
+        lock(&self.handoffs).insert(owner.conn, tx);
+        let mut claim = record.clone();
+        claim.owner = Some(owner);
+        let written = ctx
+            .store
+            .txn(Txn {
+                compares: vec![Compare::mod_revision(key.to_string(), kv.mod_revision)],
+                success: vec![TxnOp::put(key.to_string(), claim.encode())],
+                failure: vec![],
+            })
+            .await;
+        let handed = match written {
+            Ok(r) if r.succeeded => tokio::time::timeout(HANDOFF, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "claiming an mqtt session failed");
+                None
+            }
+        };
+        lock(&self.handoffs).remove(&owner.conn);
+        if handed.is_none() {
+            tracing::info!(
+                key,
+                holder = holder.node,
+                "mqtt session not handed over in time; resuming from its last save"
+            );
+        }
+        Ok(Some(handed.unwrap_or(record)))
+    }
+
+    /// Follows the session records every gateway writes: a connection here whose client
+    /// id another gateway claimed is ended, and sessions handed over to connections here
+    /// reach them.
+    pub async fn watch_sessions(ctx: Arc<Ctx>, cancel: CancellationToken) {
+        let prefix = keys::MQTT_SESSIONS_PREFIX.as_bytes();
+        let mut from = None;
+        loop {
+            let start = match from {
+                Some(r) => r,
+                None => match ctx.store.range(keys::CLUSTER_ID.as_bytes(), None).await {
+                    Ok(r) => r.revision + 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mqtt session watch: store unavailable");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = cancel.cancelled() => return,
+                        }
+                    }
+                },
+            };
+            let mut events = match ctx.store.watch(prefix, start).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt session watch failed; starting again");
+                    from = None;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            };
+            loop {
+                let event = tokio::select! {
+                    e = events.next() => e,
+                    _ = cancel.cancelled() => return,
+                };
+                match event {
+                    Some(Ok(ev)) => {
+                        from = Some(ev.kv.mod_revision + 1);
+                        if ev.kind == EventKind::Put {
+                            ctx.mqtt.session_written(&ev.kv);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "mqtt session watch broke; starting again");
+                        if matches!(e, sluice_metadata::MetaError::Compacted { .. }) {
+                            from = None;
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn session_written(&self, kv: &sluice_metadata::KeyValue) {
+        let Some(client) = kv.key.strip_prefix(keys::MQTT_SESSIONS_PREFIX.as_bytes()) else {
+            return;
+        };
+        let Some(record) = SessionRecord::decode(&kv.value) else {
+            return;
+        };
+        let Some(owner) = record.owner else {
+            return;
+        };
+        if record.handed_over_by.is_some() {
+            if let Some(tx) = lock(&self.handoffs).remove(&owner.conn) {
+                let _ = tx.send(record);
+            }
+            return;
+        }
+        if owner.node == self.node {
+            return; // takeovers on this gateway are handled when the connection opens
+        }
+        let client = String::from_utf8_lossy(client);
+        let Some(live) = lock(&self.by_client).get(client.as_ref()).cloned() else {
+            return;
+        };
+        if live.conn == owner.conn {
+            return;
+        }
+        {
+            let mut pending = lock(&live.remote_claim);
+            if pending.as_ref().is_none_or(|(_, r)| *r < kv.mod_revision) {
+                *pending = Some((owner, kv.mod_revision));
+            }
+        }
+        live.check_remote_claim();
+    }
+
+    /// Ends a connection's part in delivery: it stops receiving, its subscriptions go
+    /// and, with `positions`, returns where it stands in every followed log topic and
+    /// what was queued for it but not taken (every record before a position was handed
+    /// to it, or is among those).
+    pub async fn detach(
+        &self,
+        live: &Live,
+        filters: &[String],
+        outbox: &mut mpsc::Receiver<Delivery>,
+        positions: bool,
+    ) -> (Vec<TopicPosition>, Vec<Delivery>) {
+        {
+            let mut by_client = lock(&self.by_client);
+            if by_client
+                .get(&live.client_id)
+                .is_some_and(|l| l.session == live.session)
+            {
+                by_client.remove(&live.client_id);
+            }
+        }
+        lock(&self.live).remove(&live.session);
+        if let Some(task) = lock(&live.catchup_task).take() {
+            task.abort();
+        }
+        {
+            let mut subs = lock(&self.subscriptions);
+            for f in filters {
+                subs.remove(f, &live.session);
+            }
+        }
+        let mut drained = Vec::new();
+        let mut out = Vec::new();
+        if positions {
+            let tails: Vec<(String, Arc<Tail>)> = lock(&self.tails)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (name, tail) in tails {
+                // A round in progress may wait on this connection's queue: keep taking.
+                let state = loop {
+                    tokio::select! {
+                        s = tail.state.lock() => break s,
+                        Some(d) = outbox.recv() => drained.push(d),
+                    }
+                };
+                out.push(Self::position(live, &name, &state));
+            }
+        }
+        while let Ok(d) = outbox.try_recv() {
+            drained.push(d);
+        }
+        (out, drained)
+    }
+
+    /// Where a live session stands in every followed log topic, for a save.
+    pub async fn positions(&self, live: &Live) -> Vec<TopicPosition> {
+        let tails: Vec<(String, Arc<Tail>)> = lock(&self.tails)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut out = Vec::with_capacity(tails.len());
+        for (name, tail) in tails {
+            let state = tail.state.lock().await;
+            out.push(Self::position(live, &name, &state));
+        }
+        out
+    }
+
+    fn position(live: &Live, name: &str, state: &TailState) -> TopicPosition {
+        lock(&live.catchup)
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| TopicPosition {
+                topic: name.to_string(),
+                id: state.topic_id,
+                next: state.next.iter().map(|(p, o)| (*p, *o)).collect(),
+            })
+    }
+
+    /// Whether a client whose connection `conn` ended has connected again since, here or
+    /// on another gateway.
+    pub async fn reconnected(&self, client_id: &str, conn: Uuid) -> bool {
+        if lock(&self.by_client).contains_key(client_id) {
+            return true;
+        }
+        match self.sessions.get(keys::mqtt_session(client_id)).await {
+            Ok(Some(kv)) => SessionRecord::decode(&kv.value)
+                .and_then(|r| r.owner)
+                .is_some_and(|o| o.conn != conn),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(client_id, error = %e, "cannot tell whether a client is back; publishing its will");
+                false
+            }
+        }
     }
 
     /// The delivery queue of a live session.
     fn outbox(&self, session: u64) -> Option<mpsc::Sender<Delivery>> {
-        self.outboxes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&session)
-            .cloned()
+        lock(&self.live).get(&session).map(|l| l.outbox.clone())
+    }
+
+    /// The tail following `log_topic`, started if there is none yet.
+    fn tail(&self, ctx: &Arc<Ctx>, log_topic: &str) -> Arc<Tail> {
+        let mut tails = lock(&self.tails);
+        if let Some(t) = tails.get(log_topic) {
+            return t.clone();
+        }
+        // Partitions that exist now start at their end (live delivery), ones that appear
+        // later at their start.
+        let (topic_id, next) = ctx
+            .log
+            .read(|s| {
+                s.topic(log_topic).map(|t| {
+                    (
+                        Some(t.record.id),
+                        t.partitions
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| (i as u32, p.high_watermark))
+                            .collect(),
+                    )
+                })
+            })
+            .unwrap_or_default();
+        let t = Arc::new(Tail {
+            state: tokio::sync::Mutex::new(TailState { topic_id, next }),
+        });
+        tails.insert(log_topic.to_string(), t.clone());
+        tokio::spawn(tail(ctx.clone(), log_topic.to_string(), t.clone()));
+        t
     }
 
     /// Adds a subscription; true if the session had none to this filter before.
     pub fn subscribe(&self, ctx: &Arc<Ctx>, id: u64, filter: &str, granted: Granted) -> bool {
-        let new = self
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let new = lock(&self.subscriptions)
             .insert(filter, id, granted)
             .is_none();
-        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
         for t in self.map.log_topics() {
-            if tails.insert(t.to_string()) {
-                tokio::spawn(tail(ctx.clone(), t.to_string()));
-            }
+            self.tail(ctx, t);
         }
         new
+    }
+
+    /// Resumes a stored session's subscriptions: what the log received since its saved
+    /// positions is delivered first, then it joins live delivery.
+    pub fn resume(
+        &self,
+        ctx: &Arc<Ctx>,
+        live: &Arc<Live>,
+        subscriptions: &[(String, Granted)],
+        positions: Vec<TopicPosition>,
+    ) {
+        if subscriptions.is_empty() {
+            return;
+        }
+        let mut saved: HashMap<String, TopicPosition> = positions
+            .into_iter()
+            .map(|p| (p.topic.clone(), p))
+            .collect();
+        let topics: Vec<String> = self.map.log_topics().map(str::to_string).collect();
+        {
+            let mut catchup = lock(&live.catchup);
+            for t in &topics {
+                let p = saved.remove(t).unwrap_or_else(|| TopicPosition {
+                    topic: t.clone(),
+                    id: None,
+                    next: Default::default(),
+                });
+                catchup.insert(t.clone(), p);
+            }
+        }
+        for (filter, granted) in subscriptions {
+            lock(&self.subscriptions).insert(filter, live.session, *granted);
+        }
+        let tails: Vec<(String, Arc<Tail>)> = topics
+            .iter()
+            .map(|t| (t.clone(), self.tail(ctx, t)))
+            .collect();
+        let task = tokio::spawn(catch_up(ctx.clone(), live.clone(), tails));
+        *lock(&live.catchup_task) = Some(task.abort_handle());
+    }
+
+    /// The message a log record holds, as delivered to subscribers; `None` if it is gone.
+    pub async fn read_at(&self, ctx: &Ctx, at: &LogRef) -> Option<Publish> {
+        let records = read_from(ctx, &at.id, at.partition, at.offset, &at.topic)
+            .await
+            .ok()?;
+        records
+            .into_iter()
+            .find(|(m, _)| m.at.offset == at.offset)
+            .and_then(|(_, p)| p)
     }
 
     /// Sends a new subscription the retained messages its filter matches.
@@ -191,18 +640,21 @@ impl Broker {
             p.qos = p.qos.min(granted.qos);
             p.retain = true;
             p.properties.subscription_identifiers = granted.subscription_id.into_iter().collect();
-            if outbox.send(Delivery { publish: p }).await.is_err() {
+            if outbox
+                .send(Delivery {
+                    publish: p,
+                    at: None,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     }
 
     pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
-        self.subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(filter, &id)
-            .is_some()
+        lock(&self.subscriptions).remove(filter, &id).is_some()
     }
 
     /// Appends a message `client_id` published to the log; resolves once it is durable and
@@ -343,8 +795,9 @@ impl Broker {
 
     /// Hands a record from the log to every session with a matching subscription, once
     /// per session at the highest QoS its matching subscriptions grant, with the
-    /// identifiers of all of them.
-    async fn deliver(&self, mut p: Publish, m: &Message) {
+    /// identifiers of all of them. With `only`, to that session alone (catching up);
+    /// otherwise to the sessions live in the record's log topic.
+    async fn deliver(&self, mut p: Publish, m: &Message, only: Option<u64>) {
         if let Some(expiry) = p.properties.message_expiry_interval {
             let age = (now_ms() - m.timestamp).max(0) / 1000;
             if age >= i64::from(expiry) {
@@ -352,16 +805,18 @@ impl Broker {
             }
             p.properties.message_expiry_interval = Some(expiry - age as u32);
         }
-        let targets: Vec<(u64, Granted, Vec<u32>)> = {
-            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-            let own = |session: &u64| {
-                m.client.is_some()
-                    && clients.get(session).map(String::as_str) == m.client.as_deref()
-            };
-            let subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let targets: Vec<(mpsc::Sender<Delivery>, Granted, Vec<u32>)> = {
+            let live = lock(&self.live);
+            let subs = lock(&self.subscriptions);
             let mut by_session: HashMap<u64, (Granted, Vec<u32>)> = HashMap::new();
             for (id, g) in subs.matching(&p.topic) {
-                if g.no_local && own(id) {
+                if only.is_some_and(|o| o != *id) {
+                    continue;
+                }
+                let Some(l) = live.get(id) else {
+                    continue;
+                };
+                if g.no_local && m.client.as_deref() == Some(l.client_id.as_str()) {
                     continue;
                 }
                 let entry = by_session.entry(*id).or_insert((*g, Vec::new()));
@@ -371,22 +826,27 @@ impl Broker {
             }
             by_session
                 .into_iter()
-                .map(|(id, (g, ids))| (id, g, ids))
+                .filter_map(|(id, (g, ids))| {
+                    let l = live.get(&id)?;
+                    if only.is_none() && lock(&l.catchup).contains_key(m.at.topic.as_str()) {
+                        return None; // still catching up there: it reads this itself
+                    }
+                    Some((l.outbox.clone(), g, ids))
+                })
                 .collect()
         };
-        let retained_flag = m.retain;
-        for (id, g, ids) in targets {
-            let Some(outbox) = self.outbox(id) else {
-                continue;
-            };
+        for (outbox, g, ids) in targets {
             let mut publish = p.clone();
             publish.qos = publish.qos.min(g.qos);
             publish.properties.subscription_identifiers = ids;
-            publish.retain = retained_flag && g.retain_as_published;
-            let d = Delivery { publish };
-            if d.publish.qos == QoS::AtMostOnce {
+            publish.retain = m.retain && g.retain_as_published;
+            let d = Delivery {
+                publish,
+                at: Some(m.at.clone()),
+            };
+            if d.publish.qos == QoS::AtMostOnce && only.is_none() {
                 if outbox.try_send(d).is_err() {
-                    tracing::debug!(session = id, "mqtt outbox full; QoS 0 message dropped");
+                    tracing::debug!("mqtt outbox full; QoS 0 message dropped");
                 }
             } else {
                 let _ = outbox.send(d).await;
@@ -396,23 +856,8 @@ impl Broker {
 }
 
 /// Follows one log topic from the moment it is first needed, delivering every new record.
-async fn tail(ctx: Arc<Ctx>, log_topic: String) {
+async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
     let mut applied = ctx.log.subscribe();
-    // Where each partition's delivery stands; partitions that exist now start at their
-    // end (live delivery), ones that appear later at their start.
-    let mut next: HashMap<u32, i64> = ctx
-        .log
-        .read(|s| {
-            s.topic(&log_topic).map(|t| {
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| (i as u32, p.high_watermark))
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
-    let mut topic_id = None;
     loop {
         if applied.changed().await.is_err() {
             return;
@@ -431,21 +876,22 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String) {
         let Some((id, partitions)) = view else {
             continue;
         };
-        if topic_id.is_some_and(|t| t != id) {
-            next.clear(); // deleted and created again
+        let mut state = t.state.lock().await;
+        if state.topic_id.is_some_and(|t| t != id) {
+            state.next.clear(); // deleted and created again
         }
-        topic_id = Some(id);
+        state.topic_id = Some(id);
         for (p, (start, hwm)) in partitions.into_iter().enumerate() {
             let p = p as u32;
-            let from = next.entry(p).or_insert(start);
+            let from = state.next.entry(p).or_insert(start);
             while *from < hwm {
-                match read_from(&ctx, &id, p, *from).await {
+                match read_from(&ctx, &id, p, *from, &log_topic).await {
                     Ok(records) if !records.is_empty() => {
                         for (m, publish) in records {
-                            let offset = m.at.2;
+                            let offset = m.at.offset;
                             if offset >= *from {
                                 if let Some(publish) = publish {
-                                    ctx.mqtt.deliver(publish, &m).await;
+                                    ctx.mqtt.deliver(publish, &m, None).await;
                                 }
                                 *from = offset + 1;
                             }
@@ -462,11 +908,83 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String) {
     }
 }
 
+/// Delivers to a resumed session what each log topic received since its saved position,
+/// then, holding the tail still, hands the session to live delivery there.
+async fn catch_up(ctx: Arc<Ctx>, live: Arc<Live>, tails: Vec<(String, Arc<Tail>)>) {
+    for (name, tail) in tails {
+        loop {
+            let pending: Vec<(Uuid, u32, i64, i64)> = {
+                let state = tail.state.lock().await;
+                let mut catchup = lock(&live.catchup);
+                let Some(pos) = catchup.get_mut(&name) else {
+                    break;
+                };
+                if pos.id != state.topic_id {
+                    pos.id = state.topic_id;
+                    pos.next.clear();
+                }
+                let pending: Vec<(Uuid, u32, i64, i64)> = state
+                    .topic_id
+                    .map(|id| {
+                        state
+                            .next
+                            .iter()
+                            .filter_map(|(p, to)| {
+                                let start = ctx
+                                    .log
+                                    .read(|s| s.partition(&id, *p).map(|l| l.log_start_offset))
+                                    .unwrap_or(*to);
+                                let from = pos.next.get(p).copied().unwrap_or(start).max(start);
+                                (from < *to).then_some((id, *p, from, *to))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if pending.is_empty() {
+                    catchup.remove(&name); // live from here, atomically with the tail
+                    break;
+                }
+                pending
+            };
+            for (id, p, mut from, to) in pending {
+                while from < to {
+                    let records = match read_from(&ctx, &id, p, from, &name).await {
+                        Ok(r) if !r.is_empty() => r,
+                        Ok(_) => break,
+                        Err(e) => {
+                            tracing::warn!(topic = %name, partition = p, error = %e, "mqtt catch-up read failed");
+                            return;
+                        }
+                    };
+                    for (m, publish) in records {
+                        let offset = m.at.offset;
+                        if offset < from || offset >= to {
+                            continue;
+                        }
+                        if let Some(publish) = publish {
+                            ctx.mqtt.deliver(publish, &m, Some(live.session)).await;
+                        }
+                        from = offset + 1;
+                        if let Some(pos) = lock(&live.catchup).get_mut(&name) {
+                            pos.next.insert(p, from);
+                        }
+                    }
+                }
+                if from < to {
+                    // Nothing readable below `to` (deleted meanwhile): skip to it.
+                    if let Some(pos) = lock(&live.catchup).get_mut(&name) {
+                        pos.next.insert(p, to);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Where a record came from in the log, and what delivery needs to know of it.
 #[derive(Debug, Clone)]
 struct Message {
-    /// (topic id, partition, offset).
-    at: (uuid::Uuid, u32, i64),
+    at: LogRef,
     timestamp: i64,
     retain: bool,
     /// The MQTT client that published it, if one did.
@@ -479,9 +997,10 @@ type Messages = Vec<(Message, Option<Publish>)>;
 
 async fn read_from(
     ctx: &Ctx,
-    topic_id: &uuid::Uuid,
+    topic_id: &Uuid,
     partition: u32,
     offset: i64,
+    log_topic: &str,
 ) -> Result<Messages, String> {
     let source = ctx.log.read(|s| {
         s.partition(topic_id, partition)
@@ -519,7 +1038,12 @@ async fn read_from(
                 header(b"mqtt.client_id").map(|c| String::from_utf8_lossy(&c).into_owned());
             out.push((
                 Message {
-                    at: (*topic_id, partition, at),
+                    at: LogRef {
+                        topic: log_topic.to_string(),
+                        id: *topic_id,
+                        partition,
+                        offset: at,
+                    },
                     timestamp,
                     retain,
                     client,

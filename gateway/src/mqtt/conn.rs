@@ -26,8 +26,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Refused, Rules};
-use super::broker::{Delivery, Granted};
+use super::broker::{Claim, Delivery, Granted, Live};
+use super::session::{
+    InFlight, LogRef, NEVER, Owner, SessionRecord, SubscriptionRecord, TopicPosition,
+};
+use crate::kafka::now_ms;
 use crate::server::Ctx;
+use sluice_metadata::{Compare, Txn, TxnOp};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -136,9 +141,34 @@ pub async fn serve_stream(
             }
         }
     };
-    let (session, taken_over, mut outbox) = ctx.mqtt.open(&client_id);
+    // 3.1.1: Clean Session 0 keeps the session for good; 5.0: as the client asks.
+    let mut expiry = match version {
+        Version::V311 if connect.clean_start => 0,
+        Version::V311 => NEVER,
+        Version::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
+    };
+    let (live, previous, mut outbox) = ctx.mqtt.open(&client_id);
+    let owner = Owner {
+        node: ctx.node_id,
+        conn: live.conn,
+        resume: !connect.clean_start,
+    };
+    let protocol = if version == Version::V5 { 5 } else { 4 };
+    let resumed = match ctx
+        .mqtt
+        .claim(&ctx, &live, previous, owner, protocol, expiry)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(?peer, client = %client_id, error = %e, "mqtt session store unavailable; refusing connection");
+            ctx.mqtt.detach(&live, &[], &mut outbox, false).await;
+            refuse(&mut socket, reason::SERVER_UNAVAILABLE, version).await;
+            return;
+        }
+    };
     let ack = Packet::ConnAck(ConnAck {
-        session_present: false,
+        session_present: resumed.is_some(),
         code: reason::SUCCESS,
         properties: Properties {
             assigned_client_identifier: assigned.filter(|_| version == Version::V5),
@@ -155,10 +185,12 @@ pub async fn serve_stream(
     let mut conn = Conn {
         ctx: ctx.clone(),
         version,
-        session,
-        filters: Vec::new(),
+        live: live.clone(),
+        expiry,
+        subscriptions: Vec::new(),
         incoming_qos2: HashSet::new(),
         outgoing: HashMap::new(),
+        sent: 0,
         client_window: connect
             .properties
             .receive_maximum
@@ -175,17 +207,13 @@ pub async fn serve_stream(
         out: BytesMut::new(),
     };
     conn.send(&ack);
+    if let Some(r) = resumed {
+        conn.resume(r).await;
+    }
     let end = match conn.flush(&mut socket).await {
         Ok(()) => {
-            conn.run(
-                &mut socket,
-                &mut buf,
-                &mut outbox,
-                &connect,
-                &taken_over,
-                &cancel,
-            )
-            .await
+            conn.run(&mut socket, &mut buf, &mut outbox, &connect, &cancel)
+                .await
         }
         Err(_) => End::Gone,
     };
@@ -208,7 +236,8 @@ pub async fn serve_stream(
         let _ = conn.flush(&mut socket).await;
     }
     let _ = socket.shutdown().await;
-    ctx.mqtt.close(&client_id, session, &conn.filters);
+    expiry = conn.expiry;
+    conn.end(&mut outbox).await;
     if let (true, Some(w)) = (will, &connect.will) {
         let p = Publish {
             dup: false,
@@ -219,8 +248,27 @@ pub async fn serve_stream(
             properties: w.properties.clone(),
             payload: w.payload.clone(),
         };
-        if let Err(e) = ctx.mqtt.publish(&ctx, &p, &w.topic, &client_id).await {
-            tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
+        // Will Delay: the will waits as long as asked (at most as long as the session
+        // lives) and is dropped if the client connects again meanwhile.
+        let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
+        let ctx = ctx.clone();
+        let conn_id = live.conn;
+        let publish = async move {
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
+                if ctx.mqtt.reconnected(&client_id, conn_id).await {
+                    tracing::debug!(client = %client_id, "client back before its will delay; will dropped");
+                    return;
+                }
+            }
+            if let Err(e) = ctx.mqtt.publish(&ctx, &p, &p.topic, &client_id).await {
+                tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
+            }
+        };
+        if delay > 0 {
+            tokio::spawn(publish);
+        } else {
+            publish.await;
         }
     }
 }
@@ -264,16 +312,21 @@ async fn read_connect(
 struct Conn {
     ctx: Arc<Ctx>,
     version: Version,
-    session: u64,
-    filters: Vec<String>,
+    live: Arc<Live>,
+    /// Seconds the session outlives the connection (0: it ends with it).
+    expiry: u32,
+    /// The session's subscriptions, in the order made.
+    subscriptions: Vec<(String, Granted)>,
     /// QoS 2 packet ids received and stored, awaiting PUBREL.
     incoming_qos2: HashSet<u16>,
     /// QoS 1 and 2 deliveries sent and not yet acknowledged (PUBACK, or PUBCOMP).
-    outgoing: HashMap<u16, Publish>,
+    outgoing: HashMap<u16, Out>,
+    /// Deliveries sent so far; orders `outgoing`.
+    sent: u64,
     /// QoS 1 and 2 deliveries the client may have unacknowledged (its Receive Maximum).
     client_window: usize,
     /// Deliveries waiting for a place in that window.
-    waiting: VecDeque<Publish>,
+    waiting: VecDeque<Delivery>,
     next_packet_id: u16,
     client_max_packet: usize,
     /// Topic aliases the client set up (5.0).
@@ -282,6 +335,31 @@ struct Conn {
     rules: Option<Rules>,
     client_id: String,
     out: BytesMut,
+}
+
+/// A QoS 1 or 2 delivery the client has not acknowledged yet.
+#[derive(Debug, Clone)]
+struct Out {
+    seq: u64,
+    qos: QoS,
+    /// QoS 2: PUBREL sent, PUBCOMP awaited.
+    released: bool,
+    retain: bool,
+    subscription_ids: Vec<u32>,
+    at: Option<LogRef>,
+}
+
+impl Out {
+    fn record(&self, packet_id: u16) -> InFlight {
+        InFlight {
+            packet_id,
+            qos: self.qos as u8,
+            released: self.released,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids.clone(),
+            at: self.at.clone().filter(|_| !self.released),
+        }
+    }
 }
 
 impl Conn {
@@ -307,13 +385,13 @@ impl Conn {
         buf: &mut BytesMut,
         outbox: &mut tokio::sync::mpsc::Receiver<Delivery>,
         connect: &Connect,
-        taken_over: &CancellationToken,
         cancel: &CancellationToken,
     ) -> End {
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let mut deadline = keep_alive.map(|k| tokio::time::Instant::now() + k);
         let mut acks: Acks = FuturesOrdered::new();
+        let taken_over = self.live.token.clone();
         loop {
             // Whatever complete packets are buffered first.
             loop {
@@ -352,7 +430,7 @@ impl Conn {
                         self.send(&ack);
                     }
                 }
-                Some(d) = outbox.recv() => self.deliver(d.publish),
+                Some(d) = outbox.recv() => self.deliver(d),
                 _ = sleep => return End::KeepAlive,
                 _ = taken_over.cancelled() => return End::TakenOver,
                 _ = cancel.cancelled() => return End::Shutdown,
@@ -360,7 +438,8 @@ impl Conn {
         }
     }
 
-    fn deliver(&mut self, mut p: Publish) {
+    fn deliver(&mut self, d: Delivery) {
+        let mut p = d.publish;
         if p.qos != QoS::AtMostOnce {
             if self.outgoing.len() >= self.client_window {
                 // The client's Receive Maximum is reached: the message waits its turn.
@@ -368,12 +447,26 @@ impl Conn {
                     tracing::warn!(client = %self.client_id, "mqtt client too slow; message dropped");
                     return;
                 }
-                self.waiting.push_back(p);
+                self.waiting.push_back(Delivery {
+                    publish: p,
+                    at: d.at,
+                });
                 return;
             }
             let id = self.packet_id();
             p.packet_id = Some(id);
-            self.outgoing.insert(id, p.clone());
+            self.sent += 1;
+            self.outgoing.insert(
+                id,
+                Out {
+                    seq: self.sent,
+                    qos: p.qos,
+                    released: false,
+                    retain: p.retain,
+                    subscription_ids: p.properties.subscription_identifiers.clone(),
+                    at: d.at,
+                },
+            );
         }
         let packet = Packet::Publish(p);
         if encoded_len(&packet, self.version) > self.client_max_packet {
@@ -386,9 +479,9 @@ impl Conn {
     fn acknowledged(&mut self, packet_id: u16) {
         self.outgoing.remove(&packet_id);
         while self.outgoing.len() < self.client_window
-            && let Some(p) = self.waiting.pop_front()
+            && let Some(d) = self.waiting.pop_front()
         {
-            self.deliver(p);
+            self.deliver(d);
         }
     }
 
@@ -402,6 +495,192 @@ impl Conn {
         }
     }
 
+    /// Picks up a stored session: QoS 2 messages awaiting PUBREL, unacknowledged
+    /// deliveries sent again (DUP set) in their order, then its subscriptions, which
+    /// first deliver what the log received since the session's positions.
+    async fn resume(&mut self, r: SessionRecord) {
+        self.incoming_qos2 = r.incoming_qos2.into_iter().collect();
+        for f in r.outgoing {
+            let Some(qos) = QoS::from_u8(f.qos).filter(|q| *q != QoS::AtMostOnce) else {
+                continue;
+            };
+            self.sent += 1;
+            let out = Out {
+                seq: self.sent,
+                qos,
+                released: f.released,
+                retain: f.retain,
+                subscription_ids: f.subscription_ids,
+                at: f.at,
+            };
+            if out.released {
+                self.send(&Packet::PubRel(Ack {
+                    packet_id: f.packet_id,
+                    reason: reason::SUCCESS,
+                    properties: Properties::default(),
+                }));
+            } else {
+                let Some(at) = &out.at else { continue };
+                let Some(mut p) = self.ctx.mqtt.read_at(&self.ctx, at).await else {
+                    tracing::debug!(client = %self.client_id, "an unacknowledged delivery left the log; not sent again");
+                    continue;
+                };
+                p.dup = true;
+                p.qos = qos;
+                p.retain = out.retain;
+                p.packet_id = Some(f.packet_id);
+                p.properties.subscription_identifiers = out.subscription_ids.clone();
+                self.send(&Packet::Publish(p));
+            }
+            self.next_packet_id = f.packet_id.checked_add(1).unwrap_or(1);
+            self.outgoing.insert(f.packet_id, out);
+        }
+        self.subscriptions = r
+            .subscriptions
+            .into_iter()
+            .filter_map(|s| {
+                Some((
+                    s.filter,
+                    Granted {
+                        qos: QoS::from_u8(s.qos)?,
+                        no_local: s.no_local,
+                        retain_as_published: s.retain_as_published,
+                        subscription_id: s.subscription_id,
+                    },
+                ))
+            })
+            .collect();
+        self.ctx
+            .mqtt
+            .resume(&self.ctx, &self.live, &self.subscriptions, r.positions);
+    }
+
+    /// The session as it stands, for the record: positions lowered to the deliveries
+    /// still waiting, so those are read again from the log.
+    fn record(&self, positions: Vec<TopicPosition>, queued: &[Delivery]) -> SessionRecord {
+        let mut outgoing: Vec<(&u16, &Out)> = self.outgoing.iter().collect();
+        outgoing.sort_by_key(|(_, o)| o.seq);
+        let mut incoming: Vec<u16> = self.incoming_qos2.iter().copied().collect();
+        incoming.sort_unstable();
+        let mut r = SessionRecord::new(
+            if self.v5() { 5 } else { 4 },
+            self.expiry,
+            Some(Owner {
+                node: self.ctx.node_id,
+                conn: self.live.conn,
+                resume: true,
+            }),
+        );
+        r.subscriptions = self
+            .subscriptions
+            .iter()
+            .map(|(filter, g)| SubscriptionRecord {
+                filter: filter.clone(),
+                qos: g.qos as u8,
+                no_local: g.no_local,
+                retain_as_published: g.retain_as_published,
+                subscription_id: g.subscription_id,
+            })
+            .collect();
+        r.positions = positions;
+        r.lower_positions(
+            self.waiting
+                .iter()
+                .chain(queued)
+                .filter_map(|d| d.at.as_ref()),
+        );
+        r.outgoing = outgoing
+            .into_iter()
+            .filter(|(_, o)| o.released || o.at.is_some())
+            .map(|(id, o)| o.record(*id))
+            .collect();
+        r.incoming_qos2 = incoming;
+        r
+    }
+
+    /// Saves a session that outlives its connection (after its subscriptions change), so
+    /// that it survives this gateway's crash.
+    fn save(&self) {
+        if self.expiry == 0 {
+            return;
+        }
+        let record = self.record(Vec::new(), &[]);
+        let (ctx, live) = (self.ctx.clone(), self.live.clone());
+        let waiting: Vec<Delivery> = self.waiting.iter().cloned().collect();
+        tokio::spawn(async move {
+            let mut record = record;
+            let positions = ctx.mqtt.positions(&live).await;
+            record.positions = positions;
+            record.lower_positions(waiting.iter().filter_map(|d| d.at.as_ref()));
+            let key = sluice_metadata::keys::mqtt_session(&live.client_id);
+            if let Err(e) = ctx.mqtt.sessions.put(key, record.encode()).await {
+                tracing::warn!(client = %live.client_id, error = %e, "saving an mqtt session failed");
+            }
+        });
+    }
+
+    /// The connection is over: the session is handed to whoever took it over, kept for
+    /// its expiry interval, or ended.
+    async fn end(&mut self, outbox: &mut tokio::sync::mpsc::Receiver<Delivery>) {
+        let ctx = self.ctx.clone();
+        let live = self.live.clone();
+        let claim = live.take_claim();
+        let keep = self.expiry > 0;
+        let handing = match &claim {
+            Some(Claim::Local(tx)) => tx.is_some(),
+            Some(Claim::Remote { owner, .. }) => owner.resume,
+            None => true,
+        };
+        let filters: Vec<String> = self.subscriptions.iter().map(|(f, _)| f.clone()).collect();
+        let (positions, queued) = ctx
+            .mqtt
+            .detach(&live, &filters, outbox, keep && handing)
+            .await;
+        let key = sluice_metadata::keys::mqtt_session(&self.client_id);
+        if !(keep && handing) {
+            if claim.is_none()
+                && let Err(e) = ctx.mqtt.sessions.delete(key).await
+            {
+                tracing::warn!(client = %self.client_id, error = %e, "removing an mqtt session failed");
+            }
+            return;
+        }
+        let mut record = self.record(positions, &queued);
+        match claim {
+            Some(Claim::Local(Some(tx))) => {
+                let _ = tx.send(record);
+            }
+            Some(Claim::Remote { owner, revision }) => {
+                record.owner = Some(owner);
+                record.handed_over_by = Some(live.conn);
+                let handed = ctx
+                    .store
+                    .txn(Txn {
+                        compares: vec![Compare::mod_revision(key.clone(), revision)],
+                        success: vec![TxnOp::put(key, record.encode())],
+                        failure: vec![],
+                    })
+                    .await;
+                match handed {
+                    Ok(r) if r.succeeded => {}
+                    Ok(_) => {
+                        tracing::info!(client = %self.client_id, "mqtt session claimed again before it was handed over")
+                    }
+                    Err(e) => {
+                        tracing::warn!(client = %self.client_id, error = %e, "handing over an mqtt session failed")
+                    }
+                }
+            }
+            _ => {
+                record.owner = None;
+                record.released_at_ms = Some(now_ms());
+                if let Err(e) = ctx.mqtt.sessions.put(key, record.encode()).await {
+                    tracing::warn!(client = %self.client_id, error = %e, "saving an mqtt session failed");
+                }
+            }
+        }
+    }
+
     /// Handles one packet from the client; `Some` ends the connection.
     fn handle(&mut self, p: Packet, acks: &mut Acks) -> Option<End> {
         match p {
@@ -410,7 +689,7 @@ impl Conn {
                 if self
                     .outgoing
                     .get(&a.packet_id)
-                    .is_some_and(|p| p.qos == QoS::AtLeastOnce)
+                    .is_some_and(|o| o.qos == QoS::AtLeastOnce)
                 {
                     self.acknowledged(a.packet_id);
                 }
@@ -457,28 +736,32 @@ impl Conn {
                                     .first()
                                     .copied(),
                             };
-                            let new =
-                                self.ctx
-                                    .mqtt
-                                    .subscribe(&self.ctx, self.session, filter, granted);
+                            let new = self.ctx.mqtt.subscribe(
+                                &self.ctx,
+                                self.live.session,
+                                filter,
+                                granted,
+                            );
                             // Retain handling: 0 always, 1 for a new subscription, 2 never.
                             if o.retain_handling == 0 || (o.retain_handling == 1 && new) {
                                 let (ctx, session, filter) =
-                                    (self.ctx.clone(), self.session, filter.clone());
+                                    (self.ctx.clone(), self.live.session, filter.clone());
                                 tokio::spawn(async move {
                                     ctx.mqtt
                                         .send_retained(&ctx, session, &filter, granted)
                                         .await;
                                 });
                             }
-                            if !self.filters.contains(filter) {
-                                self.filters.push(filter.clone());
+                            match self.subscriptions.iter_mut().find(|(f, _)| f == filter) {
+                                Some(existing) => existing.1 = granted,
+                                None => self.subscriptions.push((filter.clone(), granted)),
                             }
                             qos as u8
                         }
                     };
                     reasons.push(code);
                 }
+                self.save();
                 self.send(&Packet::SubAck(SubAck {
                     packet_id: s.packet_id,
                     reasons,
@@ -490,14 +773,15 @@ impl Conn {
                     .filters
                     .iter()
                     .map(|f| {
-                        self.filters.retain(|x| x != f);
-                        if self.ctx.mqtt.unsubscribe(self.session, f) {
+                        self.subscriptions.retain(|(x, _)| x != f);
+                        if self.ctx.mqtt.unsubscribe(self.live.session, f) {
                             reason::SUCCESS
                         } else {
                             reason::NO_SUBSCRIPTION_EXISTED
                         }
                     })
                     .collect();
+                self.save();
                 self.send(&Packet::UnsubAck(UnsubAck {
                     packet_id: u.packet_id,
                     reasons,
@@ -506,6 +790,15 @@ impl Conn {
             }
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => {
+                if let Some(e) = d.properties.session_expiry_interval {
+                    if self.expiry == 0 && e != 0 {
+                        return Some(End::Violation(
+                            reason::PROTOCOL_ERROR,
+                            "a session expiry set at DISCONNECT after none at CONNECT".into(),
+                        ));
+                    }
+                    self.expiry = e;
+                }
                 return Some(End::Client(d.reason == reason::DISCONNECT_WITH_WILL));
             }
             Packet::PubRec(a) => {
@@ -514,6 +807,9 @@ impl Conn {
                 if a.reason >= 0x80 {
                     self.acknowledged(a.packet_id);
                 } else {
+                    if let Some(o) = self.outgoing.get_mut(&a.packet_id) {
+                        o.released = true;
+                    }
                     self.send(&Packet::PubRel(Ack {
                         packet_id: a.packet_id,
                         reason: if known || !self.v5() {

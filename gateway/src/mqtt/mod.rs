@@ -2,9 +2,11 @@
 //! messages map to log records.
 
 pub mod auth;
+pub(crate) mod batched;
 pub(crate) mod broker;
 pub(crate) mod conn;
 pub mod mapping;
 pub mod retained;
+pub mod session;
 pub mod subscriptions;
 pub(crate) mod websocket;
