@@ -161,6 +161,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// How long a connection resuming a session waits for the connection that held it to hand
 /// it over; after that it resumes from the state last saved.
 const HANDOFF: Duration = Duration::from_secs(5);
+/// How often expired sessions are removed.
+const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
 /// One log topic followed for delivery: where it stands, per partition.
 #[derive(Debug)]
@@ -391,6 +393,53 @@ impl Broker {
                     }
                     None => break,
                 }
+            }
+        }
+    }
+
+    /// Every [`SESSION_SWEEP`], the gateway with the smallest node id removes expired
+    /// sessions and releases those whose gateway is gone.
+    pub async fn sweep_sessions(ctx: Arc<Ctx>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SESSION_SWEEP) => {}
+                _ = cancel.cancelled() => return,
+            }
+            let gateways = match ctx
+                .store
+                .range(keys::GATEWAYS_PREFIX.as_bytes(), None)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt session sweep: store unavailable");
+                    continue;
+                }
+            };
+            let live: std::collections::HashSet<i32> = gateways
+                .kvs
+                .iter()
+                .filter_map(|kv| {
+                    std::str::from_utf8(kv.key.strip_prefix(keys::GATEWAYS_PREFIX.as_bytes())?)
+                        .ok()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            // Only the smallest registered gateway sweeps (and only while registered).
+            if live.iter().min() != Some(&ctx.node_id) {
+                continue;
+            }
+            match super::session::sweep(&ctx.store, &live, now_ms()).await {
+                Ok(s) if s.expired + s.orphaned > 0 => {
+                    tracing::info!(
+                        expired = s.expired,
+                        orphaned = s.orphaned,
+                        "mqtt sessions swept"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "mqtt session sweep failed"),
             }
         }
     }

@@ -9,9 +9,10 @@
 //!
 //! Format: JSON, `"version": 1`, covered by the golden file `tests/golden/session-v1.json`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use sluice_metadata::{Compare, MetaError, SharedStore, Txn, TxnOp, keys};
 use uuid::Uuid;
 
 pub const VERSION: u32 = 1;
@@ -143,6 +144,59 @@ impl SessionRecord {
     }
 }
 
+/// What one sweep of the session records did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Expired sessions removed.
+    pub expired: usize,
+    /// Sessions held by gateways that are gone, marked released so their expiry counts.
+    pub orphaned: usize,
+}
+
+/// Removes expired sessions, and marks released the sessions whose holding gateway is no
+/// longer registered (`live_gateways`). Every change compares the record's revision, so a
+/// client connecting meanwhile keeps its session.
+pub async fn sweep(
+    store: &SharedStore,
+    live_gateways: &HashSet<i32>,
+    now_ms: i64,
+) -> Result<Swept, MetaError> {
+    let all = store
+        .range(keys::MQTT_SESSIONS_PREFIX.as_bytes(), None)
+        .await?;
+    let mut swept = Swept::default();
+    for kv in all.kvs {
+        let Some(mut r) = SessionRecord::decode(&kv.value) else {
+            continue;
+        };
+        let change = if r.expired(now_ms) {
+            swept.expired += 1;
+            TxnOp::delete(kv.key.clone())
+        } else if r.released_at_ms.is_none()
+            && r.owner.is_some_and(|o| !live_gateways.contains(&o.node))
+        {
+            swept.orphaned += 1;
+            r.owner = None;
+            r.released_at_ms = Some(now_ms);
+            if r.expiry_secs == 0 {
+                TxnOp::delete(kv.key.clone())
+            } else {
+                TxnOp::put(kv.key.clone(), r.encode())
+            }
+        } else {
+            continue;
+        };
+        store
+            .txn(Txn {
+                compares: vec![Compare::mod_revision(kv.key.clone(), kv.mod_revision)],
+                success: vec![change],
+                failure: vec![],
+            })
+            .await?;
+    }
+    Ok(swept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +268,72 @@ mod tests {
         other.version = 2;
         assert_eq!(SessionRecord::decode(&other.encode()), None);
         assert_eq!(SessionRecord::decode(b"{"), None);
+    }
+
+    #[tokio::test]
+    async fn sweeping_removes_expired_sessions_and_releases_orphans() {
+        use sluice_metadata::{EmbeddedStore, MetaStoreExt};
+        let store: SharedStore = std::sync::Arc::new(EmbeddedStore::in_memory());
+        let owner = |node| {
+            Some(Owner {
+                node,
+                conn: Uuid::from_u128(1),
+                resume: false,
+            })
+        };
+        let mut expired = SessionRecord::new(5, 10, None);
+        expired.released_at_ms = Some(1_000);
+        let mut fresh = expired.clone();
+        fresh.released_at_ms = Some(95_000);
+        let connected_here = SessionRecord::new(5, 10, owner(1));
+        let orphan = SessionRecord::new(5, 10, owner(2));
+        let orphan_clean = SessionRecord::new(5, 0, owner(2));
+        for (k, r) in [
+            ("expired", &expired),
+            ("fresh", &fresh),
+            ("here", &connected_here),
+            ("orphan", &orphan),
+            ("orphan-clean", &orphan_clean),
+        ] {
+            store
+                .put(keys::mqtt_session(k), r.encode())
+                .await
+                .expect("put");
+        }
+        let live = HashSet::from([1]);
+        let swept = sweep(&store, &live, 100_000).await.expect("sweep");
+        assert_eq!(
+            swept,
+            Swept {
+                expired: 1,
+                orphaned: 2
+            }
+        );
+        let left = store
+            .range(keys::MQTT_SESSIONS_PREFIX.as_bytes(), None)
+            .await
+            .expect("range");
+        let names: Vec<String> = left
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "mqtt/sessions/fresh",
+                "mqtt/sessions/here",
+                "mqtt/sessions/orphan"
+            ]
+        );
+        let released = SessionRecord::decode(&left.kvs[2].value).expect("record");
+        assert_eq!(
+            (released.owner, released.released_at_ms),
+            (None, Some(100_000))
+        );
+        // Released now, it expires 10 s later.
+        let swept = sweep(&store, &live, 110_000).await.expect("sweep");
+        assert_eq!(swept.expired, 2);
     }
 
     #[test]
