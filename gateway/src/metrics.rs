@@ -4,8 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Histogram, HistogramVec, IntCounter, IntCounterVec, register_histogram, register_histogram_vec,
-    register_int_counter, register_int_counter_vec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, register_histogram,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +80,36 @@ pub static PRODUCE_BATCHES: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "Produced batches by where the log put them: appended, duplicate (a retry answered with \
          its original offset), out_of_order, fenced, gone",
         &["outcome"]
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static MQTT_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("sluice_mqtt_connections", "Open MQTT connections")
+        .expect("invariant: metric registered once")
+});
+
+pub static MQTT_SESSIONS_RESUMED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_mqtt_sessions_resumed_total",
+        "MQTT connections that resumed a stored session"
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static MQTT_SHARE_GATEWAYS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sluice_mqtt_share_gateways",
+        "Gateways with members of shared subscriptions, summed over the shared subscriptions \
+         this gateway knows of"
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static MQTT_DELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_mqtt_deliveries_total",
+        "Messages handed to MQTT connections for sending"
     )
     .expect("invariant: metric registered once")
 });

@@ -240,6 +240,7 @@ impl Gateway {
         let mut tasks = JoinSet::new();
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
+        tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
         let mqtt_done = CancellationToken::new();
         match mqtt_listener {
             Some(l) => {

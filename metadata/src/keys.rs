@@ -23,6 +23,9 @@ pub const MQTT_RETAINED_PREFIX: &str = "mqtt/retained/";
 /// MQTT sessions: `mqtt/sessions/<client id>`, who holds each and, for sessions that
 /// outlive their connection, their state.
 pub const MQTT_SESSIONS_PREFIX: &str = "mqtt/sessions/";
+/// Gateways with members of MQTT shared subscriptions:
+/// `mqtt/shared/<group>/<node id>/<filter>` (a group name holds no '/').
+pub const MQTT_SHARED_PREFIX: &str = "mqtt/shared/";
 /// Live compactors, one lease-bound key each.
 pub const COMPACTORS_PREFIX: &str = "compactors/";
 /// The cluster id, created once.
@@ -57,6 +60,17 @@ pub fn mqtt_retained(topic: &str) -> String {
 
 pub fn mqtt_session(client_id: &str) -> String {
     format!("{MQTT_SESSIONS_PREFIX}{client_id}")
+}
+
+pub fn mqtt_shared(group: &str, node: i32, filter: &str) -> String {
+    format!("{MQTT_SHARED_PREFIX}{group}/{node}/{filter}")
+}
+
+/// (group, node id, filter) of a key under [`MQTT_SHARED_PREFIX`], without the prefix.
+pub fn parse_mqtt_shared(rest: &str) -> Option<(String, i32, String)> {
+    let (group, rest) = rest.split_once('/')?;
+    let (node, filter) = rest.split_once('/')?;
+    Some((group.to_string(), node.parse().ok()?, filter.to_string()))
 }
 
 pub fn barrier(node: &str) -> String {
@@ -114,6 +128,12 @@ mod tests {
     fn group_ids_cannot_reach_other_groups_keys() {
         assert_eq!(group_state("a/b"), "groups/a%2Fb/state");
         assert!(!group_state("a/b").starts_with(&group_prefix("a")));
+        let k = mqtt_shared("g1", -4, "a/+/#");
+        let rest = k.strip_prefix(MQTT_SHARED_PREFIX).expect("prefix");
+        assert_eq!(
+            parse_mqtt_shared(rest),
+            Some(("g1".into(), -4, "a/+/#".into()))
+        );
         for g in ["a/b", "50%", "x%2Fy", "plain"] {
             assert_eq!(unescape_group(&escape_group(g)), g);
         }

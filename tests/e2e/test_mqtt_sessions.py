@@ -281,6 +281,57 @@ def test_mqtt_messages_land_in_the_compacted_parquet_table(sluice):
     assert rows[0][2] == {"mqtt.client_id": b"sensor-7", "mqtt.qos": b"1"}
 
 
+def wait_total(clients, n, timeout=20):
+    """Waits until `clients` together received at least `n` messages."""
+    deadline = time.monotonic() + timeout
+    while sum(len(c.messages) for c in clients) < n:
+        assert time.monotonic() < deadline, [len(c.messages) for c in clients]
+        with clients[0].got:
+            clients[0].got.wait(0.1)
+
+
+def test_shared_subscriptions_give_each_message_to_one_member(sluice):
+    members = [Client(sluice.mqtt, f"worker-{i}", protocol) for i, protocol in
+               enumerate([mqtt.MQTTv5, mqtt.MQTTv5, mqtt.MQTTv311])]
+    for m in members:
+        m.subscribe("$share/workers/jobs/#", 1)
+    everyone = Client(sluice.mqtt, "auditor")
+    everyone.subscribe("jobs/#", 1)
+    sent = [b"job-%02d" % i for i in range(60)]
+    publish(sluice.mqtt, "jobs/render", sent)
+    assert payloads(everyone.wait_for(60)) == sent
+    publish(sluice.mqtt, "jobs/render", [b"marker"])
+    wait_total(members, 61)
+    got = sum((payloads(m.messages) for m in members), [])
+    assert sorted(got) == sorted(sent + [b"marker"]), "each message once, to one member"
+    assert all(m.messages for m in members), "a member got nothing"
+    for m in [*members, everyone]:
+        m.stop()
+
+
+def test_shared_subscription_members_on_two_gateways_share_without_duplicates(tmp_dir, etcd, s3):
+    from conftest import wait_for
+    a, b = start_gateways(tmp_dir, etcd, s3, 2, "mqtt-shared", ["--default-partitions", "2"])
+    on_a = Client(a.mqtt, "w-a")
+    on_a.subscribe("$share/g/work/#", 1)
+    on_b = Client(b.mqtt, "w-b")
+    on_b.subscribe("$share/g/work/#", 1)
+    # Each gateway knows the other has members before anything is published.
+    for g in (a, b):
+        wait_for("shared subscription registrations", lambda g=g: g.metric("sluice_mqtt_share_gateways") == 2)
+    sent = [b"w%03d" % i for i in range(100)]
+    publish(a.mqtt, "work/x", sent[:50])
+    publish(b.mqtt, "work/y", sent[50:])
+    wait_total([on_a, on_b], 100)
+    got = payloads(on_a.messages) + payloads(on_b.messages)
+    assert sorted(got) == sent
+    assert on_a.messages and on_b.messages, "both gateways' members get a share"
+    on_a.stop()
+    on_b.stop()
+    for g in (a, b):
+        g.stop()
+
+
 def test_two_gateways_live_delivery_takeover_and_resume_on_the_other(tmp_dir, etcd, s3):
     a, b = start_gateways(tmp_dir, etcd, s3, 2, "mqtt-sessions", ["--default-partitions", "2"])
     # Live: a subscriber on one gateway gets what is published on the other.

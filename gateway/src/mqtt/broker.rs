@@ -6,7 +6,7 @@
 //! record committed after the first subscription appeared and hands it to the sessions
 //! whose filters match its key.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use sluice_metadata::records::BatchMeta;
 use sluice_metadata::{MetaStoreExt, keys};
 use sluice_protocols::kafka::batch;
-use sluice_protocols::kafka::partitioner::partition_for_key;
+use sluice_protocols::kafka::partitioner::{murmur2, partition_for_key};
 use sluice_protocols::kafka::records::{BatchHeader, Header, Record, decode_batch, encode_batch};
 use sluice_protocols::mqtt::{Publish, QoS, topic};
 use tokio::sync::mpsc;
@@ -92,7 +92,16 @@ pub struct Broker {
     tails: Mutex<HashMap<String, Arc<Tail>>>,
     /// Connections waiting for another gateway to hand them a session, by connection.
     handoffs: Mutex<HashMap<Uuid, oneshot::Sender<SessionRecord>>>,
+    /// Shared subscriptions of this gateway's sessions, by their inner filter.
+    shared: Mutex<Subscriptions<(Share, u64), Granted>>,
+    /// Per shared subscription, its members on this gateway.
+    share_local: Mutex<HashMap<Share, usize>>,
+    /// Per shared subscription, the gateways with members, as registered in metadata.
+    share_nodes: Mutex<HashMap<Share, BTreeSet<i32>>>,
 }
+
+/// A shared subscription: its group and its filter (`$share/<group>/<filter>`).
+type Share = Arc<(String, String)>;
 
 /// One live connection, as the broker sees it.
 #[derive(Debug)]
@@ -202,6 +211,9 @@ impl Broker {
             subscriptions: Mutex::new(Subscriptions::default()),
             tails: Mutex::new(HashMap::new()),
             handoffs: Mutex::new(HashMap::new()),
+            shared: Mutex::new(Subscriptions::default()),
+            share_local: Mutex::new(HashMap::new()),
+            share_nodes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -345,56 +357,36 @@ impl Broker {
     /// id another gateway claimed is ended, and sessions handed over to connections here
     /// reach them.
     pub async fn watch_sessions(ctx: Arc<Ctx>, cancel: CancellationToken) {
-        let prefix = keys::MQTT_SESSIONS_PREFIX.as_bytes();
-        let mut from = None;
-        loop {
-            let start = match from {
-                Some(r) => r,
-                None => match ctx.store.range(keys::CLUSTER_ID.as_bytes(), None).await {
-                    Ok(r) => r.revision + 1,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "mqtt session watch: store unavailable");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = cancel.cancelled() => return,
-                        }
-                    }
-                },
-            };
-            let mut events = match ctx.store.watch(prefix, start).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "mqtt session watch failed; starting again");
-                    from = None;
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = cancel.cancelled() => return,
-                    }
+        follow(
+            &ctx,
+            keys::MQTT_SESSIONS_PREFIX,
+            None,
+            &cancel,
+            |b, kv, put| {
+                if put {
+                    b.session_written(kv);
                 }
-            };
-            loop {
-                let event = tokio::select! {
-                    e = events.next() => e,
-                    _ = cancel.cancelled() => return,
-                };
-                match event {
-                    Some(Ok(ev)) => {
-                        from = Some(ev.kv.mod_revision + 1);
-                        if ev.kind == EventKind::Put {
-                            ctx.mqtt.session_written(&ev.kv);
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(error = %e, "mqtt session watch broke; starting again");
-                        if matches!(e, sluice_metadata::MetaError::Compacted { .. }) {
-                            from = None;
-                        }
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+            },
+        )
+        .await;
+    }
+
+    /// Follows which gateways have members of which shared subscriptions.
+    pub async fn watch_shares(ctx: Arc<Ctx>, cancel: CancellationToken) {
+        let reset: fn(&Broker) = |b| {
+            lock(&b.share_nodes).clear();
+            crate::metrics::MQTT_SHARE_GATEWAYS.set(0);
+        };
+        follow(
+            &ctx,
+            keys::MQTT_SHARED_PREFIX,
+            Some(reset),
+            &cancel,
+            |b, kv, put| {
+                b.share_written(&kv.key, put);
+            },
+        )
+        .await;
     }
 
     /// Every [`SESSION_SWEEP`], the gateway with the smallest node id removes expired
@@ -503,11 +495,8 @@ impl Broker {
         if let Some(task) = lock(&live.catchup_task).take() {
             task.abort();
         }
-        {
-            let mut subs = lock(&self.subscriptions);
-            for f in filters {
-                subs.remove(f, &live.session);
-            }
+        for f in filters {
+            self.unsubscribe(live.session, f);
         }
         let mut drained = Vec::new();
         let mut out = Vec::new();
@@ -612,15 +601,101 @@ impl Broker {
         t
     }
 
-    /// Adds a subscription; true if the session had none to this filter before.
+    /// Adds a subscription (`$share/<group>/<filter>` for a shared one); true if the
+    /// session had none to this filter before.
     pub fn subscribe(&self, ctx: &Arc<Ctx>, id: u64, filter: &str, granted: Granted) -> bool {
-        let new = lock(&self.subscriptions)
-            .insert(filter, id, granted)
-            .is_none();
+        let new = match topic::parse_shared(filter) {
+            Ok(Some((group, inner))) => {
+                let share: Share = Arc::new((group.to_string(), inner.to_string()));
+                let new = lock(&self.shared)
+                    .insert(inner, (share.clone(), id), granted)
+                    .is_none();
+                if new {
+                    let first = {
+                        let mut local = lock(&self.share_local);
+                        let n = local.entry(share.clone()).or_insert(0);
+                        *n += 1;
+                        *n == 1
+                    };
+                    if first {
+                        self.register_share(&share, true);
+                    }
+                }
+                new
+            }
+            _ => lock(&self.subscriptions)
+                .insert(filter, id, granted)
+                .is_none(),
+        };
         for t in self.map.log_topics() {
             self.tail(ctx, t);
         }
         new
+    }
+
+    pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
+        let Ok(Some((group, inner))) = topic::parse_shared(filter) else {
+            return lock(&self.subscriptions).remove(filter, &id).is_some();
+        };
+        let share: Share = Arc::new((group.to_string(), inner.to_string()));
+        if lock(&self.shared)
+            .remove(inner, &(share.clone(), id))
+            .is_none()
+        {
+            return false;
+        }
+        let last = {
+            let mut local = lock(&self.share_local);
+            let n = local.entry(share.clone()).or_insert(1);
+            *n -= 1;
+            let last = *n == 0;
+            if last {
+                local.remove(&share);
+            }
+            last
+        };
+        if last {
+            self.register_share(&share, false);
+        }
+        true
+    }
+
+    /// Tells the other gateways that this one has (or no longer has) members of `share`.
+    fn register_share(&self, share: &Share, member: bool) {
+        let key = keys::mqtt_shared(&share.0, self.node, &share.1);
+        let sessions = self.sessions.clone();
+        tokio::spawn(async move {
+            let done = if member {
+                sessions.put(key, Bytes::new()).await
+            } else {
+                sessions.delete(key).await
+            };
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "registering a shared mqtt subscription failed");
+            }
+        });
+    }
+
+    /// Applies a change to the shared subscription registry (`None` value: deleted).
+    fn share_written(&self, key: &[u8], present: bool) {
+        let Some(rest) = key.strip_prefix(keys::MQTT_SHARED_PREFIX.as_bytes()) else {
+            return;
+        };
+        let Some((group, node, filter)) = keys::parse_mqtt_shared(&String::from_utf8_lossy(rest))
+        else {
+            return;
+        };
+        let share: Share = Arc::new((group, filter));
+        let mut nodes = lock(&self.share_nodes);
+        if present {
+            nodes.entry(share).or_default().insert(node);
+        } else if let Some(set) = nodes.get_mut(&share) {
+            set.remove(&node);
+            if set.is_empty() {
+                nodes.remove(&share);
+            }
+        }
+        crate::metrics::MQTT_SHARE_GATEWAYS.set(nodes.values().map(|s| s.len() as i64).sum());
     }
 
     /// Resumes a stored session's subscriptions: what the log received since its saved
@@ -652,7 +727,7 @@ impl Broker {
             }
         }
         for (filter, granted) in subscriptions {
-            lock(&self.subscriptions).insert(filter, live.session, *granted);
+            self.subscribe(ctx, live.session, filter, *granted);
         }
         let tails: Vec<(String, Arc<Tail>)> = topics
             .iter()
@@ -700,10 +775,6 @@ impl Broker {
                 return;
             }
         }
-    }
-
-    pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
-        lock(&self.subscriptions).remove(filter, &id).is_some()
     }
 
     /// Appends a message `client_id` published to the log; resolves once it is durable and
@@ -884,6 +955,11 @@ impl Broker {
                 })
                 .collect()
         };
+        let mut targets = targets;
+        if only.is_none() {
+            targets.extend(self.shared_targets(&p.topic, &m.at));
+        }
+        crate::metrics::MQTT_DELIVERIES.inc_by(targets.len() as u64);
         for (outbox, g, ids) in targets {
             let mut publish = p.clone();
             publish.qos = publish.qos.min(g.qos);
@@ -899,6 +975,127 @@ impl Broker {
                 }
             } else {
                 let _ = outbox.send(d).await;
+            }
+        }
+    }
+}
+
+impl Broker {
+    /// For each shared subscription matching `topic`, the one member this message goes to
+    /// if that member is on this gateway. Every gateway makes the same choice: the gateway
+    /// with the highest rendezvous score among those with members, then, there, a member
+    /// picked by the message's place in the log.
+    fn shared_targets(
+        &self,
+        topic: &str,
+        at: &LogRef,
+    ) -> Vec<(mpsc::Sender<Delivery>, Granted, Vec<u32>)> {
+        let mut by_share: HashMap<Share, Vec<(u64, Granted)>> = HashMap::new();
+        for ((share, id), g) in lock(&self.shared).matching(topic) {
+            by_share.entry(share.clone()).or_default().push((*id, *g));
+        }
+        if by_share.is_empty() {
+            return Vec::new();
+        }
+        let place = format!("{}/{}/{}", at.id.simple(), at.partition, at.offset);
+        let nodes = lock(&self.share_nodes);
+        let live = lock(&self.live);
+        let mut out = Vec::new();
+        for (share, mut members) in by_share {
+            let score = |n: i32| murmur2(format!("{n}/{}/{}/{place}", share.0, share.1).as_bytes());
+            let chosen = nodes
+                .get(&share)
+                .into_iter()
+                .flatten()
+                .copied()
+                .chain([self.node])
+                .max_by_key(|n| (score(*n), *n));
+            if chosen != Some(self.node) {
+                continue;
+            }
+            members.retain(|(id, _)| live.contains_key(id));
+            members.sort_by_key(|(id, _)| *id);
+            if members.is_empty() {
+                continue;
+            }
+            let (id, g) = members[murmur2(place.as_bytes()) as usize % members.len()];
+            if let Some(l) = live.get(&id) {
+                out.push((l.outbox.clone(), g, g.subscription_id.into_iter().collect()));
+            }
+        }
+        out
+    }
+}
+
+/// Hands every change under `prefix` to `apply` (the key, and whether it was a put),
+/// from now on; or with `load`, which forgets what was applied, first every key there is.
+/// Starts again after errors.
+async fn follow(
+    ctx: &Ctx,
+    prefix: &str,
+    load: Option<fn(&Broker)>,
+    cancel: &CancellationToken,
+    apply: impl Fn(&Broker, &sluice_metadata::KeyValue, bool),
+) {
+    let mut from = None;
+    loop {
+        let start = match from {
+            Some(r) => r,
+            None => {
+                let read = if load.is_some() {
+                    ctx.store.range(prefix.as_bytes(), None).await
+                } else {
+                    ctx.store.range(keys::CLUSTER_ID.as_bytes(), None).await
+                };
+                match read {
+                    Ok(r) => {
+                        if let Some(reset) = load {
+                            reset(&ctx.mqtt);
+                            for kv in &r.kvs {
+                                apply(&ctx.mqtt, kv, true);
+                            }
+                        }
+                        r.revision + 1
+                    }
+                    Err(e) => {
+                        tracing::warn!(prefix, error = %e, "mqtt metadata watch: store unavailable");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                            _ = cancel.cancelled() => return,
+                        }
+                    }
+                }
+            }
+        };
+        let mut events = match ctx.store.watch(prefix.as_bytes(), start).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(prefix, error = %e, "mqtt metadata watch failed; starting again");
+                from = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let event = tokio::select! {
+                e = events.next() => e,
+                _ = cancel.cancelled() => return,
+            };
+            match event {
+                Some(Ok(ev)) => {
+                    from = Some(ev.kv.mod_revision + 1);
+                    apply(&ctx.mqtt, &ev.kv, ev.kind == EventKind::Put);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(prefix, error = %e, "mqtt metadata watch broke; starting again");
+                    if matches!(e, sluice_metadata::MetaError::Compacted { .. }) {
+                        from = None;
+                    }
+                    break;
+                }
+                None => break,
             }
         }
     }

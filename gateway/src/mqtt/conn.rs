@@ -167,6 +167,10 @@ pub async fn serve_stream(
             return;
         }
     };
+    if resumed.is_some() {
+        crate::metrics::MQTT_SESSIONS_RESUMED.inc();
+    }
+    crate::metrics::MQTT_CONNECTIONS.inc();
     let ack = Packet::ConnAck(ConnAck {
         session_present: resumed.is_some(),
         code: reason::SUCCESS,
@@ -175,7 +179,7 @@ pub async fn serve_stream(
             receive_maximum: Some(RECEIVE_MAXIMUM),
             maximum_packet_size: Some(MAX_PACKET as u32),
             retain_available: Some(1),
-            shared_subscription_available: Some(0),
+            shared_subscription_available: Some(1),
             subscription_identifier_available: Some(1),
             wildcard_subscription_available: Some(1),
             topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
@@ -238,6 +242,7 @@ pub async fn serve_stream(
     let _ = socket.shutdown().await;
     expiry = conn.expiry;
     conn.end(&mut outbox).await;
+    crate::metrics::MQTT_CONNECTIONS.dec();
     if let (true, Some(w)) = (will, &connect.will) {
         let p = Publish {
             dup: false,
@@ -710,21 +715,27 @@ impl Conn {
             Packet::Subscribe(s) => {
                 let mut reasons = Vec::with_capacity(s.filters.len());
                 for (filter, o) in &s.filters {
-                    let code = match topic::parse_shared(filter) {
-                        Ok(Some(_)) => reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-                        Err(_) => reason::TOPIC_FILTER_INVALID,
-                        Ok(None) if topic::validate_filter(filter).is_err() => {
-                            reason::TOPIC_FILTER_INVALID
-                        }
-                        Ok(None)
-                            if self
-                                .rules
-                                .as_ref()
-                                .is_some_and(|r| !r.may_subscribe(filter)) =>
+                    let shared = topic::parse_shared(filter);
+                    if matches!(shared, Ok(Some(_))) && o.no_local {
+                        return Some(End::Violation(
+                            reason::PROTOCOL_ERROR,
+                            "No Local on a shared subscription".into(),
+                        ));
+                    }
+                    // What the subscription can match: a shared one's inner filter.
+                    let inner = match &shared {
+                        Ok(Some((_, inner))) => Some(*inner),
+                        Ok(None) if topic::validate_filter(filter).is_ok() => Some(filter.as_str()),
+                        _ => None,
+                    };
+                    let code = match inner {
+                        None => reason::TOPIC_FILTER_INVALID,
+                        Some(inner)
+                            if self.rules.as_ref().is_some_and(|r| !r.may_subscribe(inner)) =>
                         {
                             reason::NOT_AUTHORIZED
                         }
-                        Ok(None) => {
+                        Some(_) => {
                             let qos = o.qos;
                             let granted = Granted {
                                 qos,
@@ -742,8 +753,12 @@ impl Conn {
                                 filter,
                                 granted,
                             );
-                            // Retain handling: 0 always, 1 for a new subscription, 2 never.
-                            if o.retain_handling == 0 || (o.retain_handling == 1 && new) {
+                            // Retain handling: 0 always, 1 for a new subscription, 2 never;
+                            // shared subscriptions get no retained messages.
+                            let is_shared = matches!(shared, Ok(Some(_)));
+                            if !is_shared
+                                && (o.retain_handling == 0 || (o.retain_handling == 1 && new))
+                            {
                                 let (ctx, session, filter) =
                                     (self.ctx.clone(), self.live.session, filter.clone());
                                 tokio::spawn(async move {

@@ -151,6 +151,8 @@ pub struct Swept {
     pub expired: usize,
     /// Sessions held by gateways that are gone, marked released so their expiry counts.
     pub orphaned: usize,
+    /// Shared subscription registrations of gateways that are gone, removed.
+    pub shares: usize,
 }
 
 /// Removes expired sessions, and marks released the sessions whose holding gateway is no
@@ -193,6 +195,24 @@ pub async fn sweep(
                 failure: vec![],
             })
             .await?;
+    }
+    // Shared subscription members registered by gateways that are gone.
+    let shares = store
+        .range(keys::MQTT_SHARED_PREFIX.as_bytes(), None)
+        .await?;
+    for kv in shares.kvs {
+        let rest = String::from_utf8_lossy(&kv.key[keys::MQTT_SHARED_PREFIX.len()..]).into_owned();
+        if keys::parse_mqtt_shared(&rest).is_some_and(|(_, node, _)| !live_gateways.contains(&node))
+        {
+            store
+                .txn(Txn {
+                    compares: vec![Compare::mod_revision(kv.key.clone(), kv.mod_revision)],
+                    success: vec![TxnOp::delete(kv.key.clone())],
+                    failure: vec![],
+                })
+                .await?;
+            swept.shares += 1;
+        }
     }
     Ok(swept)
 }
@@ -300,13 +320,22 @@ mod tests {
                 .await
                 .expect("put");
         }
+        store
+            .put(keys::mqtt_shared("g", 2, "a/#"), "")
+            .await
+            .expect("put");
+        store
+            .put(keys::mqtt_shared("g", 1, "a/#"), "")
+            .await
+            .expect("put");
         let live = HashSet::from([1]);
         let swept = sweep(&store, &live, 100_000).await.expect("sweep");
         assert_eq!(
             swept,
             Swept {
                 expired: 1,
-                orphaned: 2
+                orphaned: 2,
+                shares: 1,
             }
         );
         let left = store
