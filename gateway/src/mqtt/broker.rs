@@ -37,7 +37,8 @@ use crate::kafka::now_ms;
 use crate::server::Ctx;
 use crate::topics;
 
-/// Deliveries queued for one connection; beyond this, QoS 0 messages are dropped for it
+/// Deliveries queued for one connection (boxed: an idle connection's queue then costs a
+/// block of pointers, not of messages); beyond this, QoS 0 messages are dropped for it
 /// and QoS 1 messages wait (the log tail slows for everyone, as a full socket would).
 const OUTBOX: usize = 4096;
 /// Bytes a log tail reads per partition per round.
@@ -110,7 +111,7 @@ pub struct Live {
     /// Unique across gateways; names the connection in session records.
     pub conn: Uuid,
     pub client_id: String,
-    outbox: mpsc::Sender<Delivery>,
+    outbox: mpsc::Sender<Box<Delivery>>,
     /// Ends the connection (takeover).
     pub token: CancellationToken,
     /// Who took the session over, once someone did.
@@ -222,7 +223,7 @@ impl Broker {
     pub fn open(
         &self,
         client_id: &str,
-    ) -> (Arc<Live>, Option<Arc<Live>>, mpsc::Receiver<Delivery>) {
+    ) -> (Arc<Live>, Option<Arc<Live>>, mpsc::Receiver<Box<Delivery>>) {
         let (tx, rx) = mpsc::channel(OUTBOX);
         let live = Arc::new(Live {
             session: self.next_session.fetch_add(1, Ordering::Relaxed),
@@ -479,7 +480,7 @@ impl Broker {
         &self,
         live: &Live,
         filters: &[String],
-        outbox: &mut mpsc::Receiver<Delivery>,
+        outbox: &mut mpsc::Receiver<Box<Delivery>>,
         positions: bool,
     ) -> (Vec<TopicPosition>, Vec<Delivery>) {
         {
@@ -510,14 +511,14 @@ impl Broker {
                 let state = loop {
                     tokio::select! {
                         s = tail.state.lock() => break s,
-                        Some(d) = outbox.recv() => drained.push(d),
+                        Some(d) = outbox.recv() => drained.push(*d),
                     }
                 };
                 out.push(Self::position(live, &name, &state));
             }
         }
         while let Ok(d) = outbox.try_recv() {
-            drained.push(d);
+            drained.push(*d);
         }
         (out, drained)
     }
@@ -566,7 +567,7 @@ impl Broker {
     }
 
     /// The delivery queue of a live session.
-    fn outbox(&self, session: u64) -> Option<mpsc::Sender<Delivery>> {
+    fn outbox(&self, session: u64) -> Option<mpsc::Sender<Box<Delivery>>> {
         lock(&self.live).get(&session).map(|l| l.outbox.clone())
     }
 
@@ -765,10 +766,10 @@ impl Broker {
             p.retain = true;
             p.properties.subscription_identifiers = granted.subscription_id.into_iter().collect();
             if outbox
-                .send(Delivery {
+                .send(Box::new(Delivery {
                     publish: p,
                     at: None,
-                })
+                }))
                 .await
                 .is_err()
             {
@@ -925,7 +926,7 @@ impl Broker {
             }
             p.properties.message_expiry_interval = Some(expiry - age as u32);
         }
-        let targets: Vec<(mpsc::Sender<Delivery>, Granted, Vec<u32>)> = {
+        let targets: Vec<(mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>)> = {
             let live = lock(&self.live);
             let subs = lock(&self.subscriptions);
             let mut by_session: HashMap<u64, (Granted, Vec<u32>)> = HashMap::new();
@@ -965,10 +966,10 @@ impl Broker {
             publish.qos = publish.qos.min(g.qos);
             publish.properties.subscription_identifiers = ids;
             publish.retain = m.retain && g.retain_as_published;
-            let d = Delivery {
+            let d = Box::new(Delivery {
                 publish,
                 at: Some(m.at.clone()),
-            };
+            });
             if d.publish.qos == QoS::AtMostOnce && only.is_none() {
                 if outbox.try_send(d).is_err() {
                     tracing::debug!("mqtt outbox full; QoS 0 message dropped");
@@ -989,7 +990,7 @@ impl Broker {
         &self,
         topic: &str,
         at: &LogRef,
-    ) -> Vec<(mpsc::Sender<Delivery>, Granted, Vec<u32>)> {
+    ) -> Vec<(mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>)> {
         let mut by_share: HashMap<Share, Vec<(u64, Granted)>> = HashMap::new();
         for ((share, id), g) in lock(&self.shared).matching(topic) {
             by_share.entry(share.clone()).or_default().push((*id, *g));

@@ -46,6 +46,10 @@ const RECEIVE_MAXIMUM: u16 = 256;
 const DEFAULT_CLIENT_WINDOW: usize = 1024;
 /// Deliveries queued for a client whose window is full; beyond this they are dropped.
 const MAX_WAITING: usize = 100_000;
+/// Deliveries taken from the queue for one write to the socket.
+const OUTBOX_BATCH: usize = 256;
+/// Publishes (of any QoS) a connection may have on their way into the log at once.
+const MAX_PENDING: usize = 1024;
 /// Topic aliases a 5.0 client may set up (Topic Alias Maximum).
 const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
@@ -85,7 +89,8 @@ pub async fn serve_stream(
     peer: Option<std::net::SocketAddr>,
     cancel: CancellationToken,
 ) {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Grows for larger packets; idle connections keep little.
+    let mut buf = BytesMut::with_capacity(1024);
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut socket, &mut buf)).await;
     let connect = match connect {
         Ok(Ok(c)) => c,
@@ -388,7 +393,7 @@ impl Conn {
         &mut self,
         socket: &mut impl Stream,
         buf: &mut BytesMut,
-        outbox: &mut tokio::sync::mpsc::Receiver<Delivery>,
+        outbox: &mut tokio::sync::mpsc::Receiver<Box<Delivery>>,
         connect: &Connect,
         cancel: &CancellationToken,
     ) -> End {
@@ -398,8 +403,9 @@ impl Conn {
         let mut acks: Acks = FuturesOrdered::new();
         let taken_over = self.live.token.clone();
         loop {
-            // Whatever complete packets are buffered first.
-            loop {
+            // Whatever complete packets are buffered first, while the publishes being
+            // stored leave room.
+            while acks.len() < MAX_PENDING {
                 match decode(buf, Some(self.version), MAX_PACKET) {
                     Ok(Some(p)) => {
                         if let Some(k) = keep_alive {
@@ -422,8 +428,11 @@ impl Conn {
                     None => std::future::pending().await,
                 }
             };
+            // With MAX_PENDING publishes being stored, the socket is not read: the client
+            // is slowed down by TCP rather than the gateway buffering without end.
+            let room = acks.len() < MAX_PENDING;
             tokio::select! {
-                n = socket.read_buf(buf) => match n {
+                n = socket.read_buf(buf), if room => match n {
                     Ok(0) | Err(_) => return End::Gone,
                     Ok(_) => {}
                 },
@@ -435,7 +444,16 @@ impl Conn {
                         self.send(&ack);
                     }
                 }
-                Some(d) = outbox.recv() => self.deliver(d),
+                Some(d) = outbox.recv() => {
+                    // Whatever else is queued goes out in the same write.
+                    self.deliver(*d);
+                    for _ in 0..OUTBOX_BATCH {
+                        match outbox.try_recv() {
+                            Ok(d) => self.deliver(*d),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = sleep => return End::KeepAlive,
                 _ = taken_over.cancelled() => return End::TakenOver,
                 _ = cancel.cancelled() => return End::Shutdown,
@@ -626,7 +644,7 @@ impl Conn {
 
     /// The connection is over: the session is handed to whoever took it over, kept for
     /// its expiry interval, or ended.
-    async fn end(&mut self, outbox: &mut tokio::sync::mpsc::Receiver<Delivery>) {
+    async fn end(&mut self, outbox: &mut tokio::sync::mpsc::Receiver<Box<Delivery>>) {
         let ctx = self.ctx.clone();
         let live = self.live.clone();
         let claim = live.take_claim();

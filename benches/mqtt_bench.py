@@ -1,0 +1,160 @@
+"""MQTT side by side: Sluice (`sluice serve`, embedded) and Mosquitto (the Debian package)
+on this machine in the same run, driven by the same load generator
+(`examples/mqtt_load.rs`), which counts deliveries, not sends.
+
+    cargo build --release --bin sluice --example mqtt_load
+    python3 benches/mqtt_bench.py [--seconds 10] [--idle 10000]
+
+Prints a Markdown table for docs/benchmarks.md. Needs `mosquitto` (apt-get install
+mosquitto); raises its own open-file limit for the idle-connection run.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SLUICE = ROOT / "target" / "release" / "sluice"
+LOAD = ROOT / "target" / "release" / "examples" / "mqtt_load"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def wait_port(port, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start_mosquitto(work):
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        # As many unacknowledged deliveries and queued messages per client as Sluice allows.
+        "max_inflight_messages 1024\nmax_queued_messages 100000\n"
+        "log_dest none\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc, f"127.0.0.1:{port}"
+
+
+def start_sluice(work):
+    shutil.rmtree(work / "sluice", ignore_errors=True)
+    proc = subprocess.Popen(
+        [str(SLUICE), "serve", "--data-dir", str(work / "sluice"),
+         "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=open(work / "sluice.log", "ab"))
+    while True:
+        line = proc.stdout.readline().decode()
+        if not line:
+            raise RuntimeError("sluice exited; see sluice.log")
+        m = re.match(r"mqtt listening on (\S+)", line)
+        if m:
+            return proc, m.group(1)
+
+
+def load(addr, *args):
+    out = subprocess.run([str(LOAD), "--addr", addr, *args], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def idle_memory(proc, addr, n):
+    """Broker RSS growth per connection with `n` idle connections open."""
+    before = rss_kib(proc.pid)
+    gen = subprocess.Popen([str(LOAD), "--addr", addr, "--idle", str(n), "--hold", "30"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    report = json.loads(gen.stdout.readline())
+    time.sleep(3)  # let the broker settle with every connection open
+    during = rss_kib(proc.pid)
+    gen.kill()
+    gen.wait()
+    return (during - before) * 1024 / n, report["connects_per_second"], before, during
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--idle", type=int, default=10_000)
+    a = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    runs = [
+        ("QoS 0, open loop", ["--qos", "0"]),
+        ("QoS 0, 10k msg/s", ["--qos", "0", "--rate", "10000"]),
+        ("QoS 1, open loop", ["--qos", "1"]),
+        ("QoS 1, 5k msg/s", ["--qos", "1", "--rate", "5000"]),
+    ]
+    common = ["--publishers", "4", "--subscribers", "1", "--size", "128", "--seconds", str(a.seconds)]
+    work = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
+    rows = []
+    try:
+        for name, start in [("Mosquitto", start_mosquitto), ("Sluice", start_sluice)]:
+            proc, addr = start(work)
+            try:
+                for label, args in runs:
+                    r = load(addr, *args, *common, "--label", label)
+                    rows.append((label, name, r))
+                    print(name, json.dumps(r), file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait()
+            # Memory per idle connection on a fresh process.
+            proc, addr = start(work)
+            try:
+                per_conn, cps, before, during = idle_memory(proc, addr, a.idle)
+                rows.append((f"{a.idle} idle connections", name,
+                             {"per_conn": per_conn, "cps": cps, "before": before, "during": during}))
+                print(name, "idle", per_conn, cps, before, during, file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("| load | broker | deliveries/s | delivered / expected | p50 ms | p99 ms | p99.9 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for label, name, r in rows:
+        if "per_conn" in r:
+            continue
+        lat = r["latency_ms"]
+        print(f"| {label} | {name} | {r['deliveries_per_second']:,.0f} | {r['delivered']:,} / {r['expected']:,} "
+              f"| {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p999']:.2f} |")
+    print()
+    print("| broker | RSS before | RSS with idle connections | per connection | connects/s |")
+    print("|---|---|---|---|---|")
+    for label, name, r in rows:
+        if "per_conn" in r:
+            print(f"| {name} | {r['before'] / 1024:.0f} MiB | {r['during'] / 1024:.0f} MiB "
+                  f"| {r['per_conn'] / 1024:.1f} KiB | {r['cps']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
