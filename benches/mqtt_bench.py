@@ -99,11 +99,51 @@ def idle_memory(proc, addr, n):
     return (during - before) * 1024 / n, report["connects_per_second"], before, during
 
 
+def cross_gateway(seconds):
+    """Publish on one gateway, subscribe on another (etcd and moto's S3 server), with and
+    without forwarding WAL objects between gateways."""
+    os.environ.setdefault("SLUICE_BIN", str(SLUICE))
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    from conftest import Etcd, S3, Sluice, wait_for  # noqa: E402
+    rows = []
+    base = Path(tempfile.mkdtemp(prefix="mqtt-cross-"))
+    etcd, s3 = Etcd(base), S3(base)
+    try:
+        for forward in ("true", "false"):
+            ns = f"cross-{forward}"
+            gws = [Sluice(base / f"{ns}-{i}", [
+                "--metadata", f"etcd://{etcd.endpoint}/{ns}", "--object-store", f"s3://{s3.bucket}/{ns}",
+                "--mqtt-forward", forward], env=s3.env(), mode="gateway").start() for i in range(2)]
+            try:
+                for label, args in [("QoS 1, 2k msg/s", ["--qos", "1", "--rate", "2000"])]:
+                    r = load(gws[0].mqtt, "--sub-addr", gws[1].mqtt, *args, "--publishers", "4",
+                             "--subscribers", "1", "--size", "128", "--seconds", str(seconds))
+                    rows.append((label, forward, r))
+                    print("cross", forward, json.dumps(r), file=sys.stderr)
+            finally:
+                for g in gws:
+                    g.stop()
+    finally:
+        etcd.stop()
+        s3.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    print("| load (publish on gateway 1, subscribe on gateway 2) | forwarding | deliveries/s | delivered / expected | p50 ms | p99 ms | p99.9 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for label, forward, r in rows:
+        lat = r["latency_ms"]
+        print(f"| {label} | {'on' if forward == 'true' else 'off'} | {r['deliveries_per_second']:,.0f} "
+              f"| {r['delivered']:,} / {r['expected']:,} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p999']:.2f} |")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--idle", type=int, default=10_000)
+    ap.add_argument("--cross-gateway", action="store_true",
+                    help="instead: two gateways on etcd and S3, with and without forwarding")
     a = ap.parse_args()
+    if a.cross_gateway:
+        return cross_gateway(a.seconds)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     runs = [

@@ -29,6 +29,9 @@ struct Args {
     /// The broker's MQTT address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     addr: String,
+    /// Where subscribers connect, if not to `--addr` (another gateway).
+    #[arg(long)]
+    sub_addr: Option<String>,
     #[arg(long, default_value_t = 4)]
     publishers: usize,
     #[arg(long, default_value_t = 1)]
@@ -146,7 +149,8 @@ async fn subscriber(
     count_from: Arc<AtomicU64>,
     count_until: Arc<AtomicU64>,
 ) -> anyhow::Result<(Vec<u32>, u64)> {
-    let mut c = Conn::open(&args.addr, &format!("load-sub-{i}")).await?;
+    let addr = args.sub_addr.as_deref().unwrap_or(&args.addr);
+    let mut c = Conn::open(addr, &format!("load-sub-{i}")).await?;
     c.send(&Packet::Subscribe(Subscribe {
         packet_id: 1,
         filters: vec![(

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// without it, MQTT clients are not authenticated.
     #[arg(long, env = "SLUICE_MQTT_AUTH")]
     pub mqtt_auth: Option<String>,
+    /// Forward WAL objects holding MQTT data to the gateways that deliver MQTT messages
+    /// (gRPC on their Kafka listener), so their delivery need not read the object store.
+    #[arg(long, env = "SLUICE_MQTT_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mqtt_forward: bool,
     /// HOST:PORT given to clients in metadata responses.
     #[arg(long, env = "SLUICE_ADVERTISE")]
     pub advertise: Option<String>,
@@ -268,6 +272,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "mqtt_topic_map" => args.mqtt_topic_map = text,
             "mqtt_default_topic" => args.mqtt_default_topic = text,
             "mqtt_auth" => args.mqtt_auth = Some(text),
+            "mqtt_forward" => args.mqtt_forward = text.parse().map_err(|e| bad(format!("{e}")))?,
             "advertise" => args.advertise = Some(text),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,

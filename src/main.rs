@@ -176,6 +176,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_topic_map: args.mqtt_topic_map.clone(),
         mqtt_default_topic: Some(args.mqtt_default_topic.clone()).filter(|t| !t.is_empty()),
         mqtt_auth: args.mqtt_auth.clone(),
+        mqtt_forward: args.mqtt_forward,
         compactor: (role == Role::All)
             .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()

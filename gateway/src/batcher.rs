@@ -110,7 +110,12 @@ pub struct Batcher {
     tx: mpsc::Sender<(Append, oneshot::Sender<Result<i64, AppendError>>)>,
     /// Cancelled when the flusher has stopped, after its last flush.
     finished: CancellationToken,
+    shared: Arc<Shared>,
 }
+
+/// Told of every WAL object once it is written, before it is committed: its path, its
+/// bytes and the topics it holds data of.
+pub type FlushHook = Box<dyn Fn(&object_store::path::Path, &Bytes, &[Uuid]) + Send + Sync>;
 
 struct Shared {
     config: GatewayConfig,
@@ -118,6 +123,7 @@ struct Shared {
     objects: Arc<dyn ObjectStore>,
     cache: Arc<RangeCache>,
     log: Arc<Log>,
+    on_flush: std::sync::OnceLock<FlushHook>,
 }
 
 impl Batcher {
@@ -136,14 +142,25 @@ impl Batcher {
             objects,
             cache,
             log,
+            on_flush: std::sync::OnceLock::new(),
         });
         let finished = CancellationToken::new();
         let done = finished.clone();
+        let running = shared.clone();
         tokio::spawn(async move {
-            run(shared, rx, cancel).await;
+            run(running, rx, cancel).await;
             done.cancel();
         });
-        Self { tx, finished }
+        Self {
+            tx,
+            finished,
+            shared,
+        }
+    }
+
+    /// Sets what is told of every WAL object written (once; later calls are ignored).
+    pub fn on_flush(&self, hook: FlushHook) {
+        let _ = self.shared.on_flush.set(hook);
     }
 
     /// Waits until the batcher has stopped and every flush has finished.
@@ -275,6 +292,12 @@ async fn flush_buffer(
         return fail(buf, AppendError::ObjectStore(e.to_string()));
     }
     shared.cache.insert_object(&path, &object);
+    if let Some(hook) = shared.on_flush.get() {
+        let mut topics: Vec<Uuid> = buf.index.keys().map(|(t, _)| *t).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        hook(&path, &object, &topics);
+    }
     let key = keys::commit(&id);
     let record = CommitRecord {
         object: path.to_string(),

@@ -46,6 +46,8 @@ pub struct GatewayConfig {
     pub mqtt_default_topic: Option<String>,
     /// A TOML file of MQTT users and what they may do; `None`: no authentication.
     pub mqtt_auth: Option<String>,
+    /// Forward WAL objects holding MQTT data to the gateways that deliver MQTT messages.
+    pub mqtt_forward: bool,
     /// Run a compactor in the gateway's process (`sluice serve`).
     pub compactor: Option<sluice_compactor::CompactorConfig>,
 }
@@ -74,6 +76,7 @@ impl Default for GatewayConfig {
             mqtt_topic_map: String::new(),
             mqtt_default_topic: Some("mqtt".into()),
             mqtt_auth: None,
+            mqtt_forward: true,
             compactor: None,
         }
     }

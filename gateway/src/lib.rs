@@ -9,6 +9,7 @@ mod http;
 mod kafka;
 pub mod metrics;
 pub mod mqtt;
+mod peers;
 mod producer_ids;
 mod segments;
 mod server;

@@ -113,3 +113,21 @@ pub static MQTT_DELIVERIES: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("invariant: metric registered once")
 });
+
+pub static PEER_FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_peer_forwards_total",
+        "WAL objects forwarded between gateways for MQTT delivery, by outcome: sent, failed, \
+         timed_out (by the writer), received (by the reader)",
+        &["outcome"]
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static PEER_TARGETS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sluice_peer_targets",
+        "Other gateways this one forwards WAL objects holding MQTT data to"
+    )
+    .expect("invariant: metric registered once")
+});

@@ -66,6 +66,10 @@ pub(crate) struct Ctx {
     /// Compacted data, rebuilt into batches.
     pub segments: Segments,
     pub mqtt: Broker,
+    /// The gateways MQTT data is forwarded to.
+    pub peers: crate::peers::Peers,
+    /// gRPC connections recognised on the Kafka listener go here.
+    pub grpc: tokio::sync::mpsc::Sender<TcpStream>,
     pub producer_ids: ProducerIds,
     pub groups: Arc<Coordinator>,
     pub node_id: i32,
@@ -216,12 +220,16 @@ impl Gateway {
             None => None,
         };
 
+        let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
+        let grpc_cache = services.cache.clone();
         let ctx = Arc::new(Ctx {
             node_id,
             groups,
             config,
             producer_ids: ProducerIds::new(services.store.clone()),
             mqtt: Broker::new(topic_map, mqtt_auth, services.store.clone(), node_id),
+            peers: crate::peers::Peers::new(node_id),
+            grpc: grpc_tx,
             store: services.store,
             log,
             batcher,
@@ -241,6 +249,10 @@ impl Gateway {
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
+        tasks.spawn(Broker::watch_peers(ctx.clone(), cancel.clone()));
+        tasks.spawn(crate::peers::serve(grpc_cache, grpc_rx, cancel.clone()));
+        ctx.batcher
+            .on_flush(crate::peers::hook(Arc::downgrade(&ctx)));
         let mqtt_done = CancellationToken::new();
         match mqtt_listener {
             Some(l) => {
@@ -299,9 +311,14 @@ async fn serve(ctx: Arc<Ctx>, socket: TcpStream, cancel: CancellationToken, list
     let mqtt = match listener {
         Listener::Mqtt => true,
         Listener::Kafka => {
-            let mut first = [0u8; SNIFF_BYTES];
+            let mut first = [0u8; 3];
             let peeked = tokio::time::timeout(SNIFF_TIMEOUT, socket.peek(&mut first)).await;
             match peeked {
+                // HTTP/2 prior knowledge ("PRI * HTTP/2.0"): another gateway's gRPC.
+                Ok(Ok(3)) if &first == b"PRI" => {
+                    let _ = ctx.grpc.send(socket).await;
+                    return;
+                }
                 Ok(Ok(n)) if n >= SNIFF_BYTES => sniff(first[0]) == Some(Protocol::Mqtt),
                 _ => return,
             }

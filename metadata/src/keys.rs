@@ -26,6 +26,9 @@ pub const MQTT_SESSIONS_PREFIX: &str = "mqtt/sessions/";
 /// Gateways with members of MQTT shared subscriptions:
 /// `mqtt/shared/<group>/<node id>/<filter>` (a group name holds no '/').
 pub const MQTT_SHARED_PREFIX: &str = "mqtt/shared/";
+/// Gateways that deliver MQTT messages, with the address others forward WAL objects to:
+/// `mqtt/peers/<node id>`.
+pub const MQTT_PEERS_PREFIX: &str = "mqtt/peers/";
 /// Live compactors, one lease-bound key each.
 pub const COMPACTORS_PREFIX: &str = "compactors/";
 /// The cluster id, created once.
@@ -71,6 +74,10 @@ pub fn parse_mqtt_shared(rest: &str) -> Option<(String, i32, String)> {
     let (group, rest) = rest.split_once('/')?;
     let (node, filter) = rest.split_once('/')?;
     Some((group.to_string(), node.parse().ok()?, filter.to_string()))
+}
+
+pub fn mqtt_peer(node: i32) -> String {
+    format!("{MQTT_PEERS_PREFIX}{node}")
 }
 
 pub fn barrier(node: &str) -> String {

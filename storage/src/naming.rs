@@ -13,6 +13,15 @@ pub fn new_wal_object() -> (String, Path) {
     (id, path)
 }
 
+/// Whether `path` names a WAL object (`wal/<uuid>.wal`).
+pub fn is_wal(path: &Path) -> bool {
+    let s = path.as_ref();
+    s.strip_prefix(WAL_PREFIX)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|r| r.strip_suffix(".wal"))
+        .is_some_and(|id| Uuid::parse_str(id).is_ok())
+}
+
 /// Where segments are staged before publication: outside the table path, so readers
 /// listing a topic's folder never see them.
 pub const STAGING_PREFIX: &str = "staging";
@@ -86,6 +95,9 @@ mod tests {
         let age = now_ms() - created_ms(wal.as_ref()).expect("v7 time");
         assert!((0..60_000).contains(&age), "{age}");
         assert_eq!(created_ms("topics/t/partition=0/x.parquet"), None);
+        assert!(is_wal(&wal));
+        assert!(!is_wal(&Path::from("wal/../topics/x.wal")));
+        assert!(!is_wal(&Path::from("topics/t/partition=0/x.parquet")));
     }
 
     fn now_ms() -> i64 {

@@ -11,7 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import gateways as start_gateways
+from conftest import gateways as start_gateways, wait_for
 from test_mqtt import hostport, read_packet
 
 
@@ -310,7 +310,6 @@ def test_shared_subscriptions_give_each_message_to_one_member(sluice):
 
 
 def test_shared_subscription_members_on_two_gateways_share_without_duplicates(tmp_dir, etcd, s3):
-    from conftest import wait_for
     a, b = start_gateways(tmp_dir, etcd, s3, 2, "mqtt-shared", ["--default-partitions", "2"])
     on_a = Client(a.mqtt, "w-a")
     on_a.subscribe("$share/g/work/#", 1)
@@ -337,9 +336,14 @@ def test_two_gateways_live_delivery_takeover_and_resume_on_the_other(tmp_dir, et
     # Live: a subscriber on one gateway gets what is published on the other.
     live = Client(b.mqtt, "live-sub")
     live.subscribe("live/#", 1)
+    # b now delivers MQTT messages: a learns it should forward to b.
+    wait_for("a knows b", lambda: a.metric("sluice_peer_targets") == 1)
     publish(a.mqtt, "live/x", [b"l1", b"l2"])
     assert payloads(live.wait_for(2)) == [b"l1", b"l2"]
     live.stop()
+    # The WAL objects holding them went from a to b directly (gRPC on the Kafka port).
+    assert a.metric('sluice_peer_forwards_total{outcome="sent"}') >= 1
+    assert b.metric('sluice_peer_forwards_total{outcome="received"}') >= 1
 
     # A persistent QoS 2 session leaves gateway b; what is published on a meanwhile
     # reaches it on a, exactly once.

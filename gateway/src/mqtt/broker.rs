@@ -358,36 +358,33 @@ impl Broker {
     /// id another gateway claimed is ended, and sessions handed over to connections here
     /// reach them.
     pub async fn watch_sessions(ctx: Arc<Ctx>, cancel: CancellationToken) {
-        follow(
-            &ctx,
-            keys::MQTT_SESSIONS_PREFIX,
-            None,
-            &cancel,
-            |b, kv, put| {
-                if put {
-                    b.session_written(kv);
-                }
-            },
-        )
-        .await;
+        let apply = |c: &Ctx, kv: &sluice_metadata::KeyValue, put: bool| {
+            if put {
+                c.mqtt.session_written(kv);
+            }
+        };
+        follow(&ctx, keys::MQTT_SESSIONS_PREFIX, None, &cancel, apply).await;
     }
 
     /// Follows which gateways have members of which shared subscriptions.
     pub async fn watch_shares(ctx: Arc<Ctx>, cancel: CancellationToken) {
-        let reset: fn(&Broker) = |b| {
-            lock(&b.share_nodes).clear();
+        let reset: fn(&Ctx) = |c| {
+            lock(&c.mqtt.share_nodes).clear();
             crate::metrics::MQTT_SHARE_GATEWAYS.set(0);
         };
-        follow(
-            &ctx,
-            keys::MQTT_SHARED_PREFIX,
-            Some(reset),
-            &cancel,
-            |b, kv, put| {
-                b.share_written(&kv.key, put);
-            },
-        )
-        .await;
+        let apply = |c: &Ctx, kv: &sluice_metadata::KeyValue, put: bool| {
+            c.mqtt.share_written(&kv.key, put);
+        };
+        follow(&ctx, keys::MQTT_SHARED_PREFIX, Some(reset), &cancel, apply).await;
+    }
+
+    /// Follows which gateways deliver MQTT messages (and so get WAL objects forwarded).
+    pub async fn watch_peers(ctx: Arc<Ctx>, cancel: CancellationToken) {
+        let reset: fn(&Ctx) = |c| c.peers.forget_all();
+        let apply = |c: &Ctx, kv: &sluice_metadata::KeyValue, put: bool| {
+            c.peers.written(&kv.key, &kv.value, put);
+        };
+        follow(&ctx, keys::MQTT_PEERS_PREFIX, Some(reset), &cancel, apply).await;
     }
 
     /// Every [`SESSION_SWEEP`], the gateway with the smallest node id removes expired
@@ -598,6 +595,9 @@ impl Broker {
             state: tokio::sync::Mutex::new(TailState { topic_id, next }),
         });
         tails.insert(log_topic.to_string(), t.clone());
+        if ctx.config.mqtt_forward {
+            ctx.peers.register(ctx);
+        }
         tokio::spawn(tail(ctx.clone(), log_topic.to_string(), t.clone()));
         t
     }
@@ -1034,9 +1034,9 @@ impl Broker {
 async fn follow(
     ctx: &Ctx,
     prefix: &str,
-    load: Option<fn(&Broker)>,
+    load: Option<fn(&Ctx)>,
     cancel: &CancellationToken,
-    apply: impl Fn(&Broker, &sluice_metadata::KeyValue, bool),
+    apply: impl Fn(&Ctx, &sluice_metadata::KeyValue, bool),
 ) {
     let mut from = None;
     loop {
@@ -1051,9 +1051,9 @@ async fn follow(
                 match read {
                     Ok(r) => {
                         if let Some(reset) = load {
-                            reset(&ctx.mqtt);
+                            reset(ctx);
                             for kv in &r.kvs {
-                                apply(&ctx.mqtt, kv, true);
+                                apply(ctx, kv, true);
                             }
                         }
                         r.revision + 1
@@ -1087,7 +1087,7 @@ async fn follow(
             match event {
                 Some(Ok(ev)) => {
                     from = Some(ev.kv.mod_revision + 1);
-                    apply(&ctx.mqtt, &ev.kv, ev.kind == EventKind::Put);
+                    apply(ctx, &ev.kv, ev.kind == EventKind::Put);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(prefix, error = %e, "mqtt metadata watch broke; starting again");

@@ -151,7 +151,8 @@ pub struct Swept {
     pub expired: usize,
     /// Sessions held by gateways that are gone, marked released so their expiry counts.
     pub orphaned: usize,
-    /// Shared subscription registrations of gateways that are gone, removed.
+    /// Registrations (shared subscription members, forwarding peers) of gateways that are
+    /// gone, removed.
     pub shares: usize,
 }
 
@@ -196,14 +197,28 @@ pub async fn sweep(
             })
             .await?;
     }
-    // Shared subscription members registered by gateways that are gone.
-    let shares = store
+    // Registrations (shared subscription members, forwarding peers) of gateways that are
+    // gone.
+    let mut registrations = store
         .range(keys::MQTT_SHARED_PREFIX.as_bytes(), None)
-        .await?;
-    for kv in shares.kvs {
-        let rest = String::from_utf8_lossy(&kv.key[keys::MQTT_SHARED_PREFIX.len()..]).into_owned();
-        if keys::parse_mqtt_shared(&rest).is_some_and(|(_, node, _)| !live_gateways.contains(&node))
-        {
+        .await?
+        .kvs;
+    registrations.extend(
+        store
+            .range(keys::MQTT_PEERS_PREFIX.as_bytes(), None)
+            .await?
+            .kvs,
+    );
+    for kv in registrations {
+        let node = if let Some(rest) = kv.key.strip_prefix(keys::MQTT_SHARED_PREFIX.as_bytes()) {
+            keys::parse_mqtt_shared(&String::from_utf8_lossy(rest)).map(|(_, n, _)| n)
+        } else {
+            kv.key
+                .strip_prefix(keys::MQTT_PEERS_PREFIX.as_bytes())
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.parse().ok())
+        };
+        if node.is_some_and(|n| !live_gateways.contains(&n)) {
             store
                 .txn(Txn {
                     compares: vec![Compare::mod_revision(kv.key.clone(), kv.mod_revision)],
@@ -328,6 +343,10 @@ mod tests {
             .put(keys::mqtt_shared("g", 1, "a/#"), "")
             .await
             .expect("put");
+        store
+            .put(keys::mqtt_peer(2), "127.0.0.1:1")
+            .await
+            .expect("put");
         let live = HashSet::from([1]);
         let swept = sweep(&store, &live, 100_000).await.expect("sweep");
         assert_eq!(
@@ -335,7 +354,7 @@ mod tests {
             Swept {
                 expired: 1,
                 orphaned: 2,
-                shares: 1,
+                shares: 2,
             }
         );
         let left = store
