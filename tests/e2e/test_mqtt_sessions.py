@@ -101,7 +101,8 @@ def test_persistent_sessions_get_what_was_published_while_offline_3_1_1_and_5_0(
         c.subscribe(topic, 1)
         c.stop()
         publish(sluice.mqtt, topic, [b"m%d" % i for i in range(5)])
-        back = Client(sluice.mqtt, cid, protocol, clean=False, expiry=600)
+        # Back on the other port: the session belongs to the client id, not the listener.
+        back = Client(sluice.bootstrap, cid, protocol, clean=False, expiry=600)
         assert back.session_present is True
         got = back.wait_for(5)
         assert payloads(got) == [b"m%d" % i for i in range(5)]
