@@ -88,6 +88,11 @@ pub fn decode(
         SUBACK => {
             check_flags(flags, 0)?;
             let (packet_id, reasons, properties) = decode_reasons(body, v5, Context::SubAck)?;
+            if !v5 && reasons.iter().any(|c| !matches!(c, 0 | 1 | 2 | 0x80)) {
+                return Err(DecodeError::Malformed(
+                    "SUBACK return code reserved in 3.1.1",
+                ));
+            }
             Packet::SubAck(SubAck {
                 packet_id,
                 reasons,

@@ -348,3 +348,15 @@ fn connack_codes_map_to_3_1_1_return_codes() {
         Ok(Some(nack(reason::BAD_USER_NAME_OR_PASSWORD)))
     );
 }
+
+/// Found by fuzzing: a 3.1.1 SUBACK may only carry return codes 0, 1, 2 and 0x80.
+#[test]
+fn reserved_3_1_1_suback_codes_are_malformed() {
+    let mut buf = BytesMut::from(&b"\x90\x05\x20\x0b\x80\x00\x1f"[..]);
+    assert!(matches!(
+        decode(&mut buf, Some(Version::V311), 1 << 20),
+        Err(DecodeError::Malformed(_))
+    ));
+    let mut buf = BytesMut::from(&b"\x90\x04\x20\x0b\x80\x02"[..]);
+    assert!(decode(&mut buf, Some(Version::V311), 1 << 20).is_ok());
+}
