@@ -12,10 +12,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from conftest import gateways as start_gateways, wait_for
-from test_mqtt import hostport, read_packet
+from test_mqtt import Collector, hostport, read_packet
 
 
-class Client:
+class Client(Collector):
     """A paho client (3.1.1 or 5.0) that records what it receives and how it connected."""
 
     def __init__(self, addr, client_id, protocol=mqtt.MQTTv5, clean=True, expiry=None):
@@ -53,22 +53,6 @@ class Client:
     def _on_disconnect(self, client, userdata, flags, reason, properties):
         self.disconnect_reason = reason
         self.disconnected.set()
-
-    def _on_message(self, client, userdata, msg):
-        with self.got:
-            self.messages.append(msg)
-            self.got.notify_all()
-
-    def subscribe(self, topic, qos):
-        self.subscribed.clear()
-        self.c.subscribe(topic, qos)
-        assert self.subscribed.wait(10)
-
-    def wait_for(self, n, timeout=20):
-        with self.got:
-            assert self.got.wait_for(lambda: len(self.messages) >= n, timeout), \
-                [(m.topic, m.payload) for m in self.messages]
-        return list(self.messages)
 
     def stop(self):
         self.c.disconnect()
