@@ -437,3 +437,21 @@ def test_mqtt_js_over_tcp_both_ports_and_websocket(sluice):
         assert [(m["topic"], m["payload"]) for m in got] == \
             [(f"js/{i % 3}", f"m{i}") for i in range(10)] + [("js/last", "q2")]
         assert [m["qos"] for m in got] == [1] * 10 + [2]
+
+
+def test_qos_0_publishes_sent_right_before_disconnect_are_stored(sluice):
+    host, port = hostport(sluice.mqtt)
+    topic = b"burst/q0"
+    packets = b"\x10\x0f\x00\x04MQTT\x04\x02\x00\x3c\x00\x03q0c"
+    for i in range(200):
+        payload = b"m%03d" % i
+        body = len(topic).to_bytes(2, "big") + topic + payload
+        packets += b"\x30" + bytes([len(body)]) + body
+    packets += b"\xe0\x00"  # DISCONNECT
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(packets)
+        assert read_packet(s)[0] == 2  # CONNACK
+        # The server closes after DISCONNECT, once what came before it is stored.
+        assert s.recv(1) == b""
+    values = sorted(v for k, v, _ in kafka_records(sluice.bootstrap, "mqtt", 4) if k == topic)
+    assert values == [b"m%03d" % i for i in range(200)]

@@ -54,6 +54,16 @@ pub struct Granted {
     pub subscription_id: Option<u32>,
 }
 
+/// Keeps a connection's publishes in the log in the order they came: a group is handed
+/// to the batcher only after the one before it.
+#[derive(Debug, Default)]
+pub struct Order {
+    /// Resolves (or fails) once the previous group was handed over.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Told once this group was handed over.
+    pub submitted: Option<oneshot::Sender<()>>,
+}
+
 /// A message on its way to one connection.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -171,6 +181,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// How long a connection resuming a session waits for the connection that held it to hand
 /// it over; after that it resumes from the state last saved.
 const HANDOFF: Duration = Duration::from_secs(5);
+/// How long a publish waits to see a log topic that another request created.
+const TOPIC_WAIT: Duration = Duration::from_secs(5);
 /// How often expired sessions are removed.
 const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
@@ -782,13 +794,24 @@ impl Broker {
     /// committed.
     /// With the retain flag set, the message also becomes (or, with an empty payload,
     /// stops being) the topic's retained message once it is in the log.
+    ///
+    /// `ps` (not empty) share one topic and are appended as one record batch, in order.
+    /// `order` keeps one connection's groups in the log in the order they came.
     pub async fn publish(
         &self,
         ctx: &Ctx,
-        p: &Publish,
-        topic: &str,
+        ps: &[Publish],
         client_id: &str,
+        order: Order,
     ) -> Result<i64, PublishError> {
+        let Some(first) = ps.first() else {
+            return Err(PublishError::Encode("no message".into()));
+        };
+        // After the previous group, so that one creating the log topic goes first too.
+        if let Some(previous) = order.after {
+            let _ = previous.await; // handed over, or failed before it could be
+        }
+        let topic = first.topic.as_str();
         let log_topic = self
             .map
             .log_topic(topic)
@@ -803,9 +826,25 @@ impl Broker {
             Some(f) => f,
             None if ctx.config.auto_create_topics => {
                 match topics::create(ctx, log_topic, -1, -1, BTreeMap::new(), false).await {
-                    // Created by another request meanwhile: applied by now, like our own.
-                    Ok(_) | Err(topics::TopicError::Exists(_)) => find()
-                        .ok_or_else(|| PublishError::Topic(log_topic.into(), "vanished".into()))?,
+                    // Ours is applied by now; one created by another request meanwhile
+                    // may not be yet.
+                    Ok(_) | Err(topics::TopicError::Exists(_)) => {
+                        let mut applied = ctx.log.subscribe();
+                        let appeared = tokio::time::timeout(TOPIC_WAIT, async {
+                            loop {
+                                if let Some(f) = find() {
+                                    return Some(f);
+                                }
+                                if applied.changed().await.is_err() {
+                                    return None;
+                                }
+                            }
+                        })
+                        .await;
+                        appeared.ok().flatten().ok_or_else(|| {
+                            PublishError::Topic(log_topic.into(), "not seen after creation".into())
+                        })?
+                    }
                     Err(e) => return Err(PublishError::Topic(log_topic.into(), e.to_string())),
                 }
             }
@@ -816,23 +855,31 @@ impl Broker {
                 ));
             }
         };
-        let mapped = record_of(p, topic, client_id);
         let now = now_ms();
-        let record = Record {
-            attributes: 0,
-            timestamp_delta: 0,
-            offset_delta: 0,
-            key: Some(mapped.key.clone()),
-            value: Some(mapped.value),
-            headers: mapped
-                .headers
-                .into_iter()
-                .map(|(k, v)| Header {
-                    key: Bytes::from(k),
-                    value: v,
-                })
-                .collect(),
-        };
+        let mut key = Bytes::new();
+        let records: Vec<Record> = ps
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mapped = record_of(p, topic, client_id);
+                key = mapped.key.clone();
+                Record {
+                    attributes: 0,
+                    timestamp_delta: 0,
+                    offset_delta: i as i32,
+                    key: Some(mapped.key),
+                    value: Some(mapped.value),
+                    headers: mapped
+                        .headers
+                        .into_iter()
+                        .map(|(k, v)| Header {
+                            key: Bytes::from(k),
+                            value: v,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
         let header = BatchHeader {
             base_offset: 0,
             partition_leader_epoch: -1,
@@ -844,16 +891,16 @@ impl Broker {
             base_sequence: -1,
         };
         let mut out = BytesMut::new();
-        encode_batch(&header, &[record], &mut out)
+        encode_batch(&header, &records, &mut out)
             .map_err(|e| PublishError::Encode(e.to_string()))?;
         let batch = out.freeze();
-        let partition = partition_for_key(&mapped.key, partitions);
+        let partition = partition_for_key(&key, partitions);
         let append = Append {
             topic_id,
             partition,
             meta: BatchMeta {
                 size: batch.len() as u32,
-                records: 1,
+                records: records.len() as u32,
                 max_timestamp: now,
                 producer_id: -1,
                 producer_epoch: -1,
@@ -861,8 +908,12 @@ impl Broker {
             },
             batch,
         };
-        let offset = ctx.batcher.submit(append).await.await?;
-        if p.retain {
+        let pending = ctx.batcher.submit(append).await;
+        if let Some(done) = order.submitted {
+            let _ = done.send(());
+        }
+        let offset = pending.await?;
+        for p in ps.iter().filter(|p| p.retain) {
             self.retain(ctx, p, topic).await?;
         }
         Ok(offset)

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Refused, Rules};
-use super::broker::{Claim, Delivery, Granted, Live};
+use super::broker::{Claim, Delivery, Granted, Live, Order};
 use super::session::{
     InFlight, LogRef, NEVER, Owner, SessionRecord, SubscriptionRecord, TopicPosition,
 };
@@ -46,6 +46,8 @@ const RECEIVE_MAXIMUM: u16 = 256;
 const DEFAULT_CLIENT_WINDOW: usize = 1024;
 /// Deliveries queued for a client whose window is full; beyond this they are dropped.
 const MAX_WAITING: usize = 100_000;
+/// How long publishes received before a connection ended may take to be stored.
+const STORE_ON_CLOSE: Duration = Duration::from_secs(10);
 /// Deliveries taken from the queue for one write to the socket.
 const OUTBOX_BATCH: usize = 256;
 /// Publishes (of any QoS) a connection may have on their way into the log at once.
@@ -53,11 +55,16 @@ const MAX_PENDING: usize = 1024;
 /// Topic aliases a 5.0 client may set up (Topic Alias Maximum).
 const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
-/// Answers to publishes, in the order the publishes came: the packet to send, and a QoS 2
-/// packet id to forget because the message was not stored.
+/// Answers to groups of publishes, in the order the publishes came: per publish, its
+/// QoS, the packet to send, and a QoS 2 packet id to forget because the message was not
+/// stored.
 type Acks = FuturesOrdered<
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Option<Packet>, Option<u16>)> + Send>>,
+    std::pin::Pin<
+        Box<dyn std::future::Future<Output = Vec<(QoS, Option<Packet>, Option<u16>)>> + Send>,
+    >,
 >;
+/// Consecutive publishes to one topic stored as one record batch, at most this many.
+const MAX_GROUP: usize = 256;
 
 /// Why a connection ends.
 enum End {
@@ -198,6 +205,10 @@ pub async fn serve_stream(
         expiry,
         subscriptions: Vec::new(),
         incoming_qos2: HashSet::new(),
+        pending: Vec::new(),
+        last_submitted: None,
+        storing: 0,
+        storing_acked: 0,
         outgoing: HashMap::new(),
         sent: 0,
         client_window: connect
@@ -271,7 +282,12 @@ pub async fn serve_stream(
                     return;
                 }
             }
-            if let Err(e) = ctx.mqtt.publish(&ctx, &p, &p.topic, &client_id).await {
+            let order = Order::default();
+            if let Err(e) = ctx
+                .mqtt
+                .publish(&ctx, std::slice::from_ref(&p), &client_id, order)
+                .await
+            {
                 tracing::warn!(client = %client_id, error = %e, "publishing a will failed");
             }
         };
@@ -329,6 +345,13 @@ struct Conn {
     subscriptions: Vec<(String, Granted)>,
     /// QoS 2 packet ids received and stored, awaiting PUBREL.
     incoming_qos2: HashSet<u16>,
+    /// Publishes received and not yet handed to the log: consecutive ones to one topic.
+    pending: Vec<Publish>,
+    /// Resolves once the last group of publishes was handed to the log.
+    last_submitted: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Publishes on their way into the log, of any QoS and of QoS 1 and 2.
+    storing: usize,
+    storing_acked: usize,
     /// QoS 1 and 2 deliveries sent and not yet acknowledged (PUBACK, or PUBCOMP).
     outgoing: HashMap<u16, Out>,
     /// Deliveries sent so far; orders `outgoing`.
@@ -405,22 +428,26 @@ impl Conn {
         loop {
             // Whatever complete packets are buffered first, while the publishes being
             // stored leave room.
-            while acks.len() < MAX_PENDING {
+            while self.storing + self.pending.len() < MAX_PENDING {
                 match decode(buf, Some(self.version), MAX_PACKET) {
                     Ok(Some(p)) => {
                         if let Some(k) = keep_alive {
                             deadline = Some(tokio::time::Instant::now() + k);
                         }
                         if let Some(end) = self.handle(p, &mut acks) {
-                            return end;
+                            return self.finish_publishes(socket, &mut acks, end).await;
                         }
                     }
                     Ok(None) => break,
-                    Err(e) => return End::Violation(e.reason_code(), e.to_string()),
+                    Err(e) => {
+                        let end = End::Violation(e.reason_code(), e.to_string());
+                        return self.finish_publishes(socket, &mut acks, end).await;
+                    }
                 }
             }
+            self.store_pending(&mut acks);
             if self.flush(socket).await.is_err() {
-                return End::Gone;
+                return self.finish_publishes(socket, &mut acks, End::Gone).await;
             }
             let sleep = async {
                 match deadline {
@@ -430,19 +457,15 @@ impl Conn {
             };
             // With MAX_PENDING publishes being stored, the socket is not read: the client
             // is slowed down by TCP rather than the gateway buffering without end.
-            let room = acks.len() < MAX_PENDING;
-            tokio::select! {
+            let room = self.storing < MAX_PENDING;
+            let end = tokio::select! {
                 n = socket.read_buf(buf), if room => match n {
-                    Ok(0) | Err(_) => return End::Gone,
-                    Ok(_) => {}
+                    Ok(0) | Err(_) => Some(End::Gone),
+                    Ok(_) => None,
                 },
-                Some((ack, forget)) = acks.next(), if !acks.is_empty() => {
-                    if let Some(id) = forget {
-                        self.incoming_qos2.remove(&id);
-                    }
-                    if let Some(ack) = ack {
-                        self.send(&ack);
-                    }
+                Some(group) = acks.next(), if !acks.is_empty() => {
+                    self.stored(group);
+                    None
                 }
                 Some(d) = outbox.recv() => {
                     // Whatever else is queued goes out in the same write.
@@ -453,12 +476,108 @@ impl Conn {
                             Err(_) => break,
                         }
                     }
+                    None
                 }
-                _ = sleep => return End::KeepAlive,
-                _ = taken_over.cancelled() => return End::TakenOver,
-                _ = cancel.cancelled() => return End::Shutdown,
+                _ = sleep => Some(End::KeepAlive),
+                _ = taken_over.cancelled() => Some(End::TakenOver),
+                _ = cancel.cancelled() => Some(End::Shutdown),
+            };
+            if let Some(end) = end {
+                return self.finish_publishes(socket, &mut acks, end).await;
             }
         }
+    }
+
+    /// Publishes already received are still stored when the connection ends (a QoS 0
+    /// publish right before DISCONNECT is not lost), and acknowledged if it can be.
+    async fn finish_publishes(
+        &mut self,
+        socket: &mut impl Stream,
+        acks: &mut Acks,
+        end: End,
+    ) -> End {
+        self.store_pending(acks);
+        let drained = tokio::time::timeout(STORE_ON_CLOSE, async {
+            while let Some(group) = acks.next().await {
+                self.stored(group);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(client = %self.client_id, "publishes still being stored when the connection ended");
+        }
+        if !matches!(end, End::Gone) {
+            let _ = self.flush(socket).await;
+        }
+        end
+    }
+
+    /// A group of publishes is stored (or failed): acknowledgements go out in order.
+    fn stored(&mut self, group: Vec<(QoS, Option<Packet>, Option<u16>)>) {
+        for (qos, ack, forget) in group {
+            self.storing -= 1;
+            if qos != QoS::AtMostOnce {
+                self.storing_acked -= 1;
+            }
+            if let Some(id) = forget {
+                self.incoming_qos2.remove(&id);
+            }
+            if let Some(ack) = ack {
+                self.send(&ack);
+            }
+        }
+    }
+
+    /// Hands the publishes received so far to the log, as one record batch.
+    fn store_pending(&mut self, acks: &mut Acks) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let group = std::mem::take(&mut self.pending);
+        self.storing += group.len();
+        self.storing_acked += group.iter().filter(|p| p.qos != QoS::AtMostOnce).count();
+        let ctx = self.ctx.clone();
+        let v5 = self.v5();
+        let client_id = self.client_id.clone();
+        let (submitted, next) = tokio::sync::oneshot::channel();
+        let order = Order {
+            after: self.last_submitted.replace(next),
+            submitted: Some(submitted),
+        };
+        acks.push_back(Box::pin(async move {
+            let stored = ctx.mqtt.publish(&ctx, &group, &client_id, order).await;
+            if let Err(e) = &stored {
+                tracing::warn!(topic = %group[0].topic, error = %e, "mqtt publish not stored");
+            }
+            group
+                .iter()
+                .map(|p| {
+                    let Some(id) = p.packet_id else {
+                        return (p.qos, None, None);
+                    };
+                    let forget = (stored.is_err() && p.qos == QoS::ExactlyOnce).then_some(id);
+                    let code = match (&stored, v5) {
+                        (Ok(_), _) => reason::SUCCESS,
+                        (Err(super::broker::PublishError::Unmapped(_)), true) => {
+                            reason::TOPIC_NAME_INVALID
+                        }
+                        (Err(_), true) => reason::UNSPECIFIED_ERROR,
+                        // 3.1.1 has no way to say no: no acknowledgement, the client resends.
+                        (Err(_), false) => return (p.qos, None, forget),
+                    };
+                    let ack = Ack {
+                        packet_id: id,
+                        reason: code,
+                        properties: Properties::default(),
+                    };
+                    let packet = match p.qos {
+                        QoS::ExactlyOnce => Packet::PubRec(ack),
+                        _ => Packet::PubAck(ack),
+                    };
+                    (p.qos, Some(packet), forget)
+                })
+                .collect()
+        }));
     }
 
     fn deliver(&mut self, d: Delivery) {
@@ -943,8 +1062,14 @@ impl Conn {
             }));
             return None;
         }
-        let inflight = acks.len();
-        if p.qos != QoS::AtMostOnce && inflight >= usize::from(RECEIVE_MAXIMUM) {
+        let acked_pending = self
+            .pending
+            .iter()
+            .filter(|p| p.qos != QoS::AtMostOnce)
+            .count();
+        if p.qos != QoS::AtMostOnce
+            && self.storing_acked + acked_pending >= usize::from(RECEIVE_MAXIMUM)
+        {
             return Some(End::Violation(
                 reason::RECEIVE_MAXIMUM_EXCEEDED,
                 "more unacknowledged publishes than Receive Maximum".into(),
@@ -953,37 +1078,17 @@ impl Conn {
         if let (QoS::ExactlyOnce, Some(id)) = (p.qos, p.packet_id) {
             self.incoming_qos2.insert(id);
         }
-        let ctx = self.ctx.clone();
-        let v5 = self.v5();
-        let client_id = self.client_id.clone();
-        acks.push_back(Box::pin(async move {
-            let topic = p.topic.clone();
-            let stored = ctx.mqtt.publish(&ctx, &p, &topic, &client_id).await;
-            if let Err(e) = &stored {
-                tracing::warn!(topic = %topic, error = %e, "mqtt publish not stored");
-            }
-            let Some(id) = p.packet_id else {
-                return (None, None);
-            };
-            let forget = (stored.is_err() && p.qos == QoS::ExactlyOnce).then_some(id);
-            let code = match (&stored, v5) {
-                (Ok(_), _) => reason::SUCCESS,
-                (Err(super::broker::PublishError::Unmapped(_)), true) => reason::TOPIC_NAME_INVALID,
-                (Err(_), true) => reason::UNSPECIFIED_ERROR,
-                // 3.1.1 has no way to say no: no acknowledgement, the client resends.
-                (Err(_), false) => return (None, forget),
-            };
-            let ack = Ack {
-                packet_id: id,
-                reason: code,
-                properties: Properties::default(),
-            };
-            let packet = match p.qos {
-                QoS::ExactlyOnce => Packet::PubRec(ack),
-                _ => Packet::PubAck(ack),
-            };
-            (Some(packet), forget)
-        }));
+        // Consecutive publishes to one topic go to the log together; a retained one alone.
+        let joins = self
+            .pending
+            .first()
+            .is_some_and(|first| first.topic == p.topic && !first.retain)
+            && !p.retain
+            && self.pending.len() < MAX_GROUP;
+        if !joins {
+            self.store_pending(acks);
+        }
+        self.pending.push(p);
         None
     }
 }
