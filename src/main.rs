@@ -5,6 +5,12 @@
 mod admin;
 mod config;
 
+/// mimalloc rather than the system allocator: the message paths allocate and free many
+/// small buffers across threads, where glibc's malloc spent a third of the CPU time of an
+/// MQTT QoS 0 run (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
