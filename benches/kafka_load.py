@@ -25,6 +25,30 @@ def percentile(sorted_values, q):
     return sorted_values[i]
 
 
+def object_store_counters(url):
+    """{(metric, op): value} of the object store request and byte counters at `url`."""
+    import urllib.request
+    out = {}
+    with urllib.request.urlopen(url, timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            for metric in ("sluice_object_store_requests_total", "sluice_object_store_bytes_total"):
+                if line.startswith(metric + "{"):
+                    op = line.split('op="', 1)[1].split('"', 1)[0]
+                    out[(metric, op)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def object_store_report(before, after, op, data_bytes):
+    """Requests of `op` between two scrapes, per GiB of `data_bytes` moved by clients."""
+    requests = after.get(("sluice_object_store_requests_total", op), 0) - \
+        before.get(("sluice_object_store_requests_total", op), 0)
+    moved = after.get(("sluice_object_store_bytes_total", op), 0) - \
+        before.get(("sluice_object_store_bytes_total", op), 0)
+    gib = data_bytes / (1 << 30)
+    return {f"{op}s": int(requests), f"{op}_bytes": int(moved),
+            f"{op}s_per_gib": round(requests / gib, 1) if gib else None}
+
+
 def produce(args, topic):
     p = Producer({
         "bootstrap.servers": args.bootstrap,
@@ -115,13 +139,25 @@ def main():
     ap.add_argument("--compression", default="none")
     ap.add_argument("--rate", type=float, default=0, help="messages per second; 0: as fast as possible")
     ap.add_argument("--json", help="write results to this file")
+    ap.add_argument("--metrics", help="the broker's Prometheus URL (Sluice: http://HTTP_LISTEN/metrics): "
+                    "object store requests per GiB written and read are reported")
     args = ap.parse_args()
 
     admin = AdminClient({"bootstrap.servers": args.bootstrap})
     admin.create_topics([NewTopic(args.topic, args.partitions, 1)])[args.topic].result(30)
+    scrape = (lambda: object_store_counters(args.metrics)) if args.metrics else (lambda: {})
+    before = scrape()
     results = {"produce": produce(args, args.topic)}
+    produced = scrape()
     results["consume"] = consume(args, args.topic)
-    results["config"] = {k: v for k, v in vars(args).items() if k != "json"}
+    consumed = scrape()
+    if args.metrics:
+        data = args.messages * args.size
+        results["object_store"] = {
+            "produce": object_store_report(before, produced, "put", data),
+            "consume": object_store_report(produced, consumed, "get", data),
+        }
+    results["config"] = {k: v for k, v in vars(args).items() if k not in ("json", "metrics")}
     print(json.dumps(results, indent=2))
     if args.json:
         with open(args.json, "w") as f:

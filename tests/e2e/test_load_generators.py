@@ -27,9 +27,15 @@ def test_kafka_load_generator_produces_and_consumes_everything(sluice, tmp_dir):
     report = tmp_dir / "kafka-load.json"
     out = subprocess.run(
         [sys.executable, str(ROOT / "benches" / "kafka_load.py"), "--bootstrap", sluice.bootstrap,
-         "--messages", "5000", "--size", "256", "--partitions", "4", "--json", str(report)],
+         "--messages", "5000", "--size", "256", "--partitions", "4", "--json", str(report),
+         "--metrics", f"http://{sluice.http}/metrics"],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     r = json.loads(report.read_text())
     assert r["produce"]["errors"] == 0
     assert r["consume"]["messages"] == 5000
+    # Object store accounting: the data went out in some PUTs; the tail read right after
+    # came from the cache.
+    store = r["object_store"]
+    assert 1 <= store["produce"]["puts"] and store["produce"]["put_bytes"] >= 5000 * 256
+    assert store["consume"]["gets"] == 0
