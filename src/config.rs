@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// Longest time a record waits in the write buffer (e.g. 5ms).
     #[arg(long, env = "SLUICE_FLUSH_MAX_DELAY", default_value = "5ms", value_parser = parse_duration)]
     pub flush_max_delay: Duration,
+    /// Shortest time a record waits before a flush when none is in flight (e.g. 20ms):
+    /// 0 flushes at once; more means fewer, larger WAL objects (fewer object store requests).
+    #[arg(long, env = "SLUICE_FLUSH_MIN_DELAY", default_value = "0ms", value_parser = parse_duration)]
+    pub flush_min_delay: Duration,
     /// Buffer size that triggers a flush (e.g. 4MiB).
     #[arg(long, env = "SLUICE_FLUSH_TARGET_BYTES", default_value = "4MiB", value_parser = parse_size)]
     pub flush_target_bytes: u64,
@@ -276,6 +280,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "advertise" => args.advertise = Some(text),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,
+            "flush_min_delay" => args.flush_min_delay = parse_duration(&text).map_err(bad)?,
             "flush_target_bytes" => args.flush_target_bytes = parse_size(&text).map_err(bad)?,
             "cache_dir" => args.cache_dir = Some(text.into()),
             "cache_memory" => args.cache_memory = parse_size(&text).map_err(bad)?,

@@ -171,6 +171,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         advertise,
         node_id: args.node_id,
         flush_max_delay: args.flush_max_delay,
+        flush_min_delay: args.flush_min_delay.min(args.flush_max_delay),
         flush_target_bytes: args.flush_target_bytes as usize,
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.max(1),

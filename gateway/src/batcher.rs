@@ -198,10 +198,17 @@ async fn run(
     let mut closed = false;
     loop {
         let full = buf.bytes >= shared.config.flush_target_bytes;
-        let due = buf.oldest.map(|t| t + shared.config.flush_max_delay);
         let idle = slots.available_permits() == max_inflight;
+        // With no flush in flight, a buffer goes once it has lingered the minimum delay;
+        // otherwise once its oldest append reaches the maximum.
+        let wait = if idle {
+            shared.config.flush_min_delay
+        } else {
+            shared.config.flush_max_delay
+        };
+        let due = buf.oldest.map(|t| t + wait);
         if !buf.is_empty()
-            && (full || idle || closed || due.is_some_and(|d| d <= Instant::now()))
+            && (full || closed || due.is_some_and(|d| d <= Instant::now()))
             && let Ok(permit) = slots.clone().try_acquire_owned()
         {
             let (done_tx, done_rx) = oneshot::channel();

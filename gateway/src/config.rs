@@ -13,9 +13,13 @@ pub struct GatewayConfig {
     pub node_id: Option<i32>,
     /// A WAL object is flushed once its oldest record has waited this long...
     pub flush_max_delay: Duration,
-    /// ...or once it holds this many bytes, whichever comes first (and at once when no
-    /// flush is in flight).
+    /// ...or once it holds this many bytes, whichever comes first (and, when no flush is
+    /// in flight, as soon as its oldest record has waited `flush_min_delay`).
     pub flush_target_bytes: usize,
+    /// How long a record waits at least before an idle batcher flushes it: 0 flushes at
+    /// once (lowest latency); more makes fewer, larger WAL objects (fewer PUTs, and fewer
+    /// GETs for readers catching up).
+    pub flush_min_delay: Duration,
     /// Flushes in flight at once; beyond this, the buffer grows instead.
     pub max_inflight_flushes: usize,
     /// Create unknown topics when a client's Metadata request allows it.
@@ -61,6 +65,7 @@ impl Default for GatewayConfig {
             node_id: None,
             flush_max_delay: Duration::from_millis(5),
             flush_target_bytes: 4 << 20,
+            flush_min_delay: Duration::ZERO,
             max_inflight_flushes: 4,
             auto_create_topics: true,
             default_partitions: 1,
