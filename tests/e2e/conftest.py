@@ -49,8 +49,10 @@ def http_get(url, timeout=5):
 class Sluice:
     """One `sluice serve` (or `gateway`, or `compactor`) process."""
 
-    # Every process started by the current test, so a failing test leaves none behind.
+    # Every process started by the current test, so a failing test leaves none behind, and
+    # their logs, shown when the test fails.
     started = []
+    logs = []
 
     def __init__(self, data_dir, extra_args=(), env=None, mode="serve"):
         self.data_dir = Path(data_dir)
@@ -81,6 +83,7 @@ class Sluice:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=self.env)
         Sluice.started.append(self.proc)
+        Sluice.logs.append(self.log_path)
         # The process prints its bound addresses once it accepts connections.
         lines = []
         needs_kafka = self.mode != "compactor"
@@ -145,6 +148,22 @@ class Sluice:
         self.kafka = self.http = self.mqtt = None
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        # The servers' warnings and errors, which the test's assertion does not show.
+        for path in Sluice.logs:
+            try:
+                text = re.sub(r"\x1b\[[0-9;]*m", "", Path(path).read_text(errors="replace"))
+                lines = [line for line in text.splitlines() if " WARN " in line or " ERROR " in line]
+            except OSError:
+                continue
+            if lines:
+                report.sections.append((f"sluice log {Path(path).name} (warnings)", "\n".join(lines[-40:])))
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_servers():
     """Kills, by process id, every Sluice process a test started and did not stop."""
@@ -154,6 +173,7 @@ def no_leftover_servers():
             proc.kill()
             proc.wait()
     Sluice.started.clear()
+    Sluice.logs.clear()
 
 
 @pytest.fixture
