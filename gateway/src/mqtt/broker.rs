@@ -511,11 +511,7 @@ impl Broker {
         let mut drained = Vec::new();
         let mut out = Vec::new();
         if positions {
-            let tails: Vec<(String, Arc<Tail>)> = lock(&self.tails)
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            for (name, tail) in tails {
+            for (name, tail) in self.followed() {
                 // A round in progress may wait on this connection's queue: keep taking.
                 let state = loop {
                     tokio::select! {
@@ -532,12 +528,17 @@ impl Broker {
         (out, drained)
     }
 
-    /// Where a live session stands in every followed log topic, for a save.
-    pub async fn positions(&self, live: &Live) -> Vec<TopicPosition> {
-        let tails: Vec<(String, Arc<Tail>)> = lock(&self.tails)
+    /// The log topics followed for delivery, and their tails.
+    fn followed(&self) -> Vec<(String, Arc<Tail>)> {
+        lock(&self.tails)
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+            .collect()
+    }
+
+    /// Where a live session stands in every followed log topic, for a save.
+    pub async fn positions(&self, live: &Live) -> Vec<TopicPosition> {
+        let tails = self.followed();
         let mut out = Vec::with_capacity(tails.len());
         for (name, tail) in tails {
             let state = tail.state.lock().await;
@@ -856,13 +857,11 @@ impl Broker {
             }
         };
         let now = now_ms();
-        let mut key = Bytes::new();
         let records: Vec<Record> = ps
             .iter()
             .enumerate()
             .map(|(i, p)| {
                 let mapped = record_of(p, topic, client_id);
-                key = mapped.key.clone();
                 Record {
                     attributes: 0,
                     timestamp_delta: 0,
@@ -894,7 +893,8 @@ impl Broker {
         encode_batch(&header, &records, &mut out)
             .map_err(|e| PublishError::Encode(e.to_string()))?;
         let batch = out.freeze();
-        let partition = partition_for_key(&key, partitions);
+        // The record key is the topic, shared by the whole group.
+        let partition = partition_for_key(topic.as_bytes(), partitions);
         let append = Append {
             topic_id,
             partition,

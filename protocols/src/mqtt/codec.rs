@@ -349,22 +349,28 @@ fn decode_reasons(
     v5: bool,
     ctx: Context,
 ) -> Result<(u16, Vec<u8>, Properties), DecodeError> {
-    let id = packet_id(&mut r)?;
-    let properties = if v5 {
-        Properties::decode(&mut r, ctx)?
-    } else {
-        Properties::default()
-    };
+    let (id, properties) = id_and_properties(&mut r, v5, ctx)?;
     Ok((id, r.rest().to_vec(), properties))
 }
 
-fn decode_subscribe(mut r: Reader, v5: bool) -> Result<Subscribe, DecodeError> {
-    let packet_id = packet_id(&mut r)?;
+/// The packet id, then (5.0) the properties, that SUBSCRIBE, UNSUBSCRIBE and their
+/// acknowledgements start with.
+fn id_and_properties(
+    r: &mut Reader,
+    v5: bool,
+    ctx: Context,
+) -> Result<(u16, Properties), DecodeError> {
+    let id = packet_id(r)?;
     let properties = if v5 {
-        Properties::decode(&mut r, Context::Subscribe)?
+        Properties::decode(r, ctx)?
     } else {
         Properties::default()
     };
+    Ok((id, properties))
+}
+
+fn decode_subscribe(mut r: Reader, v5: bool) -> Result<Subscribe, DecodeError> {
+    let (packet_id, properties) = id_and_properties(&mut r, v5, Context::Subscribe)?;
     let mut filters = Vec::new();
     while r.remaining() > 0 {
         let filter = r.string()?;
@@ -402,12 +408,7 @@ fn decode_subscribe(mut r: Reader, v5: bool) -> Result<Subscribe, DecodeError> {
 }
 
 fn decode_unsubscribe(mut r: Reader, v5: bool) -> Result<Unsubscribe, DecodeError> {
-    let packet_id = packet_id(&mut r)?;
-    let properties = if v5 {
-        Properties::decode(&mut r, Context::Unsubscribe)?
-    } else {
-        Properties::default()
-    };
+    let (packet_id, properties) = id_and_properties(&mut r, v5, Context::Unsubscribe)?;
     let mut filters = Vec::new();
     while r.remaining() > 0 {
         filters.push(r.string()?);
