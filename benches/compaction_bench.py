@@ -34,8 +34,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import kafka_load  # noqa: E402
+BENCH = Path(__file__).resolve().parent.parent / "target" / "release" / "sluice-bench"
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -120,11 +119,18 @@ def produce(bootstrap, topic, args):
     return time.perf_counter() - start
 
 
-def consume(bootstrap, topic, args):
-    """Everything from offset 0, with the load generator's consumer."""
-    return kafka_load.consume(
-        argparse.Namespace(bootstrap=bootstrap, messages=args.messages, partitions=args.partitions),
-        topic)
+def consume(s, topic, args):
+    """Everything from offset 0 with the load generator (`sluice-bench consume`), with the
+    gateway's object store GETs per GiB read."""
+    out = subprocess.run(
+        [str(BENCH), "consume", "-q", "--bootstrap", s.kafka, "--topic", topic,
+         "--partitions", str(args.partitions), "--messages", str(args.messages),
+         "--metrics", f"http://{s.http}/metrics"],
+        capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**r["consume"], **r["object_store"]}
 
 
 def tree_size(path):
@@ -155,7 +161,7 @@ def main():
         wal_bytes = tree_size(data / "objects" / "wal")
         s.stop()
         s.start()
-        from_wal = consume(s.kafka, topic, args)
+        from_wal = consume(s, topic, args)
 
         cpu0, t0 = s.cpu_seconds(), time.perf_counter()
         out = subprocess.run([args.bin, "compact", "--server", s.http], capture_output=True,
@@ -165,8 +171,8 @@ def main():
         parquet_bytes = tree_size(data / "objects" / "topics" / topic)
         s.stop()
         s.start()
-        cold = consume(s.kafka, topic, args)
-        warm = consume(s.kafka, topic, args)
+        cold = consume(s, topic, args)
+        warm = consume(s, topic, args)
     finally:
         s.stop()
         shutil.rmtree(base, ignore_errors=True)

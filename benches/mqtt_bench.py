@@ -1,8 +1,8 @@
 """MQTT side by side: Sluice (`sluice serve`, embedded) and Mosquitto (the Debian package)
-on this machine in the same run, driven by the same load generator
-(`examples/mqtt_load.rs`), which counts deliveries, not sends.
+on this machine in the same run, driven by the same load generator (`sluice-bench mqtt`,
+over rumqttc), which counts deliveries, not sends.
 
-    cargo build --release --bin sluice --example mqtt_load
+    cargo build --release --bin sluice --bin sluice-bench
     python3 benches/mqtt_bench.py [--seconds 10] [--idle 10000]
 
 Prints a Markdown table for docs/benchmarks.md. Needs `mosquitto` (apt-get install
@@ -24,20 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUICE = ROOT / "target" / "release" / "sluice"
-LOAD = ROOT / "target" / "release" / "examples" / "mqtt_load"
+LOAD = ROOT / "target" / "release" / "sluice-bench"
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def rss_kib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def wait_port(port, timeout=30):
@@ -80,7 +73,8 @@ def start_sluice(work):
 
 
 def load(addr, *args):
-    out = subprocess.run([str(LOAD), "--addr", addr, *args], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([str(LOAD), "mqtt", "-q", "--addr", addr, *args], capture_output=True, text=True,
+                         timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -88,15 +82,14 @@ def load(addr, *args):
 
 def idle_memory(proc, addr, n):
     """Broker RSS growth per connection with `n` idle connections open."""
-    before = rss_kib(proc.pid)
-    gen = subprocess.Popen([str(LOAD), "--addr", addr, "--idle", str(n), "--hold", "30"],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    report = json.loads(gen.stdout.readline())
-    time.sleep(3)  # let the broker settle with every connection open
-    during = rss_kib(proc.pid)
-    gen.kill()
-    gen.wait()
-    return (during - before) * 1024 / n, report["connects_per_second"], before, during
+    out = subprocess.run([str(LOAD), "mqtt-idle", "-q", "--addr", addr, "--connections", str(n), "--hold", "3",
+                          "--server-pid", str(proc.pid)], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["still_connected"] == n, r
+    return (r["server_bytes_per_connection"], r["connects_per_s"], r["server_rss_before"] // 1024,
+            r["server_rss_after"] // 1024)
 
 
 def cross_gateway(seconds):
@@ -131,7 +124,7 @@ def cross_gateway(seconds):
     print("|---|---|---|---|---|---|---|")
     for label, forward, r in rows:
         lat = r["latency_ms"]
-        print(f"| {label} | {'on' if forward == 'true' else 'off'} | {r['deliveries_per_second']:,.0f} "
+        print(f"| {label} | {'on' if forward == 'true' else 'off'} | {r['delivery']['msgs_per_s']:,.0f} "
               f"| {r['delivered']:,} / {r['expected']:,} | {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p999']:.2f} |")
 
 
@@ -160,7 +153,7 @@ def main():
             proc, addr = start(work)
             try:
                 for label, args in runs:
-                    r = load(addr, *args, *common, "--label", label)
+                    r = load(addr, *args, *common)
                     rows.append((label, name, r))
                     print(name, json.dumps(r), file=sys.stderr)
             finally:
@@ -185,7 +178,7 @@ def main():
         if "per_conn" in r:
             continue
         lat = r["latency_ms"]
-        print(f"| {label} | {name} | {r['deliveries_per_second']:,.0f} | {r['delivered']:,} / {r['expected']:,} "
+        print(f"| {label} | {name} | {r['delivery']['msgs_per_s']:,.0f} | {r['delivered']:,} / {r['expected']:,} "
               f"| {lat['p50']:.2f} | {lat['p99']:.2f} | {lat['p999']:.2f} |")
     print()
     print("| broker | RSS before | RSS with idle connections | per connection | connects/s |")

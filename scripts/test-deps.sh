@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when it is missing: etcd, protoc, kcat, the mosquitto
-# clients and Java from Debian; the Python clients, moto's S3 server, the Parquet readers
+# clients, Java, and make and a C compiler (librdkafka for the load generator) from Debian; the Python clients, moto's S3 server, the Parquet readers
 # (PyArrow, DuckDB, Polars, PySpark), paho-mqtt and pytest from PyPI; kafkajs and mqtt.js
 # from npm.
 set -euo pipefail
@@ -15,6 +15,9 @@ command -v protoc >/dev/null || apt_missing+=(protobuf-compiler)
 command -v kcat >/dev/null || apt_missing+=(kcat)
 command -v mosquitto_pub >/dev/null || apt_missing+=(mosquitto-clients)
 command -v curl >/dev/null || apt_missing+=(curl)
+# The load generator links librdkafka, built from source by rdkafka-sys.
+command -v make >/dev/null || apt_missing+=(make)
+command -v cc >/dev/null || apt_missing+=(gcc)
 # Spark (a reader of the Parquet segments) runs on Java.
 command -v java >/dev/null || apt_missing+=(openjdk-17-jre-headless)
 if [ ${#apt_missing[@]} -gt 0 ]; then
