@@ -62,7 +62,9 @@ pub fn open_object_store(url: &ObjectStoreUrl) -> Result<Arc<dyn ObjectStore>, O
     let store: Arc<dyn ObjectStore> = match url {
         ObjectStoreUrl::File(path) => {
             std::fs::create_dir_all(path)?;
-            Arc::new(LocalFileSystem::new_with_prefix(path)?)
+            // A write is answered once durable, as on S3: the file and its directory entry
+            // are fsynced before the put returns (a commit may name the object next).
+            Arc::new(LocalFileSystem::new_with_prefix(path)?.with_fsync(true))
         }
         ObjectStoreUrl::Memory => Arc::new(InMemory::new()),
         ObjectStoreUrl::S3 { bucket, prefix } => {
