@@ -114,8 +114,14 @@ pub fn ensure_topic(common: &Common, topic: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The origin of the send times carried as delivery opaques.
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn since_epoch(t: Instant) -> usize {
+    t.saturating_duration_since(*EPOCH).as_nanos() as usize
+}
+
 struct Delivered {
-    start: Instant,
     counters: Arc<Counters>,
     latency: Arc<Latency>,
     size: u64,
@@ -125,15 +131,14 @@ struct Delivered {
 impl ClientContext for Delivered {}
 
 impl ProducerContext for Delivered {
-    /// Nanoseconds from the run's start to the record's send time.
+    /// The record's send time, as nanoseconds since `EPOCH`.
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, sent: usize) {
         match result {
             Ok(_) => {
                 let sent = Duration::from_nanos(sent as u64);
-                self.latency
-                    .record(self.start.elapsed().saturating_sub(sent));
+                self.latency.record(EPOCH.elapsed().saturating_sub(sent));
                 self.counters.add(1, self.size);
             }
             Err((e, _)) => {
@@ -155,11 +160,9 @@ fn produce_load(
     counters: Arc<Counters>,
     latency: Arc<Latency>,
 ) -> anyhow::Result<(f64, Option<String>)> {
-    let start = Instant::now();
-    let deadline = (args.messages == 0).then(|| start + Duration::from_secs(args.seconds));
     let producers = args.producers.max(1) as u64;
-    let mut threads = Vec::new();
-    for n in 0..producers {
+    let mut ready = Vec::new();
+    for _ in 0..producers {
         let mut config = common.config();
         config
             .set("acks", &args.acks)
@@ -172,13 +175,22 @@ fn produce_load(
             config.set(k, v);
         }
         let ctx = Delivered {
-            start,
             counters: counters.clone(),
             latency: latency.clone(),
             size: args.size as u64,
             first_error: Default::default(),
         };
         let producer: ThreadedProducer<Delivered> = config.create_with_context(ctx)?;
+        // Connected, with the topic's metadata, before the clock starts.
+        producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        ready.push(producer);
+    }
+    let start = Instant::now();
+    let deadline = (args.messages == 0).then(|| start + Duration::from_secs(args.seconds));
+    let mut threads = Vec::new();
+    for (n, producer) in (0..producers).zip(ready) {
         let topic = topic.to_string();
         let args = args.clone();
         let partitions = common.partitions.max(1) as u64;
@@ -207,8 +219,7 @@ fn produce_load(
                     };
                     report::stamp(&mut value, report::unix_nanos());
                     let partition = ((i * producers + n) % partitions) as i32;
-                    let sent_at = scheduled.duration_since(start).as_nanos() as usize;
-                    let mut record = BaseRecord::with_opaque_to(&topic, sent_at)
+                    let mut record = BaseRecord::with_opaque_to(&topic, since_epoch(scheduled))
                         .payload(&value[..])
                         .key(&[] as &[u8])
                         .partition(partition);
@@ -281,10 +292,14 @@ pub fn produce(common: &Common, args: &ProduceArgs, quiet: bool) -> anyhow::Resu
 
 #[derive(Args, Debug, Clone)]
 pub struct ConsumeArgs {
-    /// Records to read; 0: everything between each partition's start and its end when the
-    /// run begins.
+    /// Records to read; 0: everything from where reading starts to each partition's end
+    /// when the run begins.
     #[arg(long, default_value_t = 0)]
     pub messages: u64,
+    /// Start this many records (over all partitions) before the end, to read only recent
+    /// data; 0: from each partition's start.
+    #[arg(long, default_value_t = 0)]
+    pub last: u64,
     /// Consumer instances, each reading its share of the partitions.
     #[arg(long, default_value_t = 1)]
     pub consumers: usize,
@@ -400,15 +415,27 @@ pub fn consume(common: &Common, args: &ConsumeArgs, quiet: bool) -> anyhow::Resu
         .clone()
         .context("--topic: which topic to read")?;
     let marks = watermarks(common, &topic)?;
-    let expected = match args.messages {
-        0 => marks.iter().map(|(lo, hi)| (hi - lo).max(0) as u64).sum(),
-        m => m,
-    };
-    let from: Vec<(i32, i64)> = marks
+    let per_partition = args.last.div_ceil(marks.len().max(1) as u64) as i64;
+    let from: Vec<(i32, i64, i64)> = marks
         .iter()
         .enumerate()
-        .map(|(p, (lo, _))| (p as i32, *lo))
+        .map(|(p, (lo, hi))| {
+            let start = if args.last == 0 {
+                *lo
+            } else {
+                (*hi - per_partition).max(*lo)
+            };
+            (p as i32, start, *hi)
+        })
         .collect();
+    let expected = match args.messages {
+        0 => from
+            .iter()
+            .map(|(_, start, hi)| (hi - start).max(0) as u64)
+            .sum(),
+        m => m,
+    };
+    let from = from.into_iter().map(|(p, start, _)| (p, start)).collect();
     let before = common.scrape()?;
     let counters = Arc::new(Counters::default());
     let progress = Progress::start(quiet, vec![("consumed", counters.clone())]);
