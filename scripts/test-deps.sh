@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when it is missing: etcd, protoc, kcat, the mosquitto
-# clients, Java, and make and a C compiler (librdkafka for the load generator) from Debian; the Python clients, moto's S3 server, the Parquet readers
-# (PyArrow, DuckDB, Polars, PySpark), paho-mqtt and pytest from PyPI; kafkajs and mqtt.js
-# from npm.
+# clients, Java, and make and a C compiler (librdkafka for the load generator) from Debian;
+# the Python clients, moto's S3 server, the Parquet readers (PyArrow, DuckDB, Polars,
+# PySpark), paho-mqtt and pytest from PyPI; kafkajs and mqtt.js from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ apt_missing=()
 command -v etcd >/dev/null || apt_missing+=(etcd-server)
 command -v etcdctl >/dev/null || apt_missing+=(etcd-client)
 command -v protoc >/dev/null || apt_missing+=(protobuf-compiler)
+# etcd's protos import protobuf's well-known types, which protoc alone does not ship.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || apt_missing+=(libprotobuf-dev)
 command -v kcat >/dev/null || apt_missing+=(kcat)
 command -v mosquitto_pub >/dev/null || apt_missing+=(mosquitto-clients)
 command -v curl >/dev/null || apt_missing+=(curl)
