@@ -25,6 +25,12 @@ use sluice_storage::{ObjectStoreUrl, open_object_store};
 use crate::config::{Command, MetadataUrl, ServeArgs, TopicCommand};
 
 fn main() -> Result<()> {
+    // Where transparent huge pages are always on, the allocator's arenas fault in 2 MiB
+    // pages: an idle server held 20 MiB more than it used. Small pages from here on.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("could not turn transparent huge pages off: {e}");
+    }
     let cli = config::parse().map_err(|e| anyhow::anyhow!(e))?;
     tracing_subscriber::fmt()
         .with_env_filter(
