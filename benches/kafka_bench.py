@@ -10,7 +10,7 @@ issue targets, driven by `sluice-bench` (librdkafka), one fresh server per scena
    `--flush-min-delay` setting;
 5. end to end at that rate: produce-to-consume latency.
 
-    cargo build --release --bin sluice --bin sluice-bench
+    cargo build --release -p sluice -p sluice-bench
     python3 benches/kafka_bench.py [--seconds 15] [--rate 20000] [--min-delays 0ms,5ms,20ms]
 
 Prints a Markdown table for docs/benchmarks.md; --json writes every report.
@@ -93,11 +93,9 @@ def main():
                       "--seconds", str(a.seconds), "--metrics", s.metrics)
             reports["produce_open_loop"] = r
             rows.append(("produce, open loop", r["produce"], r["latency_ms"], r["object_store"]))
-            # The tail: what was just written, from the cache (256 MiB memory + 1 GiB disk);
-            # the first 600 MB of the topic, so that it fits.
+            # The tail: the last 500 MB just written, from the cache (256 MiB memory + 1 GiB disk).
             r = bench("consume", "--bootstrap", s.bootstrap, "--topic", "open", "--partitions", "8",
-                      "--consumers", "2", "--messages", str(min(600_000, r["produce"]["messages"])),
-                      "--metrics", s.metrics)
+                      "--consumers", "2", "--last", "500000", "--metrics", s.metrics)
             reports["tail_consume"] = r
             rows.append(("consume, tail (cache)", r["consume"], None, r["object_store"]))
         finally:

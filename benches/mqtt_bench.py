@@ -2,7 +2,7 @@
 on this machine in the same run, driven by the same load generator (`sluice-bench mqtt`,
 over rumqttc), which counts deliveries, not sends.
 
-    cargo build --release --bin sluice --bin sluice-bench
+    cargo build --release -p sluice -p sluice-bench
     python3 benches/mqtt_bench.py [--seconds 10] [--idle 10000]
 
 Prints a Markdown table for docs/benchmarks.md. Needs `mosquitto` (apt-get install
