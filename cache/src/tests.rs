@@ -78,3 +78,47 @@ async fn inserted_objects_are_served_without_the_store() {
         assert_eq!(got, data.slice(100..BLOCK_SIZE as usize + 5));
     }
 }
+
+#[tokio::test]
+async fn reads_without_fill_use_cached_blocks_and_leave_the_cache_as_it_was() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let size = (2 * BLOCK_SIZE + 1000) as usize;
+    let data = object(size);
+    let (stored, written) = (Path::from("stored"), Path::from("written"));
+    store.put(&stored, data.clone().into()).await.expect("put");
+    for cache in caches(store.clone(), dir.path()).await {
+        // Not cached: the bytes come from the store, across a block boundary too.
+        let r = BLOCK_SIZE - 3..BLOCK_SIZE + 999;
+        let got = cache
+            .get_range_no_fill(&stored, size as u64, r.clone())
+            .await
+            .expect("read from the store");
+        assert_eq!(got, data.slice(r.start as usize..r.end as usize));
+        // Cached: served without the store (which does not have this object).
+        cache.insert_object(&written, &data);
+        let got = cache
+            .get_range_no_fill(&written, size as u64, r.clone())
+            .await
+            .expect("read from the cache");
+        assert_eq!(got, data.slice(r.start as usize..r.end as usize));
+    }
+    // The reads of `stored` filled nothing: once the store loses it, no cache has it.
+    let caches = caches(store.clone(), dir.path()).await;
+    for cache in &caches {
+        cache
+            .get_range_no_fill(&stored, size as u64, 0..10)
+            .await
+            .expect("read from the store");
+    }
+    store.delete(&stored).await.expect("delete");
+    for cache in &caches {
+        assert!(
+            cache
+                .get_range_no_fill(&stored, size as u64, 0..10)
+                .await
+                .is_err(),
+            "a read without fill left the block cached"
+        );
+    }
+}

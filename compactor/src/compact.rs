@@ -114,7 +114,7 @@ pub(crate) async fn compact_range(
     for e in entries {
         let chunk = inner
             .cache
-            .get_range(
+            .get_range_no_fill(
                 &Path::from(e.object.as_ref()),
                 e.object_size,
                 e.position..e.position + u64::from(e.size),
