@@ -134,9 +134,10 @@ pub struct ServeArgs {
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "SLUICE_CACHE_MEMORY", default_value = "256MiB", value_parser = parse_size)]
     pub cache_memory: u64,
-    /// Size of the SSD cache; 0 keeps the cache in memory only.
-    #[arg(long, env = "SLUICE_CACHE_DISK", default_value = "1GiB", value_parser = parse_size)]
-    pub cache_disk: u64,
+    /// Size of the SSD cache; 0 keeps the cache in memory only. Default: 1GiB, or none when
+    /// the object store is a local directory (the disk tier would copy the same disk).
+    #[arg(long, env = "SLUICE_CACHE_DISK", value_parser = parse_size)]
+    pub cache_disk: Option<u64>,
     /// Create topics on first use.
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_create_topics: bool,
@@ -284,7 +285,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "flush_target_bytes" => args.flush_target_bytes = parse_size(&text).map_err(bad)?,
             "cache_dir" => args.cache_dir = Some(text.into()),
             "cache_memory" => args.cache_memory = parse_size(&text).map_err(bad)?,
-            "cache_disk" => args.cache_disk = parse_size(&text).map_err(bad)?,
+            "cache_disk" => args.cache_disk = Some(parse_size(&text).map_err(bad)?),
             "auto_create_topics" => {
                 args.auto_create_topics = text.parse().map_err(|e| bad(format!("{e}")))?
             }

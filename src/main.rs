@@ -24,6 +24,9 @@ use sluice_storage::{ObjectStoreUrl, open_object_store};
 
 use crate::config::{Command, MetadataUrl, ServeArgs, TopicCommand};
 
+/// The disk tier of the cache in front of a remote object store.
+const DEFAULT_CACHE_DISK: u64 = 1 << 30;
+
 fn main() -> Result<()> {
     // Where transparent huge pages are always on, the allocator's arenas fault in 2 MiB
     // pages: an idle server held 20 MiB more than it used. Small pages from here on.
@@ -127,10 +130,16 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| args.data_dir.join("cache"));
+    // A disk tier in front of a local directory only writes every object a second time
+    // to the same kind of disk it could be read from.
+    let cache_disk = args.cache_disk.unwrap_or(match &url {
+        ObjectStoreUrl::File(_) => 0,
+        ObjectStoreUrl::Memory | ObjectStoreUrl::S3 { .. } => DEFAULT_CACHE_DISK,
+    });
     let cache = RangeCache::open(
         &CacheConfig {
             memory_bytes: args.cache_memory as usize,
-            disk: (args.cache_disk > 0).then_some((cache_dir, args.cache_disk as usize)),
+            disk: (cache_disk > 0).then_some((cache_dir, cache_disk as usize)),
         },
         objects.clone(),
     )
