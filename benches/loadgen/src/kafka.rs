@@ -500,6 +500,7 @@ pub fn end_to_end(common: &Common, args: &ProduceArgs, quiet: bool) -> anyhow::R
         expected,
         stall: Duration::from_secs(30),
     };
+    let before = common.scrape()?;
     let done = consume_load(common, reading, consumed.clone(), Some(e2e.clone()))?;
     let args = ProduceArgs {
         messages: expected,
@@ -517,7 +518,7 @@ pub fn end_to_end(common: &Common, args: &ProduceArgs, quiet: bool) -> anyhow::R
         .join()
         .map_err(|_| anyhow::anyhow!("consumers panicked"))??;
     drop(progress);
-    Ok(json!({
+    let mut report = json!({
         "mode": "e2e",
         "topic": topic,
         "rate": args.rate,
@@ -528,5 +529,17 @@ pub fn end_to_end(common: &Common, args: &ProduceArgs, quiet: bool) -> anyhow::R
         "first_error": first_error,
         "produce_latency_ms": produce_latency.summary(),
         "end_to_end_latency_ms": e2e.summary(),
-    }))
+    });
+    if let (Some(before), Some(after)) = (before, common.scrape()?) {
+        // Reads of the tail, while it is written: GETs should be none.
+        let mut store = after.since(&before, "put", produced.bytes());
+        if let (Some(m), Value::Object(gets)) = (
+            store.as_object_mut(),
+            after.since(&before, "get", consumed.bytes()),
+        ) {
+            m.extend(gets);
+        }
+        report["object_store"] = store;
+    }
+    Ok(report)
 }
