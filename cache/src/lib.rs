@@ -21,7 +21,7 @@ use prometheus::{IntCounterVec, register_int_counter_vec};
 
 /// Block size: a catch-up read costs at most one GET per block.
 pub const BLOCK_SIZE: u64 = 4 << 20;
-/// The disk engine's unit of allocation; must hold the largest block.
+/// The disk engine's unit of allocation; must hold the largest block (1.25 blocks).
 const DISK_BLOCK_SIZE: usize = 16 << 20;
 /// Memory for writes on their way to the disk cache (foyer's default is 16 MiB); entries
 /// arriving while it is full are not cached on disk.
@@ -88,8 +88,11 @@ fn memory_shards(memory_bytes: usize) -> usize {
     (memory_bytes >> 30).clamp(1, 16)
 }
 
+/// The disk tier outlives the process, so a key names the block layout it was cut with:
+/// `2` since a short remainder joins the last block ([`block_count`]); blocks of the
+/// earlier layout are never looked up again and age out.
 fn block_key(path: &Path, block: u64) -> String {
-    format!("{path}#{block}")
+    format!("{path}#2:{block}")
 }
 
 impl RangeCache {
@@ -135,12 +138,11 @@ impl RangeCache {
 
     /// Caches a whole object that was just written.
     pub fn insert_object(&self, path: &Path, object: &Bytes) {
-        let mut start = 0u64;
         let size = object.len() as u64;
-        while start < size {
-            let end = (start + BLOCK_SIZE).min(size);
-            let key = block_key(path, start / BLOCK_SIZE);
-            let block = object.slice(start as usize..end as usize);
+        for b in 0..block_count(size) {
+            let span = block_span(size, b);
+            let key = block_key(path, b);
+            let block = object.slice(span.start as usize..span.end as usize);
             match &self.blocks {
                 Blocks::Memory(c) => {
                     c.insert(key, block);
@@ -149,7 +151,6 @@ impl RangeCache {
                     c.insert(key, block);
                 }
             }
-            start = end;
         }
     }
 
@@ -163,9 +164,10 @@ impl RangeCache {
         let Some(blocks) = check_range(path, object_size, &range)? else {
             return Ok(Bytes::new());
         };
+        let first = *blocks.start();
         let fetches = blocks.map(|b| self.block(path, object_size, b));
         let blocks = futures::future::try_join_all(fetches).await?;
-        Ok(assemble(&blocks, &range))
+        Ok(assemble(first, &blocks, &range))
     }
 
     /// Bytes `range` of the object at `path` from the cache if it holds them, else from one
@@ -180,6 +182,7 @@ impl RangeCache {
         let Some(block_ids) = check_range(path, object_size, &range)? else {
             return Ok(Bytes::new());
         };
+        let first = *block_ids.start();
         let mut blocks = Vec::new();
         for b in block_ids {
             let key = block_key(path, b);
@@ -202,13 +205,12 @@ impl RangeCache {
                 }
             }
         }
-        Ok(assemble(&blocks, &range))
+        Ok(assemble(first, &blocks, &range))
     }
 
     async fn block(&self, path: &Path, object_size: u64, block: u64) -> Result<Bytes, CacheError> {
         let key = block_key(path, block);
-        let start = block * BLOCK_SIZE;
-        let end = (start + BLOCK_SIZE).min(object_size);
+        let Range { start, end } = block_span(object_size, block);
         let store = self.store.clone();
         let owned_path = path.clone();
         let fetch = move || async move {
@@ -245,14 +247,38 @@ fn check_range(
     if range.is_empty() {
         return Ok(None);
     }
+    let last = block_count(object_size) - 1;
     Ok(Some(
-        range.start / BLOCK_SIZE..=(range.end - 1) / BLOCK_SIZE,
+        (range.start / BLOCK_SIZE).min(last)..=((range.end - 1) / BLOCK_SIZE).min(last),
     ))
 }
 
+/// Blocks of an object of `size` bytes: [`BLOCK_SIZE`] each, except that a remainder under a
+/// quarter block joins the last full block. A flush aims at 4 MiB and overshoots a little,
+/// so without this most WAL objects would cost a catch-up reader two GETs.
+fn block_count(size: u64) -> u64 {
+    let (full, rem) = (size / BLOCK_SIZE, size % BLOCK_SIZE);
+    if rem == 0 || (full > 0 && rem < BLOCK_SIZE / 4) {
+        full
+    } else {
+        full + 1
+    }
+}
+
+/// The bytes block `b` of an object of `size` bytes covers: it starts at `b * BLOCK_SIZE`.
+fn block_span(size: u64, b: u64) -> Range<u64> {
+    let start = b * BLOCK_SIZE;
+    let end = if b + 1 == block_count(size) {
+        size
+    } else {
+        start + BLOCK_SIZE
+    };
+    start..end
+}
+
 /// `range` out of the consecutive blocks that cover it: a slice of one block, or a copy.
-fn assemble(blocks: &[Bytes], range: &Range<u64>) -> Bytes {
-    let offset_in_first = (range.start % BLOCK_SIZE) as usize;
+fn assemble(first: u64, blocks: &[Bytes], range: &Range<u64>) -> Bytes {
+    let offset_in_first = (range.start - first * BLOCK_SIZE) as usize;
     let len = (range.end - range.start) as usize;
     if blocks.len() == 1 {
         return blocks[0].slice(offset_in_first..offset_in_first + len);

@@ -122,3 +122,51 @@ async fn reads_without_fill_use_cached_blocks_and_leave_the_cache_as_it_was() {
         );
     }
 }
+
+#[test]
+fn a_short_remainder_joins_the_last_block() {
+    let q = BLOCK_SIZE / 4;
+    assert_eq!(block_count(0), 0);
+    assert_eq!(block_count(10), 1);
+    assert_eq!(block_count(BLOCK_SIZE), 1);
+    assert_eq!(block_count(BLOCK_SIZE + q - 1), 1);
+    assert_eq!(block_count(BLOCK_SIZE + q), 2);
+    assert_eq!(block_count(3 * BLOCK_SIZE + 5), 3);
+    assert_eq!(
+        block_span(3 * BLOCK_SIZE + 5, 2),
+        2 * BLOCK_SIZE..3 * BLOCK_SIZE + 5
+    );
+    assert_eq!(
+        block_span(3 * BLOCK_SIZE + 5, 1),
+        BLOCK_SIZE..2 * BLOCK_SIZE
+    );
+}
+
+#[tokio::test]
+async fn an_object_slightly_over_a_block_is_one_get() {
+    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let size = (BLOCK_SIZE + 1000) as usize;
+    let data = object(size);
+    let p = Path::from("o");
+    store.put(&p, data.clone().into()).await.expect("put");
+    let caches = caches(store.clone(), dir.path()).await;
+    for cache in &caches {
+        let got = cache
+            .get_range(&p, size as u64, 10..20)
+            .await
+            .expect("read");
+        assert_eq!(got, data.slice(10..20));
+    }
+    // That one read fetched the whole object: the rest is served with the store empty.
+    store.delete(&p).await.expect("delete");
+    for cache in &caches {
+        for r in [BLOCK_SIZE + 10..BLOCK_SIZE + 20, 5..size as u64] {
+            let got = cache
+                .get_range(&p, size as u64, r.clone())
+                .await
+                .expect("served from the cache");
+            assert_eq!(got, data.slice(r.start as usize..r.end as usize));
+        }
+    }
+}
