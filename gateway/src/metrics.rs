@@ -8,8 +8,10 @@ use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
 };
 
+/// Fine below 50 ms, where produce and flush latencies live and percentiles are compared.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0065, 0.008, 0.01, 0.0125, 0.015, 0.02,
+    0.025, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 pub static KAFKA_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
