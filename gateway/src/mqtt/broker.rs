@@ -21,13 +21,13 @@ use sluice_metadata::records::BatchMeta;
 use sluice_metadata::{MetaStoreExt, keys};
 use sluice_protocols::kafka::batch;
 use sluice_protocols::kafka::partitioner::{murmur2, partition_for_key};
-use sluice_protocols::kafka::records::{BatchHeader, Header, Record, decode_batch, encode_batch};
+use sluice_protocols::kafka::records::{BatchHeader, Record, decode_batch, encode_batch};
 use sluice_protocols::mqtt::{Publish, QoS, topic};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::batched::Batched;
-use super::mapping::{TopicMap, publish_of, record_of};
+use super::mapping::{Origin, TopicMap, publish_of, record_of};
 use super::retained::{MAX_RETAINED, decode_retained, encode_retained};
 use super::session::{LogRef, Owner, SessionRecord, TopicPosition};
 use super::subscriptions::Subscriptions;
@@ -857,25 +857,19 @@ impl Broker {
             }
         };
         let now = now_ms();
+        let origin = Origin::new(topic, client_id);
         let records: Vec<Record> = ps
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let mapped = record_of(p, topic, client_id);
+                let mapped = record_of(p, &origin);
                 Record {
                     attributes: 0,
                     timestamp_delta: 0,
                     offset_delta: i as i32,
                     key: Some(mapped.key),
                     value: Some(mapped.value),
-                    headers: mapped
-                        .headers
-                        .into_iter()
-                        .map(|(k, v)| Header {
-                            key: Bytes::from(k),
-                            value: v,
-                        })
-                        .collect(),
+                    headers: mapped.headers,
                 }
             })
             .collect();
@@ -988,7 +982,7 @@ impl Broker {
                 let Some(l) = live.get(id) else {
                     continue;
                 };
-                if g.no_local && m.client.as_deref() == Some(l.client_id.as_str()) {
+                if g.no_local && m.client.as_deref() == Some(l.client_id.as_bytes()) {
                     continue;
                 }
                 let entry = by_session.entry(*id).or_insert((*g, Vec::new()));
@@ -1000,7 +994,7 @@ impl Broker {
                 .into_iter()
                 .filter_map(|(id, (g, ids))| {
                     let l = live.get(&id)?;
-                    if only.is_none() && lock(&l.catchup).contains_key(m.at.topic.as_str()) {
+                    if only.is_none() && lock(&l.catchup).contains_key(&*m.at.topic) {
                         return None; // still catching up there: it reads this itself
                     }
                     Some((l.outbox.clone(), g, ids))
@@ -1012,8 +1006,13 @@ impl Broker {
             targets.extend(self.shared_targets(&p.topic, &m.at));
         }
         crate::metrics::MQTT_DELIVERIES.inc_by(targets.len() as u64);
-        for (outbox, g, ids) in targets {
-            let mut publish = p.clone();
+        let mut p = Some(p);
+        let last = targets.len().saturating_sub(1);
+        for (i, (outbox, g, ids)) in targets.into_iter().enumerate() {
+            // The last target takes the message itself; the others a copy.
+            let Some(mut publish) = (if i == last { p.take() } else { p.clone() }) else {
+                break;
+            };
             publish.qos = publish.qos.min(g.qos);
             publish.properties.subscription_identifiers = ids;
             publish.retain = m.retain && g.retain_as_published;
@@ -1286,7 +1285,7 @@ struct Message {
     timestamp: i64,
     retain: bool,
     /// The MQTT client that published it, if one did.
-    client: Option<String>,
+    client: Option<Bytes>,
 }
 
 /// Records from `offset` on; the message is `None` for records whose key is not an MQTT
@@ -1311,6 +1310,7 @@ async fn read_from(
         .await
         .map_err(|e| e.to_string())?;
     let mut out = Vec::new();
+    let shared_topic: Arc<str> = log_topic.into();
     for info in batch::iter_headers(&bytes) {
         let info = info.map_err(|e| e.to_string())?;
         let raw = bytes.slice(info.position..info.position + info.size);
@@ -1323,21 +1323,18 @@ async fn read_from(
             } else {
                 h.base_timestamp + r.timestamp_delta
             };
-            let headers: Vec<(Bytes, Option<Bytes>)> =
-                r.headers.into_iter().map(|h| (h.key, h.value)).collect();
             let header = |name: &[u8]| {
-                headers
+                r.headers
                     .iter()
-                    .find(|(k, _)| k.as_ref() == name)
-                    .and_then(|(_, v)| v.clone())
+                    .find(|h| h.key.as_ref() == name)
+                    .and_then(|h| h.value.clone())
             };
             let retain = header(b"mqtt.retain").as_deref() == Some(b"1");
-            let client =
-                header(b"mqtt.client_id").map(|c| String::from_utf8_lossy(&c).into_owned());
+            let client = header(b"mqtt.client_id");
             out.push((
                 Message {
                     at: LogRef {
-                        topic: log_topic.to_string(),
+                        topic: shared_topic.clone(),
                         id: *topic_id,
                         partition,
                         offset: at,
@@ -1346,7 +1343,7 @@ async fn read_from(
                     retain,
                     client,
                 },
-                publish_of(r.key.as_deref(), r.value.as_ref(), &headers),
+                publish_of(r.key.as_deref(), r.value.as_ref(), &r.headers),
             ));
         }
     }

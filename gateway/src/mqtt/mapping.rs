@@ -17,6 +17,7 @@
 //! records produced by Kafka clients reach MQTT 5.0 subscribers with their headers.
 
 use bytes::Bytes;
+use sluice_protocols::kafka::records::Header;
 use sluice_protocols::mqtt::topic;
 use sluice_protocols::mqtt::{Properties, Publish, QoS};
 
@@ -92,38 +93,67 @@ impl TopicMap {
 pub struct MappedRecord {
     pub key: Bytes,
     pub value: Bytes,
-    pub headers: Vec<(String, Option<Bytes>)>,
+    pub headers: Vec<Header>,
 }
 
 fn text(v: impl ToString) -> Option<Bytes> {
     Some(Bytes::from(v.to_string()))
 }
 
-/// The record a PUBLISH from `client_id` becomes. `topic` is the resolved topic name (a
-/// topic alias already replaced).
-pub fn record_of(p: &Publish, topic: &str, client_id: &str) -> MappedRecord {
+fn header(name: &'static str, value: Option<Bytes>) -> Header {
+    Header {
+        key: Bytes::from_static(name.as_bytes()),
+        value,
+    }
+}
+
+/// What the messages of one PUBLISH group share: the record key (the topic name) and the
+/// publisher's id, made once and shared by every record of the group.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub topic: Bytes,
+    pub client_id: Bytes,
+}
+
+impl Origin {
+    /// `topic` is the resolved topic name (a topic alias already replaced).
+    pub fn new(topic: &str, client_id: &str) -> Self {
+        Self {
+            topic: Bytes::copy_from_slice(topic.as_bytes()),
+            client_id: Bytes::copy_from_slice(client_id.as_bytes()),
+        }
+    }
+}
+
+/// The record a PUBLISH becomes.
+pub fn record_of(p: &Publish, origin: &Origin) -> MappedRecord {
+    let qos: &'static [u8] = match p.qos {
+        QoS::AtMostOnce => b"0",
+        QoS::AtLeastOnce => b"1",
+        QoS::ExactlyOnce => b"2",
+    };
     let mut headers = vec![
-        (CLIENT_ID.to_string(), text(client_id)),
-        (QOS.to_string(), text(p.qos as u8)),
+        header(CLIENT_ID, Some(origin.client_id.clone())),
+        header(QOS, Some(Bytes::from_static(qos))),
     ];
     if p.retain {
-        headers.push((RETAIN.to_string(), text(1)));
+        headers.push(header(RETAIN, Some(Bytes::from_static(b"1"))));
     }
     let props = &p.properties;
     if let Some(v) = props.payload_format_indicator {
-        headers.push((PAYLOAD_FORMAT.to_string(), text(v)));
+        headers.push(header(PAYLOAD_FORMAT, text(v)));
     }
     if let Some(v) = props.message_expiry_interval {
-        headers.push((MESSAGE_EXPIRY.to_string(), text(v)));
+        headers.push(header(MESSAGE_EXPIRY, text(v)));
     }
     if let Some(v) = &props.content_type {
-        headers.push((CONTENT_TYPE.to_string(), text(v)));
+        headers.push(header(CONTENT_TYPE, text(v)));
     }
     if let Some(v) = &props.response_topic {
-        headers.push((RESPONSE_TOPIC.to_string(), text(v)));
+        headers.push(header(RESPONSE_TOPIC, text(v)));
     }
     if let Some(v) = &props.correlation_data {
-        headers.push((CORRELATION_DATA.to_string(), Some(v.clone())));
+        headers.push(header(CORRELATION_DATA, Some(v.clone())));
     }
     for (k, v) in &props.user_properties {
         let name = if k.starts_with(NAMESPACE) {
@@ -131,10 +161,13 @@ pub fn record_of(p: &Publish, topic: &str, client_id: &str) -> MappedRecord {
         } else {
             k.clone()
         };
-        headers.push((name, text(v)));
+        headers.push(Header {
+            key: Bytes::from(name),
+            value: text(v),
+        });
     }
     MappedRecord {
-        key: Bytes::from(topic.to_string()),
+        key: origin.topic.clone(),
         value: p.payload.clone(),
         headers,
     }
@@ -155,7 +188,7 @@ fn string(v: &Option<Bytes>) -> Option<String> {
 pub fn publish_of(
     key: Option<&[u8]>,
     value: Option<&Bytes>,
-    headers: &[(Bytes, Option<Bytes>)],
+    headers: &[Header],
 ) -> Option<Publish> {
     let topic = std::str::from_utf8(key?).ok()?;
     topic::validate_name(topic).ok()?;
@@ -164,7 +197,7 @@ pub fn publish_of(
     }
     let mut qos = QoS::AtMostOnce;
     let mut props = Properties::default();
-    for (k, v) in headers {
+    for Header { key: k, value: v } in headers {
         let Ok(k) = std::str::from_utf8(k) else {
             continue;
         };
@@ -257,9 +290,13 @@ mod tests {
             },
             payload: Bytes::from_static(b"{\"t\":21.5}"),
         };
-        let r = record_of(&p, "sensors/a/temp", "dev-1");
+        let r = record_of(&p, &Origin::new("sensors/a/temp", "dev-1"));
         assert_eq!(r.key.as_ref(), b"sensors/a/temp");
-        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = r
+            .headers
+            .iter()
+            .map(|h| std::str::from_utf8(&h.key).expect("utf-8"))
+            .collect();
         assert_eq!(
             names,
             [
@@ -276,12 +313,9 @@ mod tests {
                 "mqtt.user.mqtt.qos"
             ]
         );
-        let headers: Vec<(Bytes, Option<Bytes>)> = r
-            .headers
-            .iter()
-            .map(|(k, v)| (Bytes::from(k.clone()), v.clone()))
-            .collect();
-        let back = publish_of(Some(&r.key), Some(&r.value), &headers).expect("a message");
+        assert_eq!(r.headers[0].value.as_deref(), Some(&b"dev-1"[..]));
+        assert_eq!(r.headers[1].value.as_deref(), Some(&b"1"[..]));
+        let back = publish_of(Some(&r.key), Some(&r.value), &r.headers).expect("a message");
         assert_eq!(back.topic, "sensors/a/temp");
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert_eq!(back.payload, p.payload);
@@ -290,10 +324,10 @@ mod tests {
 
     #[test]
     fn kafka_records_become_messages_when_their_key_is_a_topic_name() {
-        let headers = vec![(
-            Bytes::from_static(b"trace"),
-            Some(Bytes::from_static(b"abc")),
-        )];
+        let headers = vec![Header {
+            key: Bytes::from_static(b"trace"),
+            value: Some(Bytes::from_static(b"abc")),
+        }];
         let m = publish_of(
             Some(b"orders/eu"),
             Some(&Bytes::from_static(b"x")),

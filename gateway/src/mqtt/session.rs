@@ -10,6 +10,7 @@
 //! Format: JSON, `"version": 1`, covered by the golden file `tests/golden/session-v1.json`.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_metadata::{Compare, MetaError, SharedStore, Txn, TxnOp, keys};
@@ -87,7 +88,8 @@ pub struct InFlight {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogRef {
-    pub topic: String,
+    /// Shared by every message read from the topic (serialized as a plain string).
+    pub topic: Arc<str>,
     pub id: Uuid,
     pub partition: u32,
     pub offset: i64,
@@ -126,7 +128,7 @@ impl SessionRecord {
             if let Some(n) = self
                 .positions
                 .iter_mut()
-                .find(|t| t.topic == at.topic && t.id == Some(at.id))
+                .find(|t| *t.topic == *at.topic && t.id == Some(at.id))
                 .and_then(|t| t.next.get_mut(&at.partition))
             {
                 *n = (*n).min(at.offset);
