@@ -46,8 +46,8 @@ enum Mode {
         #[command(flatten)]
         args: kafka::ProduceArgs,
     },
-    /// Read a topic from each partition's start; throughput (tail reads right after a
-    /// produce, catch-up reads from a cold gateway or after compaction).
+    /// Read a topic from each partition's start, or its last N records; throughput (recent
+    /// reads right after a produce, catch-up reads from a cold gateway or after compaction).
     Consume {
         #[command(flatten)]
         common: kafka::Common,
