@@ -23,9 +23,6 @@ use prometheus::{IntCounterVec, register_int_counter_vec};
 pub const BLOCK_SIZE: u64 = 4 << 20;
 /// The disk engine's unit of allocation; must hold the largest block (1.25 blocks).
 const DISK_BLOCK_SIZE: usize = 16 << 20;
-/// Memory for writes on their way to the disk cache (foyer's default is 16 MiB); entries
-/// arriving while it is full are not cached on disk.
-const DISK_BUFFER_POOL: usize = 8 << 20;
 
 static LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
@@ -123,9 +120,7 @@ impl RangeCache {
                     .storage()
                     .with_io_engine_config(PsyncIoEngineConfig::new())
                     .with_engine_config(
-                        BlockEngineConfig::new(device)
-                            .with_block_size(DISK_BLOCK_SIZE)
-                            .with_buffer_pool_size(DISK_BUFFER_POOL),
+                        BlockEngineConfig::new(device).with_block_size(DISK_BLOCK_SIZE),
                     )
                     .build()
                     .await
