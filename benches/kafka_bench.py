@@ -64,6 +64,14 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def millis(duration):
+    """`20ms`, `1s` or `0` in milliseconds."""
+    for unit, scale in (("ms", 1), ("s", 1000)):
+        if duration.endswith(unit):
+            return float(duration[: -len(unit)]) * scale
+    return float(duration)
+
+
 def bench(*args):
     out = subprocess.run([str(BENCH), "-q", *args], capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
@@ -109,7 +117,7 @@ def main():
             s.stop()
         for delay in a.min_delays.split(","):
             # The flush waits at least the min delay and at most the max (default 5 ms).
-            max_delay = delay if float(delay.rstrip("ms") or 0) > 5 else "5ms"
+            max_delay = delay if millis(delay) > 5 else "5ms"
             s = Server(work, "--flush-min-delay", delay, "--flush-max-delay", max_delay)
             try:
                 r = bench("produce", "--bootstrap", s.bootstrap, "--topic", "fixed", *common,

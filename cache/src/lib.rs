@@ -17,7 +17,7 @@ use foyer::{
 };
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use prometheus::{IntCounterVec, register_int_counter_vec};
+use prometheus::{IntCounter, IntCounterVec, register_int_counter_vec};
 
 /// Block size: a catch-up read costs at most one GET per block.
 pub const BLOCK_SIZE: u64 = 4 << 20;
@@ -32,6 +32,9 @@ static LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("invariant: metric registered once")
 });
+// Resolved once: the hit path should not hash a label per lookup.
+static LOOKUP: LazyLock<IntCounter> = LazyLock::new(|| LOOKUPS.with_label_values(&["lookup"]));
+static MISS: LazyLock<IntCounter> = LazyLock::new(|| LOOKUPS.with_label_values(&["miss"]));
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -186,11 +189,11 @@ impl RangeCache {
                 // A failed disk read is a miss: the object store still has the bytes.
                 Blocks::Hybrid(c) => c.get(&key).await.ok().flatten().map(|e| e.value().clone()),
             };
-            LOOKUPS.with_label_values(&["lookup"]).inc();
+            LOOKUP.inc();
             match cached {
                 Some(block) => blocks.push(block),
                 None => {
-                    LOOKUPS.with_label_values(&["miss"]).inc();
+                    MISS.inc();
                     return self.store.get_range(path, range).await.map_err(|e| {
                         CacheError::Fetch {
                             path: path.to_string(),
@@ -209,14 +212,14 @@ impl RangeCache {
         let store = self.store.clone();
         let owned_path = path.clone();
         let fetch = move || async move {
-            LOOKUPS.with_label_values(&["miss"]).inc();
+            MISS.inc();
             store.get_range(&owned_path, start..end).await
         };
         let entry = match &self.blocks {
             Blocks::Memory(c) => c.get_or_fetch(&key, fetch).await.map(|e| e.value().clone()),
             Blocks::Hybrid(c) => c.get_or_fetch(&key, fetch).await.map(|e| e.value().clone()),
         };
-        LOOKUPS.with_label_values(&["lookup"]).inc();
+        LOOKUP.inc();
         entry.map_err(|e| CacheError::Fetch {
             path: path.to_string(),
             source: anyhow::anyhow!(e.to_string()),

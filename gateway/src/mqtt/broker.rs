@@ -1006,28 +1006,39 @@ impl Broker {
             targets.extend(self.shared_targets(&p.topic, &m.at));
         }
         crate::metrics::MQTT_DELIVERIES.inc_by(targets.len() as u64);
-        let mut p = Some(p);
-        let last = targets.len().saturating_sub(1);
-        for (i, (outbox, g, ids)) in targets.into_iter().enumerate() {
-            // The last target takes the message itself; the others a copy.
-            let Some(mut publish) = (if i == last { p.take() } else { p.clone() }) else {
-                break;
-            };
-            publish.qos = publish.qos.min(g.qos);
-            publish.properties.subscription_identifiers = ids;
-            publish.retain = m.retain && g.retain_as_published;
-            let d = Box::new(Delivery {
-                publish,
-                at: Some(m.at.clone()),
-            });
-            if d.publish.qos == QoS::AtMostOnce && only.is_none() {
-                if outbox.try_send(d).is_err() {
-                    tracing::debug!("mqtt outbox full; QoS 0 message dropped");
-                }
-            } else {
-                let _ = outbox.send(d).await;
-            }
+        // The last target takes the message itself; the others a copy.
+        let Some(last) = targets.pop() else {
+            return;
+        };
+        for target in targets {
+            hand_over(p.clone(), target, m, only).await;
         }
+        hand_over(p, last, m, only).await;
+    }
+}
+
+/// Puts one delivery in a session's outbox, as its subscription grants it. A full outbox
+/// drops a live QoS 0 message (QoS 0 allows it; the message stays in the log); anything
+/// else waits for room.
+async fn hand_over(
+    mut publish: Publish,
+    (outbox, g, ids): (mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>),
+    m: &Message,
+    only: Option<u64>,
+) {
+    publish.qos = publish.qos.min(g.qos);
+    publish.properties.subscription_identifiers = ids;
+    publish.retain = m.retain && g.retain_as_published;
+    let d = Box::new(Delivery {
+        publish,
+        at: Some(m.at.clone()),
+    });
+    if d.publish.qos == QoS::AtMostOnce && only.is_none() {
+        if outbox.try_send(d).is_err() {
+            tracing::debug!("mqtt outbox full; QoS 0 message dropped");
+        }
+    } else {
+        let _ = outbox.send(d).await;
     }
 }
 
