@@ -331,6 +331,30 @@ def test_receive_maximum_holds_deliveries_until_acknowledged(sluice):
         assert kind == 3 and body.endswith(b"2")
 
 
+def test_deliveries_larger_than_the_clients_maximum_packet_size_are_dropped_for_it(sluice):
+    host, port = hostport(sluice.mqtt)
+    with socket.create_connection((host, port), timeout=10) as s:
+        # CONNECT 5.0, Receive Maximum 1, Maximum Packet Size 64; SUBSCRIBE mp/# at QoS 1.
+        props = b"\x21\x00\x01" + b"\x27" + (64).to_bytes(4, "big")
+        body = b"\x00\x04MQTT\x05\x02\x00\x3c" + bytes([len(props)]) + props + b"\x00\x02mp"
+        s.sendall(bytes([0x10, len(body)]) + body)
+        assert read_packet(s)[0] == 2  # CONNACK
+        s.sendall(b"\x82\x0a\x00\x01\x00\x00\x04mp/#\x01")
+        assert read_packet(s)[0] == 9  # SUBACK
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mp-pub", protocol=mqtt.MQTTv5)
+        pub.connect(host, port)
+        pub.loop_start()
+        pub.publish("mp/big", b"x" * 200, qos=1).wait_for_publish(10)
+        pub.publish("mp/small", b"ok", qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        # The large one is dropped for this client and does not hold its one-message window.
+        kind, flags, body = read_packet(s)
+        assert kind == 3 and (flags >> 1) & 3 == 1
+        assert body[2:2 + int.from_bytes(body[:2], "big")] == b"mp/small"
+        assert body.endswith(b"ok")
+
+
 def test_mqtt_over_websocket_on_the_http_listener(sluice):
     host, port = hostport(sluice.http)
     ws = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ws", protocol=mqtt.MQTTv5,

@@ -214,6 +214,10 @@ pub(crate) async fn read_records(
     let mut out = BytesMut::new();
     match source {
         Source::Wal(entries) => {
+            // Room for what the chunks hold up front: growing a buffer of up to `limit`
+            // bytes step by step copies it over and over.
+            let size: usize = entries.iter().map(|e| e.size as usize).sum();
+            out.reserve(size.min(limit.max(entries.first().map_or(0, |e| e.size as usize))));
             for e in entries {
                 let chunk = read_chunk(ctx, e).await?;
                 if !append_batches(&mut out, e.base_offset, &chunk, offset, limit, may_exceed)? {

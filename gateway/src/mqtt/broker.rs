@@ -109,6 +109,8 @@ pub struct Broker {
     share_local: Mutex<HashMap<Share, usize>>,
     /// Per shared subscription, the gateways with members, as registered in metadata.
     share_nodes: Mutex<HashMap<Share, BTreeSet<i32>>>,
+    /// Bumped by every change to who receives what (see [`Broker::changed`]).
+    generation: AtomicU64,
 }
 
 /// A shared subscription: its group and its filter (`$share/<group>/<filter>`).
@@ -227,6 +229,7 @@ impl Broker {
             shared: Mutex::new(Subscriptions::default()),
             share_local: Mutex::new(HashMap::new()),
             share_nodes: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -251,6 +254,7 @@ impl Broker {
         });
         let previous = lock(&self.by_client).insert(client_id.to_string(), live.clone());
         lock(&self.live).insert(live.session, live.clone());
+        self.changed();
         (live, previous, rx)
     }
 
@@ -502,6 +506,7 @@ impl Broker {
             }
         }
         lock(&self.live).remove(&live.session);
+        self.changed();
         if let Some(task) = lock(&live.catchup_task).take() {
             task.abort();
         }
@@ -641,6 +646,7 @@ impl Broker {
                 .insert(filter, id, granted)
                 .is_none(),
         };
+        self.changed();
         for t in self.map.log_topics() {
             self.tail(ctx, t);
         }
@@ -649,13 +655,14 @@ impl Broker {
 
     pub fn unsubscribe(&self, id: u64, filter: &str) -> bool {
         let Ok(Some((group, inner))) = topic::parse_shared(filter) else {
-            return lock(&self.subscriptions).remove(filter, &id).is_some();
+            let removed = lock(&self.subscriptions).remove(filter, &id).is_some();
+            self.changed();
+            return removed;
         };
         let share: Share = Arc::new((group.to_string(), inner.to_string()));
-        if lock(&self.shared)
-            .remove(inner, &(share.clone(), id))
-            .is_none()
-        {
+        let removed = lock(&self.shared).remove(inner, &(share.clone(), id));
+        self.changed();
+        if removed.is_none() {
             return false;
         }
         let last = {
@@ -740,6 +747,7 @@ impl Broker {
                 catchup.insert(t.clone(), p);
             }
         }
+        self.changed();
         for (filter, granted) in subscriptions {
             self.subscribe(ctx, live.session, filter, *granted);
         }
@@ -753,12 +761,11 @@ impl Broker {
 
     /// The message a log record holds, as delivered to subscribers; `None` if it is gone.
     pub async fn read_at(&self, ctx: &Ctx, at: &LogRef) -> Option<Publish> {
-        let records = read_from(ctx, &at.id, at.partition, at.offset, &at.topic)
+        let mut records = read_from(ctx, &at.id, at.partition, at.offset, &at.topic)
             .await
             .ok()?;
         records
-            .into_iter()
-            .find(|(m, _)| m.at.offset == at.offset)
+            .find_map(|r| r.ok().filter(|(m, _)| m.at.offset == at.offset))
             .and_then(|(_, p)| p)
     }
 
@@ -858,10 +865,12 @@ impl Broker {
         };
         let now = now_ms();
         let origin = Origin::new(topic, client_id);
+        let mut retains = false;
         let records: Vec<Record> = ps
             .iter()
             .enumerate()
             .map(|(i, p)| {
+                retains |= p.retain;
                 let mapped = record_of(p, &origin);
                 Record {
                     attributes: 0,
@@ -907,8 +916,10 @@ impl Broker {
             let _ = done.send(());
         }
         let offset = pending.await?;
-        for p in ps.iter().filter(|p| p.retain) {
-            self.retain(ctx, p, topic).await?;
+        if retains {
+            for p in ps.iter().filter(|p| p.retain) {
+                self.retain(ctx, p, topic).await?;
+            }
         }
         Ok(offset)
     }
@@ -959,11 +970,65 @@ impl Broker {
         Ok(out)
     }
 
-    /// Hands a record from the log to every session with a matching subscription, once
-    /// per session at the highest QoS its matching subscriptions grant, with the
-    /// identifiers of all of them. With `only`, to that session alone (catching up);
-    /// otherwise to the sessions live in the record's log topic.
-    async fn deliver(&self, mut p: Publish, m: &Message, only: Option<u64>) {
+    /// Who receives a message published on `topic` by `client`: every session with a
+    /// matching subscription, once, at the highest QoS its matching subscriptions grant,
+    /// with the identifiers of all of them. With `only`, that session alone (catching
+    /// up); otherwise the sessions live in log topic `log_topic`. Also whether a shared
+    /// subscription matches (its member is picked per message).
+    fn targets(
+        &self,
+        topic: &str,
+        client: Option<&[u8]>,
+        log_topic: &str,
+        only: Option<u64>,
+    ) -> (Vec<Target>, bool) {
+        let live = lock(&self.live);
+        let subs = lock(&self.subscriptions);
+        let mut by_session: Vec<(u64, Granted, Vec<u32>)> = Vec::new();
+        for (id, g) in subs.matching(topic) {
+            if only.is_some_and(|o| o != *id) {
+                continue;
+            }
+            let Some(l) = live.get(id) else {
+                continue;
+            };
+            if g.no_local && client == Some(l.client_id.as_bytes()) {
+                continue;
+            }
+            match by_session.iter_mut().find(|(s, _, _)| s == id) {
+                Some((_, granted, ids)) => {
+                    granted.qos = granted.qos.max(g.qos);
+                    granted.retain_as_published |= g.retain_as_published;
+                    ids.extend(g.subscription_id);
+                }
+                None => by_session.push((*id, *g, g.subscription_id.into_iter().collect())),
+            }
+        }
+        let targets = by_session
+            .into_iter()
+            .filter_map(|(id, g, ids)| {
+                let l = live.get(&id)?;
+                if only.is_none() && lock(&l.catchup).contains_key(log_topic) {
+                    return None; // still catching up there: it reads this itself
+                }
+                Some((l.outbox.clone(), g, ids))
+            })
+            .collect();
+        let shared = only.is_none() && !lock(&self.shared).matching(topic).is_empty();
+        (targets, shared)
+    }
+
+    /// Hands a record from the log to the sessions [`Broker::targets`] names, and to the
+    /// chosen member of each matching shared subscription. The live tail passes `cache`:
+    /// the targets of the previous message, reused while the topic, the publisher and
+    /// everything that decides them stay the same.
+    async fn deliver(
+        &self,
+        mut p: Publish,
+        m: &Message,
+        only: Option<u64>,
+        cache: Option<&mut Targets>,
+    ) {
         if let Some(expiry) = p.properties.message_expiry_interval {
             let age = (now_ms() - m.timestamp).max(0) / 1000;
             if age >= i64::from(expiry) {
@@ -971,50 +1036,70 @@ impl Broker {
             }
             p.properties.message_expiry_interval = Some(expiry - age as u32);
         }
-        let targets: Vec<(mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>)> = {
-            let live = lock(&self.live);
-            let subs = lock(&self.subscriptions);
-            let mut by_session: HashMap<u64, (Granted, Vec<u32>)> = HashMap::new();
-            for (id, g) in subs.matching(&p.topic) {
-                if only.is_some_and(|o| o != *id) {
-                    continue;
+        let computed;
+        let (targets, shared) = match cache {
+            Some(c) => {
+                let generation = self.generation.load(Ordering::Acquire);
+                if c.generation != Some(generation) || c.topic != p.topic || c.client != m.client {
+                    let (list, shared) =
+                        self.targets(&p.topic, m.client.as_deref(), &m.at.topic, only);
+                    *c = Targets {
+                        generation: Some(generation),
+                        topic: p.topic.clone(),
+                        client: m.client.clone(),
+                        list,
+                        shared,
+                    };
                 }
-                let Some(l) = live.get(id) else {
-                    continue;
-                };
-                if g.no_local && m.client.as_deref() == Some(l.client_id.as_bytes()) {
-                    continue;
-                }
-                let entry = by_session.entry(*id).or_insert((*g, Vec::new()));
-                entry.0.qos = entry.0.qos.max(g.qos);
-                entry.0.retain_as_published |= g.retain_as_published;
-                entry.1.extend(g.subscription_id);
+                (&c.list, c.shared)
             }
-            by_session
-                .into_iter()
-                .filter_map(|(id, (g, ids))| {
-                    let l = live.get(&id)?;
-                    if only.is_none() && lock(&l.catchup).contains_key(&*m.at.topic) {
-                        return None; // still catching up there: it reads this itself
-                    }
-                    Some((l.outbox.clone(), g, ids))
-                })
-                .collect()
+            None => {
+                let (list, shared) = self.targets(&p.topic, m.client.as_deref(), &m.at.topic, only);
+                computed = list;
+                (&computed, shared)
+            }
         };
-        let mut targets = targets;
-        if only.is_none() {
-            targets.extend(self.shared_targets(&p.topic, &m.at));
-        }
-        crate::metrics::MQTT_DELIVERIES.inc_by(targets.len() as u64);
+        let picked = if shared {
+            self.shared_targets(&p.topic, &m.at)
+        } else {
+            Vec::new()
+        };
+        let count = targets.len() + picked.len();
+        crate::metrics::MQTT_DELIVERIES.inc_by(count as u64);
         // The last target takes the message itself; the others a copy.
-        let Some(last) = targets.pop() else {
-            return;
-        };
-        for target in targets {
+        for i in 0..count {
+            let target = match targets.get(i) {
+                Some(t) => t,
+                None => &picked[i - targets.len()],
+            };
+            if i + 1 == count {
+                hand_over(p, target, m, only).await;
+                break;
+            }
             hand_over(p.clone(), target, m, only).await;
         }
-        hand_over(p, last, m, only).await;
     }
+
+    /// Notes that who receives what may have changed (subscriptions, live sessions,
+    /// catch-up), so that targets kept by the live tail are worked out again.
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A session's outbox, what its subscriptions grant, and their identifiers.
+type Target = (mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>);
+
+/// The targets of the last message the live tail delivered, and what they were worked
+/// out for.
+#[derive(Default)]
+struct Targets {
+    /// `Broker::generation` when worked out; `None`: never.
+    generation: Option<u64>,
+    topic: String,
+    client: Option<Bytes>,
+    list: Vec<Target>,
+    shared: bool,
 }
 
 /// Puts one delivery in a session's outbox, as its subscription grants it. A full outbox
@@ -1022,12 +1107,12 @@ impl Broker {
 /// else waits for room.
 async fn hand_over(
     mut publish: Publish,
-    (outbox, g, ids): (mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>),
+    (outbox, g, ids): &Target,
     m: &Message,
     only: Option<u64>,
 ) {
     publish.qos = publish.qos.min(g.qos);
-    publish.properties.subscription_identifiers = ids;
+    publish.properties.subscription_identifiers.clone_from(ids);
     publish.retain = m.retain && g.retain_as_published;
     let d = Box::new(Delivery {
         publish,
@@ -1165,6 +1250,7 @@ async fn follow(
 
 /// Follows one log topic from the moment it is first needed, delivering every new record.
 async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
+    let shared_name: Arc<str> = log_topic.as_str().into();
     let mut applied = ctx.log.subscribe();
     loop {
         if applied.changed().await.is_err() {
@@ -1185,6 +1271,7 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
             continue;
         };
         let mut state = t.state.lock().await;
+        let mut targets = Targets::default();
         if state.topic_id.is_some_and(|t| t != id) {
             state.next.clear(); // deleted and created again
         }
@@ -1193,23 +1280,38 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
             let p = p as u32;
             let from = state.next.entry(p).or_insert(start);
             while *from < hwm {
-                match read_from(&ctx, &id, p, *from, &log_topic).await {
-                    Ok(records) if !records.is_empty() => {
-                        for (m, publish) in records {
-                            let offset = m.at.offset;
-                            if offset >= *from {
-                                if let Some(publish) = publish {
-                                    ctx.mqtt.deliver(publish, &m, None).await;
-                                }
-                                *from = offset + 1;
-                            }
-                        }
-                    }
-                    Ok(_) => break,
+                let read = read_from(&ctx, &id, p, *from, &shared_name).await;
+                let failed = |e: &str| {
+                    tracing::warn!(topic = %log_topic, partition = p, error = %e, "mqtt delivery read failed");
+                };
+                let records = match read {
+                    Ok(r) => r,
                     Err(e) => {
-                        tracing::warn!(topic = %log_topic, partition = p, error = %e, "mqtt delivery read failed");
+                        failed(&e);
                         break;
                     }
+                };
+                let before = *from;
+                for record in records {
+                    let (m, publish) = match record {
+                        Ok(r) => r,
+                        Err(e) => {
+                            failed(&e);
+                            break;
+                        }
+                    };
+                    let offset = m.at.offset;
+                    if offset >= *from {
+                        if let Some(publish) = publish {
+                            ctx.mqtt
+                                .deliver(publish, &m, None, Some(&mut targets))
+                                .await;
+                        }
+                        *from = offset + 1;
+                    }
+                }
+                if *from == before {
+                    break; // nothing (more) readable
                 }
             }
         }
@@ -1220,6 +1322,7 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
 /// then, holding the tail still, hands the session to live delivery there.
 async fn catch_up(ctx: Arc<Ctx>, live: Arc<Live>, tails: Vec<(String, Arc<Tail>)>) {
     for (name, tail) in tails {
+        let shared_name: Arc<str> = name.as_str().into();
         loop {
             let pending: Vec<(Uuid, u32, i64, i64)> = {
                 let state = tail.state.lock().await;
@@ -1250,32 +1353,42 @@ async fn catch_up(ctx: Arc<Ctx>, live: Arc<Live>, tails: Vec<(String, Arc<Tail>)
                     .unwrap_or_default();
                 if pending.is_empty() {
                     catchup.remove(&name); // live from here, atomically with the tail
+                    ctx.mqtt.changed();
                     break;
                 }
                 pending
             };
             for (id, p, mut from, to) in pending {
                 while from < to {
-                    let records = match read_from(&ctx, &id, p, from, &name).await {
-                        Ok(r) if !r.is_empty() => r,
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(topic = %name, partition = p, error = %e, "mqtt catch-up read failed");
-                            return;
-                        }
+                    let failed = |e: &str| {
+                        tracing::warn!(topic = %name, partition = p, error = %e, "mqtt catch-up read failed");
                     };
-                    for (m, publish) in records {
+                    let records = match read_from(&ctx, &id, p, from, &shared_name).await {
+                        Ok(r) => r,
+                        Err(e) => return failed(&e),
+                    };
+                    let before = from;
+                    for record in records {
+                        let (m, publish) = match record {
+                            Ok(r) => r,
+                            Err(e) => return failed(&e),
+                        };
                         let offset = m.at.offset;
                         if offset < from || offset >= to {
                             continue;
                         }
                         if let Some(publish) = publish {
-                            ctx.mqtt.deliver(publish, &m, Some(live.session)).await;
+                            ctx.mqtt
+                                .deliver(publish, &m, Some(live.session), None)
+                                .await;
                         }
                         from = offset + 1;
                         if let Some(pos) = lock(&live.catchup).get_mut(&name) {
                             pos.next.insert(p, from);
                         }
+                    }
+                    if from == before {
+                        break; // nothing (more) readable
                     }
                 }
                 if from < to {
@@ -1299,64 +1412,104 @@ struct Message {
     client: Option<Bytes>,
 }
 
-/// Records from `offset` on; the message is `None` for records whose key is not an MQTT
-/// topic name.
-type Messages = Vec<(Message, Option<Publish>)>;
+/// The records of a read from the log, decoded one batch at a time as they are taken (a
+/// read holds up to `TAIL_READ` bytes; the messages are not all built up front). The
+/// message is `None` for records whose key is not an MQTT topic name.
+struct Messages {
+    bytes: Bytes,
+    /// Where the next batch starts in `bytes`.
+    at: usize,
+    batch: Option<(BatchHeader, std::vec::IntoIter<Record>)>,
+    topic: Arc<str>,
+    id: Uuid,
+    partition: u32,
+}
 
+impl Iterator for Messages {
+    type Item = Result<(Message, Option<Publish>), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((h, records)) = &mut self.batch {
+                if let Some(r) = records.next() {
+                    let at = LogRef {
+                        topic: self.topic.clone(),
+                        id: self.id,
+                        partition: self.partition,
+                        offset: h.base_offset + i64::from(r.offset_delta),
+                    };
+                    return Some(Ok(message(at, h, r)));
+                }
+                self.batch = None;
+            }
+            if self.at >= self.bytes.len() {
+                return None;
+            }
+            let decoded = batch::read_header(&self.bytes, self.at)
+                .map_err(|e| e.to_string())
+                .and_then(|info| {
+                    let raw = self.bytes.slice(self.at..self.at + info.size);
+                    self.at += info.size;
+                    decode_batch(&raw).map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok((h, records)) => self.batch = Some((h, records.into_iter())),
+                Err(e) => {
+                    self.at = self.bytes.len();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// What delivery needs of record `r` of the batch `h`, which is at `at` in the log.
+fn message(at: LogRef, h: &BatchHeader, r: Record) -> (Message, Option<Publish>) {
+    let timestamp = if h.attributes & 0x08 != 0 {
+        h.max_timestamp // log-append time
+    } else {
+        h.base_timestamp + r.timestamp_delta
+    };
+    let header = |name: &[u8]| {
+        r.headers
+            .iter()
+            .find(|h| h.key.as_ref() == name)
+            .and_then(|h| h.value.clone())
+    };
+    let m = Message {
+        at,
+        timestamp,
+        retain: header(b"mqtt.retain").as_deref() == Some(b"1"),
+        client: header(b"mqtt.client_id"),
+    };
+    let publish = publish_of(r.key.as_deref(), r.value.as_ref(), &r.headers);
+    (m, publish)
+}
+
+/// The records of `log_topic` from `offset` on, as far as one read goes.
 async fn read_from(
     ctx: &Ctx,
     topic_id: &Uuid,
     partition: u32,
     offset: i64,
-    log_topic: &str,
+    log_topic: &Arc<str>,
 ) -> Result<Messages, String> {
     let source = ctx.log.read(|s| {
         s.partition(topic_id, partition)
             .map(|log| Source::for_offset(log, offset.max(log.log_start_offset), TAIL_READ))
     });
-    let Some(source) = source else {
-        return Ok(Vec::new());
+    let bytes = match source {
+        Some(source) => read_records(ctx, &source, offset, TAIL_READ, true)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => Bytes::new(),
     };
-    let bytes = read_records(ctx, &source, offset, TAIL_READ, true)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let shared_topic: Arc<str> = log_topic.into();
-    for info in batch::iter_headers(&bytes) {
-        let info = info.map_err(|e| e.to_string())?;
-        let raw = bytes.slice(info.position..info.position + info.size);
-        let (h, records) = decode_batch(&raw).map_err(|e| e.to_string())?;
-        let log_append = h.attributes & 0x08 != 0;
-        for r in records {
-            let at = h.base_offset + i64::from(r.offset_delta);
-            let timestamp = if log_append {
-                h.max_timestamp
-            } else {
-                h.base_timestamp + r.timestamp_delta
-            };
-            let header = |name: &[u8]| {
-                r.headers
-                    .iter()
-                    .find(|h| h.key.as_ref() == name)
-                    .and_then(|h| h.value.clone())
-            };
-            let retain = header(b"mqtt.retain").as_deref() == Some(b"1");
-            let client = header(b"mqtt.client_id");
-            out.push((
-                Message {
-                    at: LogRef {
-                        topic: shared_topic.clone(),
-                        id: *topic_id,
-                        partition,
-                        offset: at,
-                    },
-                    timestamp,
-                    retain,
-                    client,
-                },
-                publish_of(r.key.as_deref(), r.value.as_ref(), &r.headers),
-            ));
-        }
-    }
-    Ok(out)
+    Ok(Messages {
+        bytes,
+        at: 0,
+        batch: None,
+        topic: log_topic.clone(),
+        id: *topic_id,
+        partition,
+    })
 }

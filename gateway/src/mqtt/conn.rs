@@ -58,11 +58,15 @@ const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 /// Answers to groups of publishes, in the order the publishes came: per publish, its
 /// QoS, the packet to send, and a QoS 2 packet id to forget because the message was not
 /// stored.
-type Acks = FuturesOrdered<
-    std::pin::Pin<
-        Box<dyn std::future::Future<Output = Vec<(QoS, Option<Packet>, Option<u16>)>> + Send>,
-    >,
->;
+type Acks = FuturesOrdered<std::pin::Pin<Box<dyn std::future::Future<Output = Stored> + Send>>>;
+
+/// A group of publishes stored (or not): how many, how many of them QoS 1 or 2, and for
+/// those, in order, the acknowledgement to send (if any) and the QoS 2 packet id to
+/// forget (if storing failed).
+struct Stored {
+    count: usize,
+    acked: Vec<(Option<Packet>, Option<u16>)>,
+}
 /// Consecutive publishes to one topic stored as one record batch, at most this many.
 const MAX_GROUP: usize = 256;
 
@@ -513,12 +517,10 @@ impl Conn {
     }
 
     /// A group of publishes is stored (or failed): acknowledgements go out in order.
-    fn stored(&mut self, group: Vec<(QoS, Option<Packet>, Option<u16>)>) {
-        for (qos, ack, forget) in group {
-            self.storing -= 1;
-            if qos != QoS::AtMostOnce {
-                self.storing_acked -= 1;
-            }
+    fn stored(&mut self, group: Stored) {
+        self.storing -= group.count;
+        self.storing_acked -= group.acked.len();
+        for (ack, forget) in group.acked {
             if let Some(id) = forget {
                 self.incoming_qos2.remove(&id);
             }
@@ -549,12 +551,10 @@ impl Conn {
             if let Err(e) = &stored {
                 tracing::warn!(topic = %group[0].topic, error = %e, "mqtt publish not stored");
             }
-            group
+            let acked = group
                 .iter()
-                .map(|p| {
-                    let Some(id) = p.packet_id else {
-                        return (p.qos, None, None);
-                    };
+                .filter_map(|p| {
+                    let id = p.packet_id?;
                     let forget = (stored.is_err() && p.qos == QoS::ExactlyOnce).then_some(id);
                     let code = match (&stored, v5) {
                         (Ok(_), _) => reason::SUCCESS,
@@ -563,7 +563,7 @@ impl Conn {
                         }
                         (Err(_), true) => reason::UNSPECIFIED_ERROR,
                         // 3.1.1 has no way to say no: no acknowledgement, the client resends.
-                        (Err(_), false) => return (p.qos, None, forget),
+                        (Err(_), false) => return Some((None, forget)),
                     };
                     let ack = Ack {
                         packet_id: id,
@@ -574,9 +574,13 @@ impl Conn {
                         QoS::ExactlyOnce => Packet::PubRec(ack),
                         _ => Packet::PubAck(ack),
                     };
-                    (p.qos, Some(packet), forget)
+                    Some((Some(packet), forget))
                 })
-                .collect()
+                .collect();
+            Stored {
+                count: group.len(),
+                acked,
+            }
         }));
     }
 
@@ -612,7 +616,15 @@ impl Conn {
         }
         let packet = Packet::Publish(p);
         if encoded_len(&packet, self.version) > self.client_max_packet {
-            return; // MQTT 5.0: a message the client cannot take is dropped for it
+            // MQTT 5.0: a message the client cannot take is dropped for it.
+            if let Packet::Publish(Publish {
+                packet_id: Some(id),
+                ..
+            }) = packet
+            {
+                self.outgoing.remove(&id);
+            }
+            return;
         }
         self.send(&packet);
     }

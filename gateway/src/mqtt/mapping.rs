@@ -132,14 +132,13 @@ pub fn record_of(p: &Publish, origin: &Origin) -> MappedRecord {
         QoS::AtLeastOnce => b"1",
         QoS::ExactlyOnce => b"2",
     };
-    let mut headers = vec![
-        header(CLIENT_ID, Some(origin.client_id.clone())),
-        header(QOS, Some(Bytes::from_static(qos))),
-    ];
+    let props = &p.properties;
+    let mut headers = Vec::with_capacity(2 + usize::from(p.retain) + props.user_properties.len());
+    headers.push(header(CLIENT_ID, Some(origin.client_id.clone())));
+    headers.push(header(QOS, Some(Bytes::from_static(qos))));
     if p.retain {
         headers.push(header(RETAIN, Some(Bytes::from_static(b"1"))));
     }
-    let props = &p.properties;
     if let Some(v) = props.payload_format_indicator {
         headers.push(header(PAYLOAD_FORMAT, text(v)));
     }

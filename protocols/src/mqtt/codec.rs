@@ -3,7 +3,9 @@
 use bytes::{BufMut, BytesMut};
 
 use super::properties::Context;
-use super::wire::{MAX_VARINT, Reader, put_binary, put_string, put_varint, read_varint};
+use super::wire::{
+    MAX_VARINT, Reader, put_binary, put_string, put_varint, read_varint, varint_len,
+};
 use super::*;
 
 const CONNECT: u8 = 1;
@@ -443,17 +445,8 @@ pub fn encode(packet: &Packet, version: Version, buf: &mut BytesMut) {
             }
             CONNACK << 4
         }
-        Packet::Publish(p) => {
-            put_string(&mut body, &p.topic);
-            if let Some(id) = p.packet_id {
-                body.put_u16(id);
-            }
-            if v5 {
-                p.properties.encode(&mut body);
-            }
-            body.put_slice(&p.payload);
-            (PUBLISH << 4) | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)
-        }
+        // The most frequent packet by far: written in place, its size worked out first.
+        Packet::Publish(p) => return encode_publish(p, v5, buf),
         Packet::PubAck(a) => encode_ack(a, v5, &mut body, PUBACK << 4),
         Packet::PubRec(a) => encode_ack(a, v5, &mut body, PUBREC << 4),
         Packet::PubRel(a) => encode_ack(a, v5, &mut body, (PUBREL << 4) | 2),
@@ -527,9 +520,40 @@ pub fn encode(packet: &Packet, version: Version, buf: &mut BytesMut) {
 /// Size of `packet` on the wire, for checking a peer's maximum packet size before
 /// sending.
 pub fn encoded_len(packet: &Packet, version: Version) -> usize {
+    if let Packet::Publish(p) = packet {
+        let remaining = publish_remaining_len(p, version == Version::V5);
+        return 1 + varint_len(remaining as u32) + remaining;
+    }
     let mut buf = BytesMut::new();
     encode(packet, version, &mut buf);
     buf.len()
+}
+
+fn encode_publish(p: &Publish, v5: bool, buf: &mut BytesMut) {
+    let remaining = publish_remaining_len(p, v5);
+    buf.reserve(1 + varint_len(remaining as u32) + remaining);
+    buf.put_u8((PUBLISH << 4) | (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain));
+    put_varint(buf, remaining as u32);
+    put_string(buf, &p.topic);
+    if let Some(id) = p.packet_id {
+        buf.put_u16(id);
+    }
+    if v5 {
+        p.properties.encode(buf);
+    }
+    buf.put_slice(&p.payload);
+}
+
+/// The remaining length (after the fixed header's first byte and the length itself) of a
+/// PUBLISH.
+fn publish_remaining_len(p: &Publish, v5: bool) -> usize {
+    let properties = if v5 {
+        let n = p.properties.body_len();
+        varint_len(n as u32) + n
+    } else {
+        0
+    };
+    2 + p.topic.len() + if p.packet_id.is_some() { 2 } else { 0 } + properties + p.payload.len()
 }
 
 fn encode_connect(c: &Connect, body: &mut BytesMut) {

@@ -181,7 +181,7 @@ impl Properties {
     }
 
     /// Size of the properties, without their length prefix.
-    fn body_len(&self) -> usize {
+    pub(crate) fn body_len(&self) -> usize {
         let s = |v: &Option<String>| v.as_ref().map_or(0, |s| 1 + binary_len(s.as_bytes()));
         let b = |v: &Option<Bytes>| v.as_ref().map_or(0, |b| 1 + binary_len(b));
         let n = |v: Option<usize>, size: usize| v.map_or(0, |_| 1 + size);

@@ -360,3 +360,38 @@ fn reserved_3_1_1_suback_codes_are_malformed() {
     let mut buf = BytesMut::from(&b"\x90\x04\x20\x0b\x80\x02"[..]);
     assert!(decode(&mut buf, Some(Version::V311), 1 << 20).is_ok());
 }
+
+#[test]
+fn publish_sizes_are_worked_out_as_encoded() {
+    let mut props = Properties {
+        message_expiry_interval: Some(60),
+        content_type: Some("text/plain".into()),
+        user_properties: vec![("k".into(), "v".repeat(200))],
+        ..Properties::default()
+    };
+    props.subscription_identifiers = vec![1, 300, 70_000];
+    for (qos, packet_id) in [(QoS::AtMostOnce, None), (QoS::AtLeastOnce, Some(7))] {
+        for payload in [0usize, 100, 200_000] {
+            let p = Packet::Publish(Publish {
+                dup: false,
+                qos,
+                retain: true,
+                topic: "a/b".into(),
+                packet_id,
+                properties: props.clone(),
+                payload: Bytes::from(vec![1u8; payload]),
+            });
+            for version in [Version::V311, Version::V5] {
+                let mut out = BytesMut::new();
+                encode(&p, version, &mut out);
+                assert_eq!(encoded_len(&p, version), out.len());
+                let decoded = decode(&mut out, Some(version), usize::MAX)
+                    .expect("decodes")
+                    .expect("whole");
+                if version == Version::V5 {
+                    assert_eq!(decoded, p);
+                }
+            }
+        }
+    }
+}
