@@ -210,6 +210,7 @@ pub async fn serve_stream(
         subscriptions: Vec::new(),
         incoming_qos2: HashSet::new(),
         pending: Vec::new(),
+        pending_acked: 0,
         last_submitted: None,
         storing: 0,
         storing_acked: 0,
@@ -351,6 +352,8 @@ struct Conn {
     incoming_qos2: HashSet<u16>,
     /// Publishes received and not yet handed to the log: consecutive ones to one topic.
     pending: Vec<Publish>,
+    /// How many of `pending` are QoS 1 or 2.
+    pending_acked: usize,
     /// Resolves once the last group of publishes was handed to the log.
     last_submitted: Option<tokio::sync::oneshot::Receiver<()>>,
     /// Publishes on their way into the log, of any QoS and of QoS 1 and 2.
@@ -449,7 +452,14 @@ impl Conn {
                     }
                 }
             }
-            self.store_pending(&mut acks);
+            // QoS 0 publishes arriving while a group is being stored wait for it and go
+            // as the next group (a full group goes at once, see `handle`): under load,
+            // larger groups instead of one per read, each costing a record batch, an
+            // index entry and a round through the batcher. Publishes a client waits to
+            // have acknowledged go at once.
+            if acks.is_empty() || self.pending_acked > 0 {
+                self.store_pending(&mut acks);
+            }
             if self.flush(socket).await.is_err() {
                 return self.finish_publishes(socket, &mut acks, End::Gone).await;
             }
@@ -459,9 +469,10 @@ impl Conn {
                     None => std::future::pending().await,
                 }
             };
-            // With MAX_PENDING publishes being stored, the socket is not read: the client
-            // is slowed down by TCP rather than the gateway buffering without end.
-            let room = self.storing < MAX_PENDING;
+            // With MAX_PENDING publishes being stored or waiting to be, the socket is not
+            // read: the client is slowed down by TCP rather than the gateway buffering
+            // without end.
+            let room = self.storing + self.pending.len() < MAX_PENDING;
             let end = tokio::select! {
                 n = socket.read_buf(buf), if room => match n {
                     Ok(0) | Err(_) => Some(End::Gone),
@@ -469,6 +480,9 @@ impl Conn {
                 },
                 Some(group) = acks.next(), if !acks.is_empty() => {
                     self.stored(group);
+                    if acks.is_empty() {
+                        self.store_pending(&mut acks);
+                    }
                     None
                 }
                 Some(d) = outbox.recv() => {
@@ -537,7 +551,7 @@ impl Conn {
         }
         let group = std::mem::take(&mut self.pending);
         self.storing += group.len();
-        self.storing_acked += group.iter().filter(|p| p.qos != QoS::AtMostOnce).count();
+        self.storing_acked += std::mem::take(&mut self.pending_acked);
         let ctx = self.ctx.clone();
         let v5 = self.v5();
         let client_id = self.client_id.clone();
@@ -1074,13 +1088,8 @@ impl Conn {
             }));
             return None;
         }
-        let acked_pending = self
-            .pending
-            .iter()
-            .filter(|p| p.qos != QoS::AtMostOnce)
-            .count();
         if p.qos != QoS::AtMostOnce
-            && self.storing_acked + acked_pending >= usize::from(RECEIVE_MAXIMUM)
+            && self.storing_acked + self.pending_acked >= usize::from(RECEIVE_MAXIMUM)
         {
             return Some(End::Violation(
                 reason::RECEIVE_MAXIMUM_EXCEEDED,
@@ -1099,6 +1108,9 @@ impl Conn {
             && self.pending.len() < MAX_GROUP;
         if !joins {
             self.store_pending(acks);
+        }
+        if p.qos != QoS::AtMostOnce {
+            self.pending_acked += 1;
         }
         self.pending.push(p);
         None
