@@ -213,6 +213,32 @@ def test_5_0_aliases_identifiers_no_local_and_expiry(sluice):
     other.stop()
 
 
+def test_subscriptions_made_and_dropped_between_messages_apply_to_the_next(sluice):
+    a = Collector(sluice.mqtt, mqtt.MQTTv5, "gen-a")
+    b = Collector(sluice.mqtt, mqtt.MQTTv5, "gen-b")
+    pub = Collector(sluice.mqtt, mqtt.MQTTv5, "gen-pub")
+    a.subscribe("gen/#", 1)
+    pub.c.publish("gen/t", b"m1", qos=1).wait_for_publish(10)
+    assert [m.payload for m in a.wait_for(1)] == [b"m1"]
+    # Same topic, same publisher: who receives it is worked out again after each change.
+    b.subscribe("gen/t", 1)
+    pub.c.publish("gen/t", b"m2", qos=1).wait_for_publish(10)
+    assert [m.payload for m in b.wait_for(1)] == [b"m2"]
+    unsubscribed = threading.Event()
+    a.c.on_unsubscribe = lambda *args: unsubscribed.set()
+    a.c.unsubscribe("gen/#")
+    assert unsubscribed.wait(10)
+    pub.c.publish("gen/t", b"m3", qos=1).wait_for_publish(10)
+    assert [m.payload for m in b.wait_for(2)] == [b"m2", b"m3"]
+    # A marker on another topic, behind m3 in the same log topic: once "a" has it, m3
+    # would have come first had it been delivered to "a".
+    a.subscribe("gen2/marker", 1)
+    pub.c.publish("gen2/marker", b"marker", qos=1).wait_for_publish(10)
+    assert [m.payload for m in a.wait_for(3)] == [b"m1", b"m2", b"marker"]
+    for c in (a, b, pub):
+        c.stop()
+
+
 def test_retained_messages_are_sent_to_new_subscribers_deleted_and_kept_over_restarts(tmp_dir):
     from conftest import Sluice
     s = Sluice(tmp_dir / "data").start()
