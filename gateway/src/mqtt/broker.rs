@@ -984,7 +984,7 @@ impl Broker {
     ) -> (Vec<Target>, bool) {
         let live = lock(&self.live);
         let subs = lock(&self.subscriptions);
-        let mut by_session: Vec<(u64, Granted, Vec<u32>)> = Vec::new();
+        let mut matched: Vec<(u64, Granted)> = Vec::new();
         for (id, g) in subs.matching(topic) {
             if only.is_some_and(|o| o != *id) {
                 continue;
@@ -995,13 +995,19 @@ impl Broker {
             if g.no_local && client == Some(l.client_id.as_bytes()) {
                 continue;
             }
-            match by_session.iter_mut().find(|(s, _, _)| s == id) {
-                Some((_, granted, ids)) => {
+            matched.push((*id, *g));
+        }
+        // One entry per session: the highest QoS granted, every identifier.
+        matched.sort_by_key(|(id, _)| *id);
+        let mut by_session: Vec<(u64, Granted, Vec<u32>)> = Vec::new();
+        for (id, g) in matched {
+            match by_session.last_mut() {
+                Some((last, granted, ids)) if *last == id => {
                     granted.qos = granted.qos.max(g.qos);
                     granted.retain_as_published |= g.retain_as_published;
                     ids.extend(g.subscription_id);
                 }
-                None => by_session.push((*id, *g, g.subscription_id.into_iter().collect())),
+                _ => by_session.push((id, g, g.subscription_id.into_iter().collect())),
             }
         }
         let targets = by_session
