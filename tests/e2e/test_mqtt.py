@@ -323,21 +323,36 @@ def read_packet(s):
     return first >> 4, first & 0x0F, exactly(length)
 
 
+def raw_subscriber_5(s, client_id, props, filter_):
+    """CONNECT 5.0 over the raw socket `s` with the CONNECT properties `props`, then
+    SUBSCRIBE to `filter_` at QoS 1."""
+    cid = client_id.encode()
+    body = (b"\x00\x04MQTT\x05\x02\x00\x3c" + bytes([len(props)]) + props
+            + len(cid).to_bytes(2, "big") + cid)
+    s.sendall(bytes([0x10, len(body)]) + body)
+    assert read_packet(s)[0] == 2  # CONNACK
+    f = filter_.encode()
+    sub = b"\x00\x01\x00" + len(f).to_bytes(2, "big") + f + b"\x01"
+    s.sendall(bytes([0x82, len(sub)]) + sub)
+    assert read_packet(s)[0] == 9  # SUBACK
+
+
+def publish_all_5(host, port, client_id, messages):
+    """Publishes (topic, payload) pairs at QoS 1, each acknowledged before the next."""
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    pub.connect(host, port)
+    pub.loop_start()
+    for topic, payload in messages:
+        pub.publish(topic, payload, qos=1).wait_for_publish(10)
+    pub.loop_stop()
+    pub.disconnect()
+
+
 def test_receive_maximum_holds_deliveries_until_acknowledged(sluice):
     host, port = hostport(sluice.mqtt)
     with socket.create_connection((host, port), timeout=10) as s:
-        # CONNECT 5.0 with Receive Maximum 2, then SUBSCRIBE fc/# at QoS 1.
-        s.sendall(b"\x10\x12\x00\x04MQTT\x05\x02\x00\x3c\x03\x21\x00\x02\x00\x02rm")
-        assert read_packet(s)[0] == 2  # CONNACK
-        s.sendall(b"\x82\x0a\x00\x01\x00\x00\x04fc/#\x01")
-        assert read_packet(s)[0] == 9  # SUBACK
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fc-pub", protocol=mqtt.MQTTv5)
-        pub.connect(host, port)
-        pub.loop_start()
-        for i in range(5):
-            pub.publish(f"fc/{i}", b"%d" % i, qos=1).wait_for_publish(10)
-        pub.loop_stop()
-        pub.disconnect()
+        raw_subscriber_5(s, "rm", b"\x21\x00\x02", "fc/#")  # Receive Maximum 2
+        publish_all_5(host, port, "fc-pub", [(f"fc/{i}", b"%d" % i) for i in range(5)])
         ids = []
         for _ in range(2):
             kind, flags, body = read_packet(s)
@@ -360,20 +375,9 @@ def test_receive_maximum_holds_deliveries_until_acknowledged(sluice):
 def test_deliveries_larger_than_the_clients_maximum_packet_size_are_dropped_for_it(sluice):
     host, port = hostport(sluice.mqtt)
     with socket.create_connection((host, port), timeout=10) as s:
-        # CONNECT 5.0, Receive Maximum 1, Maximum Packet Size 64; SUBSCRIBE mp/# at QoS 1.
-        props = b"\x21\x00\x01" + b"\x27" + (64).to_bytes(4, "big")
-        body = b"\x00\x04MQTT\x05\x02\x00\x3c" + bytes([len(props)]) + props + b"\x00\x02mp"
-        s.sendall(bytes([0x10, len(body)]) + body)
-        assert read_packet(s)[0] == 2  # CONNACK
-        s.sendall(b"\x82\x0a\x00\x01\x00\x00\x04mp/#\x01")
-        assert read_packet(s)[0] == 9  # SUBACK
-        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="mp-pub", protocol=mqtt.MQTTv5)
-        pub.connect(host, port)
-        pub.loop_start()
-        pub.publish("mp/big", b"x" * 200, qos=1).wait_for_publish(10)
-        pub.publish("mp/small", b"ok", qos=1).wait_for_publish(10)
-        pub.loop_stop()
-        pub.disconnect()
+        # Receive Maximum 1, Maximum Packet Size 64.
+        raw_subscriber_5(s, "mp", b"\x21\x00\x01\x27" + (64).to_bytes(4, "big"), "mp/#")
+        publish_all_5(host, port, "mp-pub", [("mp/big", b"x" * 200), ("mp/small", b"ok")])
         # The large one is dropped for this client and does not hold its one-message window.
         kind, flags, body = read_packet(s)
         assert kind == 3 and (flags >> 1) & 3 == 1
