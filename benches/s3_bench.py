@@ -12,6 +12,7 @@ what the gateway and the network add: batching wait, request handling, responses
 
     cargo build --release -p sluice -p sluice-bench
     python3 benches/s3_bench.py [--rate 5000] [--seconds 20] [--size 1024] [--serve-arg=--flush-max-delay=1ms]
+        [--server moto|s3s-fs]
 
 Quantiles of the histograms are interpolated within their buckets.
 """
@@ -21,9 +22,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,6 +66,46 @@ def quantile(before, after, q):
     return None
 
 
+class S3sFs:
+    """s3s-fs serving a directory, with the same interface as the tests' moto `S3`."""
+
+    def __init__(self, base):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{port}"
+        self.bucket = "sluice-bench"
+        root = base / "s3s-fs"
+        (root / self.bucket).mkdir(parents=True)  # a bucket is a directory
+        self.log = open(base / "s3s-fs.log", "ab")
+        self.proc = subprocess.Popen(
+            [shutil.which("s3s-fs") or "s3s-fs", "--host", "127.0.0.1", "--port", str(port),
+             "--access-key", "test", "--secret-key", "test", str(root)],
+            stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("s3s-fs did not start; see s3s-fs.log")
+                time.sleep(0.05)
+
+    def env(self):
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=int, default=5000, help="records/s")
@@ -70,6 +113,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--serve-arg", action="append", default=[],
                     help="extra `sluice gateway` argument (repeatable), e.g. --serve-arg=--flush-max-delay=1ms")
+    ap.add_argument("--server", choices=["moto", "s3s-fs"], default="moto",
+                    help="the S3-compatible server: moto's (Python, one request at a time) or s3s-fs "
+                         "(Rust, concurrent; `cargo install s3s-fs@0.14.1 --features binary`)")
     ap.add_argument("--json", help="write the report to this file")
     a = ap.parse_args()
     os.environ.setdefault("SLUICE_BIN", str(SLUICE))
@@ -77,7 +123,8 @@ def main():
     from conftest import Etcd, S3, Sluice  # noqa: E402
 
     base = Path(tempfile.mkdtemp(prefix="s3-bench-"))
-    etcd, s3 = Etcd(base), S3(base)
+    etcd = Etcd(base)
+    s3 = S3(base) if a.server == "moto" else S3sFs(base)
     gw = None
     try:
         gw = Sluice(base / "gw", ["--metadata", f"etcd://{etcd.endpoint}/bench",
