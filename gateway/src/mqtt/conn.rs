@@ -55,18 +55,17 @@ const MAX_PENDING: usize = 1024;
 /// Topic aliases a 5.0 client may set up (Topic Alias Maximum).
 const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
-/// Answers to groups of publishes, in the order the publishes came: per publish, its
-/// QoS, the packet to send, and a QoS 2 packet id to forget because the message was not
-/// stored.
+/// Groups of publishes being stored, answered in the order the groups came.
 type Acks = FuturesOrdered<std::pin::Pin<Box<dyn std::future::Future<Output = Stored> + Send>>>;
 
-/// A group of publishes stored (or not): how many, how many of them QoS 1 or 2, and for
-/// those, in order, the acknowledgement to send (if any) and the QoS 2 packet id to
-/// forget (if storing failed).
+/// A group of publishes stored (or not): how many, and for its QoS 1 and 2 ones, in
+/// order, the acknowledgement to send (if any) and the QoS 2 packet id to forget (if
+/// storing failed).
 struct Stored {
     count: usize,
     acked: Vec<(Option<Packet>, Option<u16>)>,
 }
+
 /// Consecutive publishes to one topic stored as one record batch, at most this many.
 const MAX_GROUP: usize = 256;
 
