@@ -26,12 +26,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SLUICE = ROOT / "target" / "release" / "sluice"
 BENCH = ROOT / "target" / "release" / "sluice-bench"
+os.environ.setdefault("SLUICE_BIN", str(SLUICE))
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from conftest import S3, Etcd, Sluice, free_port, wait_for  # noqa: E402
 
 
 def histogram(text, name, labels=""):
@@ -66,13 +68,11 @@ def quantile(before, after, q):
     return None
 
 
-class S3sFs:
-    """s3s-fs serving a directory, with the same interface as the tests' moto `S3`."""
+class S3sFs(S3):
+    """s3s-fs serving a directory, in place of the tests' moto `S3`."""
 
     def __init__(self, base):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.bucket = "sluice-bench"
         root = base / "s3s-fs"
@@ -82,28 +82,7 @@ class S3sFs:
             [shutil.which("s3s-fs") or "s3s-fs", "--host", "127.0.0.1", "--port", str(port),
              "--access-key", "test", "--secret-key", "test", str(root)],
             stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("s3s-fs did not start; see s3s-fs.log")
-                time.sleep(0.05)
-
-    def env(self):
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ALLOW_HTTP": "true",
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        wait_for("s3s-fs", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True)
 
 
 def main():
@@ -118,9 +97,6 @@ def main():
                          "(Rust, concurrent; `cargo install s3s-fs@0.14.1 --features binary`)")
     ap.add_argument("--json", help="write the report to this file")
     a = ap.parse_args()
-    os.environ.setdefault("SLUICE_BIN", str(SLUICE))
-    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-    from conftest import Etcd, S3, Sluice  # noqa: E402
 
     base = Path(tempfile.mkdtemp(prefix="s3-bench-"))
     etcd = Etcd(base)
