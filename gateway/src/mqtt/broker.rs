@@ -200,6 +200,8 @@ struct TailState {
     topic_id: Option<Uuid>,
     /// Per partition, the next offset to hand out.
     next: HashMap<u32, i64>,
+    /// Who the last message delivered went to (kept while still right).
+    targets: Targets,
 }
 
 impl std::fmt::Debug for Broker {
@@ -610,7 +612,11 @@ impl Broker {
             })
             .unwrap_or_default();
         let t = Arc::new(Tail {
-            state: tokio::sync::Mutex::new(TailState { topic_id, next }),
+            state: tokio::sync::Mutex::new(TailState {
+                topic_id,
+                next,
+                targets: Targets::default(),
+            }),
         });
         tails.insert(log_topic.to_string(), t.clone());
         if ctx.config.mqtt_forward {
@@ -871,15 +877,7 @@ impl Broker {
             .enumerate()
             .map(|(i, p)| {
                 retains |= p.retain;
-                let mapped = record_of(p, &origin);
-                Record {
-                    attributes: 0,
-                    timestamp_delta: 0,
-                    offset_delta: i as i32,
-                    key: Some(mapped.key),
-                    value: Some(mapped.value),
-                    headers: mapped.headers,
-                }
+                record_of(p, &origin, i as i32)
             })
             .collect();
         let header = BatchHeader {
@@ -1025,16 +1023,10 @@ impl Broker {
     }
 
     /// Hands a record from the log to the sessions [`Broker::targets`] names, and to the
-    /// chosen member of each matching shared subscription. The live tail passes `cache`:
-    /// the targets of the previous message, reused while the topic, the publisher and
-    /// everything that decides them stay the same.
-    async fn deliver(
-        &self,
-        mut p: Publish,
-        m: &Message,
-        only: Option<u64>,
-        cache: Option<&mut Targets>,
-    ) {
+    /// chosen member of each matching shared subscription. `cache` holds the targets of
+    /// the caller's previous message (for the same `only`), reused while the topic, the
+    /// publisher and the broker's generation stay the same.
+    async fn deliver(&self, mut p: Publish, m: &Message, only: Option<u64>, cache: &mut Targets) {
         if let Some(expiry) = p.properties.message_expiry_interval {
             let age = (now_ms() - m.timestamp).max(0) / 1000;
             if age >= i64::from(expiry) {
@@ -1042,30 +1034,22 @@ impl Broker {
             }
             p.properties.message_expiry_interval = Some(expiry - age as u32);
         }
-        let computed;
-        let (targets, shared) = match cache {
-            Some(c) => {
-                let generation = self.generation.load(Ordering::Acquire);
-                if c.generation != Some(generation) || c.topic != p.topic || c.client != m.client {
-                    let (list, shared) =
-                        self.targets(&p.topic, m.client.as_deref(), &m.at.topic, only);
-                    *c = Targets {
-                        generation: Some(generation),
-                        topic: p.topic.clone(),
-                        client: m.client.clone(),
-                        list,
-                        shared,
-                    };
-                }
-                (&c.list, c.shared)
-            }
-            None => {
-                let (list, shared) = self.targets(&p.topic, m.client.as_deref(), &m.at.topic, only);
-                computed = list;
-                (&computed, shared)
-            }
-        };
-        let picked = if shared {
+        let generation = self.generation.load(Ordering::Acquire);
+        if cache.generation != Some(generation)
+            || cache.topic != p.topic
+            || cache.client != m.client
+        {
+            let (list, shared) = self.targets(&p.topic, m.client.as_deref(), &m.at.topic, only);
+            *cache = Targets {
+                generation: Some(generation),
+                topic: p.topic.clone(),
+                client: m.client.clone(),
+                list,
+                shared,
+            };
+        }
+        let targets = &cache.list;
+        let picked = if cache.shared {
             self.shared_targets(&p.topic, &m.at)
         } else {
             Vec::new()
@@ -1096,9 +1080,9 @@ impl Broker {
 /// A session's outbox, what its subscriptions grant, and their identifiers.
 type Target = (mpsc::Sender<Box<Delivery>>, Granted, Vec<u32>);
 
-/// The targets of the last message the live tail delivered, and what they were worked
-/// out for.
-#[derive(Default)]
+/// The targets of the last message delivered by one caller (the live tail of a log
+/// topic, or one session's catch-up), and what they were worked out for.
+#[derive(Debug, Default)]
 struct Targets {
     /// `Broker::generation` when worked out; `None`: never.
     generation: Option<u64>,
@@ -1277,7 +1261,7 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
             continue;
         };
         let mut state = t.state.lock().await;
-        let mut targets = Targets::default();
+        let state = &mut *state;
         if state.topic_id.is_some_and(|t| t != id) {
             state.next.clear(); // deleted and created again
         }
@@ -1310,7 +1294,7 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
                     if offset >= *from {
                         if let Some(publish) = publish {
                             ctx.mqtt
-                                .deliver(publish, &m, None, Some(&mut targets))
+                                .deliver(publish, &m, None, &mut state.targets)
                                 .await;
                         }
                         *from = offset + 1;
@@ -1329,6 +1313,7 @@ async fn tail(ctx: Arc<Ctx>, log_topic: String, t: Arc<Tail>) {
 async fn catch_up(ctx: Arc<Ctx>, live: Arc<Live>, tails: Vec<(String, Arc<Tail>)>) {
     for (name, tail) in tails {
         let shared_name: Arc<str> = name.as_str().into();
+        let mut targets = Targets::default();
         loop {
             let pending: Vec<(Uuid, u32, i64, i64)> = {
                 let state = tail.state.lock().await;
@@ -1385,7 +1370,7 @@ async fn catch_up(ctx: Arc<Ctx>, live: Arc<Live>, tails: Vec<(String, Arc<Tail>)
                         }
                         if let Some(publish) = publish {
                             ctx.mqtt
-                                .deliver(publish, &m, Some(live.session), None)
+                                .deliver(publish, &m, Some(live.session), &mut targets)
                                 .await;
                         }
                         from = offset + 1;

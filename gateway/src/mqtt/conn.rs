@@ -479,9 +479,6 @@ impl Conn {
                 },
                 Some(group) = acks.next(), if !acks.is_empty() => {
                     self.stored(group);
-                    if acks.is_empty() {
-                        self.store_pending(&mut acks);
-                    }
                     None
                 }
                 Some(d) = outbox.recv() => {
@@ -627,14 +624,11 @@ impl Conn {
                 },
             );
         }
+        let packet_id = p.packet_id;
         let packet = Packet::Publish(p);
         if encoded_len(&packet, self.version) > self.client_max_packet {
             // MQTT 5.0: a message the client cannot take is dropped for it.
-            if let Packet::Publish(Publish {
-                packet_id: Some(id),
-                ..
-            }) = packet
-            {
+            if let Some(id) = packet_id {
                 self.outgoing.remove(&id);
             }
             return;

@@ -17,7 +17,7 @@
 //! records produced by Kafka clients reach MQTT 5.0 subscribers with their headers.
 
 use bytes::Bytes;
-use sluice_protocols::kafka::records::Header;
+use sluice_protocols::kafka::records::{Header, Record};
 use sluice_protocols::mqtt::topic;
 use sluice_protocols::mqtt::{Properties, Publish, QoS};
 
@@ -88,14 +88,6 @@ impl TopicMap {
     }
 }
 
-/// A message as a record: key, value, headers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedRecord {
-    pub key: Bytes,
-    pub value: Bytes,
-    pub headers: Vec<Header>,
-}
-
 fn text(v: impl ToString) -> Option<Bytes> {
     Some(Bytes::from(v.to_string()))
 }
@@ -125,8 +117,8 @@ impl Origin {
     }
 }
 
-/// The record a PUBLISH becomes.
-pub fn record_of(p: &Publish, origin: &Origin) -> MappedRecord {
+/// The record a PUBLISH becomes, `offset_delta` into its batch (timestamp: the batch's).
+pub fn record_of(p: &Publish, origin: &Origin, offset_delta: i32) -> Record {
     let qos: &'static [u8] = match p.qos {
         QoS::AtMostOnce => b"0",
         QoS::AtLeastOnce => b"1",
@@ -165,9 +157,12 @@ pub fn record_of(p: &Publish, origin: &Origin) -> MappedRecord {
             value: text(v),
         });
     }
-    MappedRecord {
-        key: origin.topic.clone(),
-        value: p.payload.clone(),
+    Record {
+        attributes: 0,
+        timestamp_delta: 0,
+        offset_delta,
+        key: Some(origin.topic.clone()),
+        value: Some(p.payload.clone()),
         headers,
     }
 }
@@ -289,8 +284,8 @@ mod tests {
             },
             payload: Bytes::from_static(b"{\"t\":21.5}"),
         };
-        let r = record_of(&p, &Origin::new("sensors/a/temp", "dev-1"));
-        assert_eq!(r.key.as_ref(), b"sensors/a/temp");
+        let r = record_of(&p, &Origin::new("sensors/a/temp", "dev-1"), 0);
+        assert_eq!(r.key.as_deref(), Some(&b"sensors/a/temp"[..]));
         let names: Vec<&str> = r
             .headers
             .iter()
@@ -314,7 +309,7 @@ mod tests {
         );
         assert_eq!(r.headers[0].value.as_deref(), Some(&b"dev-1"[..]));
         assert_eq!(r.headers[1].value.as_deref(), Some(&b"1"[..]));
-        let back = publish_of(Some(&r.key), Some(&r.value), &r.headers).expect("a message");
+        let back = publish_of(r.key.as_deref(), r.value.as_ref(), &r.headers).expect("a message");
         assert_eq!(back.topic, "sensors/a/temp");
         assert_eq!(back.qos, QoS::AtLeastOnce);
         assert_eq!(back.payload, p.payload);
