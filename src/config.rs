@@ -164,7 +164,13 @@ pub struct ServeArgs {
     /// Compact a partition once this many WAL commits (index entries) wait for it.
     #[arg(long, env = "SLUICE_COMPACTION_MAX_ENTRIES", default_value_t = 10_000)]
     pub compaction_max_entries: usize,
-    /// WAL bytes per segment (default: each topic's segment.bytes, 128 MiB).
+    /// WAL bytes a compactor's partitions may hold before the largest are compacted at
+    /// once (keep it within the gateways' cache, which then serves all reads of data not
+    /// yet in segments).
+    #[arg(long, env = "SLUICE_COMPACTION_MAX_WAL_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    pub compaction_max_wal_bytes: u64,
+    /// WAL bytes per segment (default: each topic's segment.bytes, 128 MiB). Segments
+    /// under an eighth of it are merged with their neighbours.
     #[arg(long, env = "SLUICE_SEGMENT_TARGET_BYTES", value_parser = parse_size)]
     pub segment_target_bytes: Option<u64>,
     /// Record bytes per Parquet row group: what one fetch of compacted data decodes.
@@ -305,6 +311,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "compaction_max_age" => args.compaction_max_age = parse_duration(&text).map_err(bad)?,
             "compaction_max_entries" => {
                 args.compaction_max_entries = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
+            "compaction_max_wal_bytes" => {
+                args.compaction_max_wal_bytes = parse_size(&text).map_err(bad)?
             }
             "segment_target_bytes" => {
                 args.segment_target_bytes = Some(parse_size(&text).map_err(bad)?)

@@ -98,6 +98,7 @@ fn compactor_config(args: &ServeArgs, node: String) -> CompactorConfig {
         max_age: args.compaction_max_age,
         max_entries: args.compaction_max_entries,
         target_bytes: args.segment_target_bytes,
+        max_wal_bytes: args.compaction_max_wal_bytes,
         interval: args.compaction_interval,
         checkpoint_interval: args.checkpoint_interval,
         orphan_age: args.orphan_age,

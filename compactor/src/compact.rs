@@ -12,6 +12,11 @@
 //! between 2 and 3 leaves a committed segment with a staging name, which the next pass of
 //! any compactor publishes. So the table path only ever holds committed segments, each
 //! covering offsets no other file covers.
+//!
+//! Merging a run of small segments into one goes the same way, except that the members'
+//! files are deleted between 2 and 3, so that no two published files ever cover the same
+//! offsets (a reader of the table may miss those rows until 3, or until the next pass if
+//! the compactor dies before it).
 
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
@@ -23,7 +28,7 @@ use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
 use sluice_protocols::kafka::batch;
 use sluice_protocols::kafka::records::{RecordsError, decode_batch};
 use sluice_storage::naming;
-use sluice_storage::segment::{SegmentError, SegmentWriter};
+use sluice_storage::segment::{self, SegmentError, SegmentWriter};
 
 use crate::{Inner, metrics};
 
@@ -97,18 +102,7 @@ pub(crate) async fn compact_range(
     }
     let started = std::time::Instant::now();
     let (segment_id, staging) = naming::new_staging_object();
-    let sink = BufWriter::new(inner.objects.clone(), staging.clone());
-    let mut writer = SegmentWriter::new(
-        sink,
-        inner.config.segment.clone(),
-        vec![
-            ("sluice.topic".into(), topic.name.clone()),
-            ("sluice.topic_id".into(), topic.id.to_string()),
-            ("sluice.partition".into(), partition.to_string()),
-            ("sluice.base_offset".into(), base.to_string()),
-            ("sluice.end_offset".into(), end.to_string()),
-        ],
-    )?;
+    let mut writer = segment_writer(inner, topic, partition, base..end, &staging)?;
     let mut wal_bytes = 0u64;
     let mut first_timestamp = None;
     for e in entries {
@@ -168,35 +162,10 @@ pub(crate) async fn compact_range(
         wal_bytes,
     };
     let point_key = keys::compaction(&topic.id, partition);
-    let compare = if point_rev == 0 {
-        Compare::absent(point_key.clone())
-    } else {
-        Compare::mod_revision(point_key.clone(), point_rev)
-    };
-    let swapped = inner
-        .store
-        .txn(Txn {
-            compares: vec![compare],
-            success: vec![
-                TxnOp::put(point_key, end.to_string()),
-                TxnOp::put(keys::segment(&topic.id, partition, base), record.encode()),
-            ],
-            failure: vec![],
-        })
-        .await;
-    let swapped = match swapped {
-        Ok(r) => r,
-        Err(e) => {
-            // Unknown outcome: leave the staging object; if the swap did happen the next
-            // pass publishes it, otherwise it is an orphan deleted later.
-            return Err(e.into());
-        }
-    };
-    if !swapped.succeeded {
+    let Some(revision) = swap(inner, point_key, point_rev, end, &record).await? else {
         tracing::info!(topic = %topic.name, partition, base, "another compactor committed this range first");
-        let _ = inner.objects.delete(&staging).await;
         return Ok(None);
-    }
+    };
     metrics::SEGMENTS.inc();
     metrics::COMPACTED_BYTES.inc_by(wal_bytes);
     metrics::COMPACTED_RECORDS.inc_by(summary.records);
@@ -214,7 +183,183 @@ pub(crate) async fn compact_range(
     );
     publish(inner, &record).await?;
     Ok(Some(Compacted {
-        revision: swapped.revision,
+        revision,
+        records: summary.records,
+    }))
+}
+
+type Writer = SegmentWriter<BufWriter>;
+
+/// A writer of a segment of `offsets` of the partition into the staging object `staging`.
+fn segment_writer(
+    inner: &Inner,
+    topic: &TopicRecord,
+    partition: u32,
+    offsets: std::ops::Range<i64>,
+    staging: &Path,
+) -> Result<Writer, CompactError> {
+    let sink = BufWriter::new(inner.objects.clone(), staging.clone());
+    Ok(SegmentWriter::new(
+        sink,
+        inner.config.segment.clone(),
+        vec![
+            ("sluice.topic".into(), topic.name.clone()),
+            ("sluice.topic_id".into(), topic.id.to_string()),
+            ("sluice.partition".into(), partition.to_string()),
+            ("sluice.base_offset".into(), offsets.start.to_string()),
+            ("sluice.end_offset".into(), offsets.end.to_string()),
+        ],
+    )?)
+}
+
+/// Commits `record` in one metadata transaction that compares the partition's compaction
+/// key with the revision it was read at and sets it to `point` (so two compactors never
+/// commit over each other). `Ok(None)`: the key changed meanwhile; the staging object is
+/// deleted. On an unknown outcome the staging object stays: if the swap did happen the
+/// next pass publishes it, otherwise it is an orphan deleted later.
+async fn swap(
+    inner: &Inner,
+    point_key: String,
+    point_rev: Revision,
+    point: i64,
+    record: &SegmentRecord,
+) -> Result<Option<Revision>, CompactError> {
+    let compare = if point_rev == 0 {
+        Compare::absent(point_key.clone())
+    } else {
+        Compare::mod_revision(point_key.clone(), point_rev)
+    };
+    let swapped = inner
+        .store
+        .txn(Txn {
+            compares: vec![compare],
+            success: vec![
+                TxnOp::put(point_key, point.to_string()),
+                TxnOp::put(
+                    keys::segment(&record.topic_id, record.partition, record.base_offset),
+                    record.encode(),
+                ),
+            ],
+            failure: vec![],
+        })
+        .await?;
+    if !swapped.succeeded {
+        if let Some(staging) = &record.staging {
+            let _ = inner.objects.delete(&Path::from(staging.as_str())).await;
+        }
+        return Ok(None);
+    }
+    Ok(Some(swapped.revision))
+}
+
+/// Merges `members` (consecutive published segments of the partition) into one segment
+/// and swaps it in, like a compaction: the compaction key is compared (and written again
+/// with the same offset), and the merged segment's record takes the first member's key.
+/// Then the members' files leave the table path, before the merged one is published
+/// there, so a reader of the table never sees a record twice. A fetch that resolved a
+/// member just before the swap and reads a part of it not yet cached fails with a
+/// retriable error and reads the merged segment on its next attempt. `Ok(None)`: another
+/// compactor changed the partition's compaction first; nothing was changed.
+pub(crate) async fn merge_range(
+    inner: &Inner,
+    topic: &TopicRecord,
+    partition: u32,
+    members: &[SegmentRecord],
+) -> Result<Option<Compacted>, CompactError> {
+    let (Some(first), Some(last)) = (members.first(), members.last()) else {
+        return Ok(None);
+    };
+    let (base, end) = (first.base_offset, last.end_offset);
+    let (point_rev, point) = compaction_point(inner, &topic.id, partition).await?;
+    let Some(point) = point.filter(|p| *p >= end && point_rev > 0) else {
+        return Ok(None);
+    };
+    let started = std::time::Instant::now();
+    let (segment_id, staging) = naming::new_staging_object();
+    let mut writer = segment_writer(inner, topic, partition, base..end, &staging)?;
+    let mut wal_bytes = 0u64;
+    let mut next = base;
+    for m in members {
+        let unexpected = |reason: String| {
+            CompactError::Segment(SegmentError::Invalid(format!("{}: {reason}", m.path)))
+        };
+        if m.base_offset != next {
+            return Err(unexpected(format!(
+                "starts at offset {}, not {next}",
+                m.base_offset
+            )));
+        }
+        let before = writer.records();
+        let file = inner
+            .cache
+            .get_range_no_fill(&Path::from(m.path.as_str()), m.size, 0..m.size)
+            .await?;
+        let index = segment::index_of(&file)?;
+        for (i, span) in index.row_groups.iter().enumerate() {
+            let raw = file.slice(span.range.start as usize..span.range.end as usize);
+            for (header, records) in segment::read_row_group(&index, i, raw, m.size)? {
+                writer.append(&header, &records).await?;
+            }
+        }
+        let held = writer.records() - before;
+        if held != (m.end_offset - m.base_offset) as u64 {
+            return Err(unexpected(format!(
+                "holds {held} records for offsets {}..{}",
+                m.base_offset, m.end_offset
+            )));
+        }
+        wal_bytes += m.wal_bytes;
+        next = m.end_offset;
+    }
+    let summary = writer.finish().await?;
+    let day = naming::segment_day(&first.path)
+        .map_or_else(|| naming::utc_day(summary.min_timestamp), str::to_string);
+    let path = naming::segment_path(&topic.name, partition, &day, base, &segment_id);
+    let record = SegmentRecord {
+        v: SEGMENT_RECORD_VERSION,
+        topic_id: topic.id,
+        partition,
+        base_offset: base,
+        end_offset: end,
+        path: path.to_string(),
+        staging: Some(staging.to_string()),
+        size: summary.size,
+        min_timestamp: summary.min_timestamp,
+        max_timestamp: summary.max_timestamp,
+        wal_bytes,
+    };
+    let point_key = keys::compaction(&topic.id, partition);
+    let Some(revision) = swap(inner, point_key, point_rev, point, &record).await? else {
+        tracing::info!(topic = %topic.name, partition, base, "another compactor changed this partition first");
+        return Ok(None);
+    };
+    metrics::MERGES.inc();
+    metrics::MERGED_SEGMENTS.inc_by(members.len() as u64);
+    tracing::info!(
+        topic = %topic.name,
+        partition,
+        base,
+        end,
+        segments = members.len(),
+        wal_bytes,
+        parquet_bytes = summary.size,
+        seconds = started.elapsed().as_secs_f64(),
+        "segments merged"
+    );
+    for m in members {
+        match inner.objects.delete(&Path::from(m.path.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                metrics::DELETED.with_label_values(&["segment"]).inc();
+            }
+            // The sweep deletes it later, as any file no segment names.
+            Err(e) => {
+                tracing::warn!(path = %m.path, error = %e, "deleting a merged segment failed")
+            }
+        }
+    }
+    publish(inner, &record).await?;
+    Ok(Some(Compacted {
+        revision,
         records: summary.records,
     }))
 }

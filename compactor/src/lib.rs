@@ -31,10 +31,11 @@ use tokio_util::sync::CancellationToken;
 pub use compact::CompactError;
 pub use gc::Swept;
 
-use crate::plan::{Trigger, next_segment, retention_start};
+use crate::plan::{Trigger, next_merge, next_segment, relieve, retention_start};
 
 /// How the compactor works. Defaults aim at segments of about 128 MiB on busy
-/// partitions and at most ten minutes of uncompacted data on quiet ones.
+/// partitions, at most ten minutes of uncompacted data on quiet ones, and at most 256 MiB
+/// of uncompacted data in all, so that reads of older data find it in segments.
 #[derive(Debug, Clone)]
 pub struct CompactorConfig {
     /// This compactor's id among the live ones.
@@ -44,8 +45,13 @@ pub struct CompactorConfig {
     pub max_age: Duration,
     /// Compact a partition once this many index entries wait.
     pub max_entries: usize,
-    /// WAL bytes per segment; `None`: each topic's `segment.bytes`.
+    /// WAL bytes per segment; `None`: each topic's `segment.bytes`. Segments under an
+    /// eighth of it are small: runs of them are merged.
     pub target_bytes: Option<u64>,
+    /// WAL bytes the partitions assigned to this compactor may hold uncompacted: past it,
+    /// the largest are compacted at once, whatever their triggers. Keep it within the
+    /// gateways' cache, which then serves every read of data not yet in segments.
+    pub max_wal_bytes: u64,
     /// How often a pass runs.
     pub interval: Duration,
     /// How often the leader checkpoints the log state.
@@ -65,6 +71,7 @@ impl Default for CompactorConfig {
             max_age: Duration::from_secs(600),
             max_entries: 10_000,
             target_bytes: None,
+            max_wal_bytes: 256 << 20,
             interval: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(60),
             orphan_age: Duration::from_secs(900),
@@ -85,7 +92,10 @@ pub(crate) struct Inner {
     log: Arc<Log>,
     /// One pass at a time.
     running: tokio::sync::Mutex<gc::Sweeper>,
+    last_sweep: Mutex<Option<Instant>>,
     last_checkpoint: Mutex<Option<Instant>>,
+    /// The live compactors at the last pass: which partitions are this one's.
+    members: Mutex<Vec<String>>,
     lease: Mutex<LeaseId>,
 }
 
@@ -93,6 +103,8 @@ pub(crate) struct Inner {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub segments: u64,
+    /// Runs of small segments merged.
+    pub merges: u64,
     pub records: u64,
     pub published: u64,
     pub log_starts_moved: u64,
@@ -153,7 +165,9 @@ impl Compactor {
             cache,
             log,
             running: tokio::sync::Mutex::new(gc::Sweeper::default()),
+            last_sweep: Mutex::new(None),
             last_checkpoint: Mutex::new(None),
+            members: Mutex::new(Vec::new()),
             lease: Mutex::new(lease),
         });
         tokio::spawn(keep_alive(inner.clone(), cancel.clone()));
@@ -197,10 +211,12 @@ async fn keep_alive(inner: Arc<Inner>, cancel: CancellationToken) {
 async fn run(inner: Arc<Inner>, cancel: CancellationToken) {
     let mut interval = tokio::time::interval(inner.config.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut applied = inner.log.subscribe();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = interval.tick() => {}
+            _ = over_budget(&inner, &mut applied) => {}
         }
         let pass = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -210,6 +226,46 @@ async fn run(inner: Arc<Inner>, cancel: CancellationToken) {
             metrics::PASS_ERRORS.inc();
             tracing::warn!(error = %e, "compaction pass failed; retrying on the next one");
         }
+    }
+}
+
+/// How often, at most, commits are looked at for the uncompacted data's size: they come by
+/// the thousand per second, and summing it each time would be waste.
+const BUDGET_CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// WAL bytes waiting for compaction in the partitions assigned to this compactor (among
+/// the live compactors of its last pass).
+fn waiting_bytes(inner: &Inner) -> u64 {
+    let members = inner
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let me = inner.config.node.as_str();
+    inner.log.read(|s| {
+        let mut total = 0;
+        for t in s.topics() {
+            for (p, log) in t.partitions.iter().enumerate() {
+                if owner(&members, &t.record.id, p as u32) == Some(me) {
+                    total += log.entries.iter().map(|e| u64::from(e.size)).sum::<u64>();
+                }
+            }
+        }
+        total
+    })
+}
+
+/// Returns once commits have taken the uncompacted data past the budget.
+async fn over_budget(inner: &Inner, applied: &mut tokio::sync::watch::Receiver<Revision>) {
+    loop {
+        if applied.changed().await.is_err() {
+            // The log stopped following: only the interval starts passes now.
+            return std::future::pending().await;
+        }
+        if waiting_bytes(inner) > inner.config.max_wal_bytes {
+            return;
+        }
+        tokio::time::sleep(BUDGET_CHECK_EVERY).await;
     }
 }
 
@@ -256,6 +312,7 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
     gc::sync_log(inner).await?;
     let now = now_ms();
     let members = members(inner).await?;
+    members.clone_into(&mut inner.members.lock().unwrap_or_else(|e| e.into_inner()));
     let me = inner.config.node.as_str();
     let leader = members.first().map(String::as_str) == Some(me);
     let mut report = Report::default();
@@ -273,8 +330,9 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         report.published += 1;
     }
 
-    let work: Vec<Work> = inner.log.read(|s| {
+    let work = inner.log.read(|s| {
         let mut work = Vec::new();
+        let mut waiting = Vec::new();
         for t in s.topics() {
             for (p, log) in t.partitions.iter().enumerate() {
                 let p = p as u32;
@@ -286,12 +344,22 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
                     None if owner(&members, &t.record.id, p) != Some(me) => continue,
                     None => None,
                 };
+                let bytes = log.entries.iter().map(|e| u64::from(e.size)).sum::<u64>();
+                waiting.push((work.len(), bytes));
                 work.push(Work {
                     topic: t.record.clone(),
                     partition: p,
                     force_until,
                 });
             }
+        }
+        // Over budget: the largest compact everything they hold now.
+        for i in relieve(waiting, inner.config.max_wal_bytes) {
+            let w: &mut Work = &mut work[i];
+            let hw = s
+                .partition(&w.topic.id, w.partition)
+                .map(|l| l.high_watermark);
+            w.force_until = w.force_until.or(hw);
         }
         work
     });
@@ -318,7 +386,15 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         return Err(e);
     }
 
-    if leader || force.is_some() {
+    // Passes come early when data is over budget; sweeping (a listing of the bucket) keeps
+    // to the interval.
+    let sweep_due = inner
+        .last_sweep
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|t| t.elapsed() >= inner.config.interval);
+    if (leader && sweep_due) || force.is_some() {
+        *inner.last_sweep.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         report.swept = sweeper.sweep(inner, now).await?;
         let due = inner
             .last_checkpoint
@@ -361,7 +437,7 @@ async fn compact_partition(
             Some(log.entries[..n].to_vec())
         });
         let Some(entries) = plan else {
-            return Ok(objects);
+            break;
         };
         let Some(done) = compact::compact_range(inner, &w.topic, w.partition, &entries).await?
         else {
@@ -370,6 +446,27 @@ async fn compact_partition(
         objects.extend(entries.iter().map(|e| e.object.to_string()));
         report.segments += 1;
         report.records += done.records;
+        if !inner
+            .log
+            .wait_for(done.revision, Duration::from_secs(30))
+            .await
+        {
+            return Err(CompactError::Lagging(done.revision));
+        }
+    }
+    loop {
+        let plan = inner.log.read(|s| {
+            let log = s.partition(&w.topic.id, w.partition)?;
+            let run = next_merge(&log.segments, target / 8, now)?;
+            Some(log.segments[run].to_vec())
+        });
+        let Some(members) = plan else {
+            return Ok(objects);
+        };
+        let Some(done) = compact::merge_range(inner, &w.topic, w.partition, &members).await? else {
+            return Ok(objects);
+        };
+        report.merges += 1;
         if !inner
             .log
             .wait_for(done.revision, Duration::from_secs(30))

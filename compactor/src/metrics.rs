@@ -15,6 +15,22 @@ pub static SEGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static MERGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_compactor_merges_total",
+        "Runs of small segments merged into one"
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static MERGED_SEGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_compactor_merged_segments_total",
+        "Small segments merged into larger ones (and deleted)"
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static COMPACTED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "sluice_compactor_wal_bytes_total",

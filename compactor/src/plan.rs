@@ -1,7 +1,10 @@
 //! Deciding what to compact and what retention removes. Pure functions of the log state
 //! and the time, so they are tested without any store.
 
+use std::ops::Range;
+
 use sluice_metadata::log::{IndexEntry, PartitionLog};
+use sluice_metadata::records::SegmentRecord;
 use sluice_storage::naming;
 
 /// When a partition's WAL data becomes a segment.
@@ -61,6 +64,72 @@ pub fn next_segment(
         n += 1;
     }
     Some(n)
+}
+
+/// Most segments one merge reads.
+pub const MERGE_MAX_SEGMENTS: usize = 1000;
+
+/// Which run of `segments` to merge into one, if any. A segment below `small_bytes` of WAL
+/// data is small (compaction made it early: by age, or to keep the uncompacted data within
+/// budget); consecutive published small segments of one UTC day (by their newest record)
+/// form a run. A run is merged once it holds `small_bytes` (the merged segment is then no
+/// longer small, so data is rewritten once at most), or, with fewer bytes, once it cannot
+/// grow any more: it is followed by another segment, or its day is over.
+pub fn next_merge(
+    segments: &[SegmentRecord],
+    small_bytes: u64,
+    now_ms: i64,
+) -> Option<Range<usize>> {
+    let small = |s: &SegmentRecord| s.wal_bytes < small_bytes && s.staging.is_none();
+    let mut i = 0;
+    while i < segments.len() {
+        if !small(&segments[i]) {
+            i += 1;
+            continue;
+        }
+        let run_day = day(segments[i].max_timestamp);
+        let mut bytes = 0u64;
+        let mut j = i;
+        while j < segments.len()
+            && small(&segments[j])
+            && day(segments[j].max_timestamp) == run_day
+            && j - i < MERGE_MAX_SEGMENTS
+        {
+            bytes += segments[j].wal_bytes;
+            j += 1;
+            if bytes >= small_bytes {
+                break;
+            }
+        }
+        let full = bytes >= small_bytes || j - i == MERGE_MAX_SEGMENTS;
+        let closed = j < segments.len() || day(now_ms) > run_day;
+        if j - i >= 2 && (full || closed) {
+            return Some(i..j);
+        }
+        i = j;
+    }
+    None
+}
+
+/// Which partitions to compact now, whatever their triggers, so that the WAL data waiting
+/// for compaction (`waiting`: a partition and its bytes) stays within `budget`: none while
+/// it does; otherwise the largest first, until at most half the budget is left waiting
+/// (so the next early pass is not due at once).
+pub fn relieve<K>(mut waiting: Vec<(K, u64)>, budget: u64) -> Vec<K> {
+    let mut total: u64 = waiting.iter().map(|(_, b)| b).sum();
+    if total <= budget {
+        return Vec::new();
+    }
+    waiting.sort_by_key(|w| std::cmp::Reverse(w.1));
+    let mut out = Vec::new();
+    for (k, bytes) in waiting {
+        if total <= budget / 2 || bytes == 0 {
+            break;
+        }
+        total -= bytes;
+        out.push(k);
+    }
+    out
 }
 
 /// Where retention moves the log start of `log`, if anywhere: past whole segments whose

@@ -101,8 +101,9 @@ async fn compact(ctx: &HttpState, req: &Request<Incoming>) -> Response<Full<Byte
         Ok(r) => reply(
             StatusCode::OK,
             format!(
-                "{{\"segments\":{},\"records\":{},\"published\":{},\"log_starts_moved\":{},\"deleted_wal_objects\":{},\"deleted_staging_objects\":{},\"deleted_segment_files\":{},\"checkpoint_revision\":{}}}\n",
+                "{{\"segments\":{},\"merges\":{},\"records\":{},\"published\":{},\"log_starts_moved\":{},\"deleted_wal_objects\":{},\"deleted_staging_objects\":{},\"deleted_segment_files\":{},\"checkpoint_revision\":{}}}\n",
                 r.segments,
+                r.merges,
                 r.records,
                 r.published,
                 r.log_starts_moved,

@@ -126,8 +126,11 @@ impl Segments {
         let entry = self
             .row_groups
             .get_or_fetch(&key, move || async move {
+                // One GET of just the row group, which does not fill the block cache: the
+                // rebuilt row group is kept here, and a catch-up read must not push the
+                // log's tail (WAL objects not yet compacted) out of the cache.
                 let raw = blocks
-                    .get_range(&Path::from(owned.as_str()), size, span.range.clone())
+                    .get_range_no_fill(&Path::from(owned.as_str()), size, span.range.clone())
                     .await?;
                 // Decoding and re-compressing is CPU work; keep it off the reactor.
                 tokio::task::spawn_blocking(move || -> Result<Bytes, SegmentReadError> {

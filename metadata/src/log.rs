@@ -216,27 +216,36 @@ impl PartitionLog {
             + self.entries.iter().map(|e| u64::from(e.size)).sum::<u64>()
     }
 
-    /// Swaps `[base, end)` from WAL entries to a segment (or updates a known segment).
+    /// Swaps `[base, end)` from WAL entries to a segment, updates a known segment (its
+    /// publication), or replaces the run of segments a merge rewrote. A record for a range
+    /// a larger segment already holds (a member of a merge, seen again) changes nothing, so
+    /// the outcome does not depend on the order segment records are applied in.
     fn apply_segment(&mut self, s: SegmentRecord) {
-        if let Some(known) = self
-            .segments
-            .iter_mut()
-            .find(|k| k.base_offset == s.base_offset)
-        {
-            *known = s;
-            return;
-        }
         if s.end_offset <= self.log_start_offset {
             return;
         }
+        let covered = |k: &SegmentRecord| {
+            k.base_offset <= s.base_offset
+                && s.end_offset <= k.end_offset
+                && (k.base_offset, k.end_offset) != (s.base_offset, s.end_offset)
+        };
+        if self.segments.iter().any(covered) {
+            return;
+        }
+        // The segments it takes the place of: those within its range.
+        let from = self
+            .segments
+            .partition_point(|k| k.base_offset < s.base_offset);
+        let to = from
+            + self.segments[from..]
+                .iter()
+                .take_while(|k| k.end_offset <= s.end_offset)
+                .count();
         let compacted = self
             .entries
             .partition_point(|e| e.end_offset() <= s.end_offset);
         self.entries.drain(..compacted);
-        let at = self
-            .segments
-            .partition_point(|k| k.base_offset < s.base_offset);
-        self.segments.insert(at, s);
+        self.segments.splice(from..to, [s]);
     }
 
     /// Moves the log start forward (never back, never past the high watermark) and drops

@@ -46,6 +46,11 @@ pub fn segment_path(topic: &str, partition: u32, day: &str, base_offset: i64, id
     ))
 }
 
+/// The day folder (`YYYY-MM-DD`) of a published segment's path.
+pub fn segment_day(path: &str) -> Option<&str> {
+    path.split('/').find_map(|part| part.strip_prefix("date="))
+}
+
 /// The UTC day (`YYYY-MM-DD`) of a time in milliseconds since the epoch.
 pub fn utc_day(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
@@ -91,6 +96,11 @@ mod tests {
             segment_path("t.x", 3, "2026-11-22", 42, &id).as_ref(),
             "topics/t.x/partition=3/date=2026-11-22/00000000000000000042-000000000000000000000000000000ab.parquet"
         );
+        assert_eq!(
+            segment_day("topics/t.x/partition=3/date=2026-11-22/0-ab.parquet"),
+            Some("2026-11-22")
+        );
+        assert_eq!(segment_day("staging/ab.parquet"), None);
         let (_, wal) = new_wal_object();
         let age = now_ms() - created_ms(wal.as_ref()).expect("v7 time");
         assert!((0..60_000).contains(&age), "{age}");

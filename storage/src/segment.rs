@@ -425,6 +425,19 @@ pub fn parse_footer(metadata: &[u8]) -> Result<SegmentIndex, SegmentError> {
     })
 }
 
+/// The parsed footer of a whole segment file held in memory.
+pub fn index_of(file: &[u8]) -> Result<SegmentIndex, SegmentError> {
+    let too_small =
+        || SegmentError::Invalid(format!("{} bytes are too few for Parquet", file.len()));
+    let end = file.len().checked_sub(FOOTER_TAIL).ok_or_else(too_small)?;
+    let len = footer_length(&file[end..])?;
+    let start = end
+        .checked_sub(len)
+        .filter(|s| *s >= 4)
+        .ok_or_else(too_small)?;
+    parse_footer(&file[start..end])
+}
+
 /// A window of a file: the bytes of `range` only, enough to decode one row group.
 struct Window {
     start: u64,

@@ -9,9 +9,9 @@ import uuid
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import BIN, FAST_GROUPS, Sluice
+from conftest import BIN, FAST_GROUPS, Sluice, wait_for
 from readers import READERS
-from records import CODECS, PARTITIONS, check, record
+from records import BASE_TS, CODECS, PARTITIONS, check, record
 
 N = 8_000  # per codec
 
@@ -241,4 +241,102 @@ def test_damaged_wal_data_is_never_compacted_and_holds_up_nothing_else(tmp_dir):
     assert not (root / "bad").exists()
     good = ds.dataset(str(root / "good"), format="parquet", partitioning="hive").to_table()
     assert good["value"].to_pylist() == [b"good-%d" % i for i in range(50)]
+    s.stop()
+
+
+def table_rows(root):
+    """(partition, offset, value) of every row the table's files hold, as a reader sees it."""
+    import pyarrow.dataset as ds
+    t = ds.dataset(str(root), format="parquet", partitioning="hive").to_table(
+        columns=["partition", "offset", "value"])
+    return list(zip(t["partition"].to_pylist(), t["offset"].to_pylist(),
+                    t["value"].to_pylist()))
+
+
+def produce_values(bootstrap, topic, values, timestamp):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for v in values:
+        p.produce(topic, v, partition=0, timestamp=timestamp)
+    assert p.flush(30) == 0
+
+
+def test_small_segments_are_merged_and_no_row_is_ever_in_the_table_twice(tmp_dir):
+    import time
+    # Segments under 8 KiB are small.
+    s = Sluice(tmp_dir / "data", [*FAST_GROUPS, "--segment-target-bytes", "64KiB"]).start()
+    root = tmp_dir / "data" / "objects" / "topics"
+    now = int(time.time() * 1000)
+    values = [b"v%05d-" % i + b"x" * 200 for i in range(200)]
+
+    # Today's data: each compaction of one small round makes one small segment; once the
+    # run of them holds 8 KiB it is merged, and the next rounds start a new run.
+    create(s.bootstrap, "merge-today", 1)
+    merges, rounds, files_seen = 0, 0, []
+    while merges == 0:
+        assert rounds < 12, "no merge after 12 rounds of about 2 KiB"
+        batch = values[rounds * 10:(rounds + 1) * 10]
+        produce_values(s.bootstrap, "merge-today", batch, now)
+        report = s.compact("merge-today")
+        assert report["segments"] == 1, report
+        merges += report["merges"]
+        rounds += 1
+        rows = table_rows(root / "merge-today")
+        offsets = [o for _, o, _ in rows]
+        assert sorted(offsets) == list(range(rounds * 10)), f"round {rounds}: {offsets}"
+        files_seen.append(len(list((root / "merge-today").rglob("*.parquet"))))
+    assert rounds >= 3, "the first segments were not small"
+    assert files_seen[-2] == rounds - 1 and files_seen[-1] == 1, files_seen
+    assert sorted(v for _, _, v in table_rows(root / "merge-today")) == values[:rounds * 10]
+    assert s.metric("sluice_compactor_merged_segments_total") == rounds
+
+    # A later compaction leaves the merged segment alone.
+    produce_values(s.bootstrap, "merge-today", values[rounds * 10:rounds * 10 + 10], now)
+    report = s.compact("merge-today")
+    assert report["merges"] == 0, report
+    assert len(list((root / "merge-today").rglob("*.parquet"))) == 2
+
+    # Data of a day that is over: two small segments are merged at once.
+    create(s.bootstrap, "merge-old", 1)
+    day = 86_400_000
+    produce_values(s.bootstrap, "merge-old", values[:10], now - 2 * day)
+    assert s.compact("merge-old")["merges"] == 0
+    produce_values(s.bootstrap, "merge-old", values[10:20], now - 2 * day)
+    assert s.compact("merge-old")["merges"] == 1
+    files = list((root / "merge-old").rglob("*.parquet"))
+    assert len(files) == 1, files
+    assert [o for _, o, _ in sorted(table_rows(root / "merge-old"))] == list(range(20))
+
+    # Kafka reads see every record once, in order, from the merged segments; after a
+    # restart (from the checkpoint the forced pass wrote) too.
+    from confluent_kafka import Consumer
+    for restart in (False, True):
+        if restart:
+            s.stop()
+            s.start()
+        for topic, n in (("merge-today", rounds * 10 + 10), ("merge-old", 20)):
+            c = Consumer({"bootstrap.servers": s.bootstrap, "group.id": f"m-{topic}-{restart}",
+                          "enable.auto.commit": False})
+            c.assign([TopicPartition(topic, 0, 0)])
+            got = []
+            while len(got) < n:
+                m = c.poll(10)
+                assert m is not None and not m.error(), m and m.error()
+                got.append((m.offset(), m.value()))
+            c.close()
+            assert got == list(enumerate(values[:n])), topic
+    s.stop()
+
+
+def test_uncompacted_data_over_budget_is_compacted_without_waiting_for_a_pass(tmp_dir):
+    # Passes an hour apart: only the budget can start one after the first.
+    s = Sluice(tmp_dir / "data", [*FAST_GROUPS, "--compaction-interval", "1h",
+                                  "--compaction-max-wal-bytes", "64KiB"]).start()
+    create(s.bootstrap, "budget", 1)
+    values = [b"b%05d-" % i + b"y" * 1000 for i in range(200)]
+    produce_values(s.bootstrap, "budget", values, BASE_TS)
+    wait_for("a segment", lambda: s.metric("sluice_compactor_segments_total") >= 1)
+    rows = table_rows(tmp_dir / "data" / "objects" / "topics" / "budget")
+    # At least half the data is compacted: 200 KiB waited, and the pass leaves at most 32.
+    assert len(rows) >= 100, len(rows)
+    assert sorted(o for _, o, _ in rows) == list(range(len(rows)))
     s.stop()

@@ -133,3 +133,82 @@ fn retention_removes_whole_old_or_excess_segments_only() {
     };
     assert_eq!(retention_start(&later, DAY, -1, NOON), None);
 }
+
+fn small(base: i64, end: i64, bytes: u64, max_ts: i64) -> SegmentRecord {
+    SegmentRecord {
+        wal_bytes: bytes,
+        ..segment(base, end, bytes, max_ts)
+    }
+}
+
+#[test]
+fn small_segments_merge_once_they_fill_one_or_cannot_grow() {
+    // Three small segments of today, at the end: not yet (they may still grow).
+    let mut s = vec![
+        small(0, 10, 100, NOON),
+        small(10, 20, 100, NOON),
+        small(20, 30, 100, NOON),
+    ];
+    assert_eq!(next_merge(&s, 1000, NOON), None);
+    // Their day is over: merged as they are.
+    assert_eq!(next_merge(&s, 1000, NOON + DAY), Some(0..3));
+    // Enough bytes: the run up to the segment that fills it.
+    s.extend((3..12).map(|i| small(i * 10, i * 10 + 10, 100, NOON)));
+    assert_eq!(next_merge(&s, 1000, NOON), Some(0..10));
+    // A segment that is not small ends a run, which cannot grow any more.
+    let s = vec![
+        small(0, 10, 100, NOON),
+        small(10, 20, 100, NOON),
+        small(20, 30, 5000, NOON),
+        small(30, 40, 100, NOON),
+    ];
+    assert_eq!(next_merge(&s, 1000, NOON), Some(0..2));
+    // A lone small segment is left alone; the next run is looked at.
+    let s = vec![
+        small(0, 10, 100, NOON),
+        small(10, 20, 5000, NOON),
+        small(20, 30, 100, NOON),
+        small(30, 40, 100, NOON),
+        small(40, 50, 5000, NOON),
+    ];
+    assert_eq!(next_merge(&s, 1000, NOON), Some(2..4));
+}
+
+#[test]
+fn merges_keep_to_one_day_and_to_published_segments() {
+    let s = vec![
+        small(0, 10, 100, NOON - DAY),
+        small(10, 20, 100, NOON),
+        small(20, 30, 100, NOON),
+    ];
+    // Yesterday's lone segment is not merged with today's, which may still grow.
+    assert_eq!(next_merge(&s, 1000, NOON), None);
+    let mut s = vec![
+        small(0, 10, 100, NOON),
+        small(10, 20, 100, NOON),
+        small(20, 30, 100, NOON),
+    ];
+    s[1].staging = Some("staging/x.parquet".into());
+    assert_eq!(next_merge(&s, 1000, NOON + DAY), None);
+}
+
+#[test]
+fn a_merge_reads_a_bounded_number_of_segments() {
+    let s: Vec<_> = (0..MERGE_MAX_SEGMENTS as i64 + 5)
+        .map(|i| small(i, i + 1, 1, NOON))
+        .collect();
+    assert_eq!(next_merge(&s, 1 << 30, NOON), Some(0..MERGE_MAX_SEGMENTS));
+}
+
+#[test]
+fn the_largest_waiting_partitions_are_compacted_when_over_budget() {
+    assert!(relieve(vec![("a", 100), ("b", 200)], 300).is_empty());
+    // 600 waiting, budget 400: compact until at most 200 wait.
+    assert_eq!(
+        relieve(vec![("a", 100), ("b", 300), ("c", 200)], 400),
+        vec!["b", "c"]
+    );
+    assert!(relieve(Vec::<(&str, u64)>::new(), 0).is_empty());
+    // Partitions with nothing waiting are never picked.
+    assert_eq!(relieve(vec![("a", 10), ("b", 0)], 0), vec!["a"]);
+}

@@ -372,6 +372,65 @@ fn segments_replace_wal_entries_and_log_starts_drop_what_is_before_them() {
 }
 
 #[test]
+fn a_merged_segment_replaces_its_members_in_any_order() {
+    let id = Uuid::from_u128(1);
+    let put = |s: &mut LogState, seg: &crate::records::SegmentRecord, rev: i64| {
+        s.apply(&event(
+            EventKind::Put,
+            keys::segment(&id, 0, seg.base_offset),
+            seg.encode(),
+            rev,
+        ))
+        .expect("apply");
+    };
+    let members = [segment(0, 3), segment(3, 7), segment(7, 12)];
+    let merged = crate::records::SegmentRecord {
+        path: "topics/t/partition=0/merged.parquet".into(),
+        ..segment(0, 7)
+    };
+    let ranges = |s: &LogState| -> Vec<(i64, i64, String)> {
+        s.partition(&id, 0)
+            .expect("partition")
+            .segments
+            .iter()
+            .map(|k| (k.base_offset, k.end_offset, k.path.clone()))
+            .collect()
+    };
+    let want = vec![
+        (0, 7, merged.path.clone()),
+        (7, 12, members[2].path.clone()),
+    ];
+    // In revision order: the members, then the merge of the first two.
+    let mut s = three_commits();
+    for (i, m) in members.iter().enumerate() {
+        put(&mut s, m, 5 + i as i64);
+    }
+    put(&mut s, &merged, 8);
+    assert_eq!(ranges(&s), want);
+    assert!(s.partition(&id, 0).is_some_and(|p| p.entries.is_empty()));
+    // A member's record seen again (or after the merge, as when loading by key) is ignored.
+    put(&mut s, &members[1], 9);
+    assert_eq!(ranges(&s), want);
+    let mut s = three_commits();
+    put(&mut s, &merged, 5);
+    for (i, m) in members.iter().enumerate() {
+        put(&mut s, m, 6 + i as i64);
+    }
+    assert_eq!(ranges(&s), want);
+    // Publishing the merged segment updates it in place.
+    let published = crate::records::SegmentRecord {
+        staging: None,
+        ..merged.clone()
+    };
+    put(&mut s, &published, 9);
+    assert_eq!(ranges(&s), want);
+    assert_eq!(
+        s.partition(&id, 0).map(|p| p.segments[0].staging.clone()),
+        Some(None)
+    );
+}
+
+#[test]
 fn checkpoint_golden_v1_round_trips() {
     let mut s = three_commits();
     let id = Uuid::from_u128(1);

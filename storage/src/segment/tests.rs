@@ -76,8 +76,7 @@ async fn write(batches: &[SegmentBatch], row_group_bytes: usize) -> (Bytes, Segm
 
 fn read_all(file: &Bytes) -> (SegmentIndex, Vec<SegmentBatch>) {
     let len = file.len();
-    let footer = footer_length(&file[len - FOOTER_TAIL..]).expect("tail");
-    let index = parse_footer(&file[len - FOOTER_TAIL - footer..len - FOOTER_TAIL]).expect("footer");
+    let index = index_of(file).expect("footer");
     let mut out = Vec::new();
     for (i, rg) in index.row_groups.iter().enumerate() {
         let bytes = file.slice(rg.range.start as usize..rg.range.end as usize);
@@ -173,6 +172,11 @@ async fn a_file_of_another_version_is_refused() {
         .expect("version key in footer");
     changed[at] = b'x';
     assert!(parse_footer(meta).is_ok());
+    assert!(matches!(
+        index_of(&file[..6]),
+        Err(SegmentError::Invalid(_))
+    ));
+    assert!(index_of(&file[..len - 1]).is_err());
     assert!(matches!(
         parse_footer(&changed),
         Err(SegmentError::Invalid(_))
