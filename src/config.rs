@@ -167,7 +167,7 @@ pub struct ServeArgs {
     /// WAL bytes a compactor's partitions may hold before the largest are compacted at
     /// once (keep it within the gateways' cache, which then serves all reads of data not
     /// yet in segments).
-    #[arg(long, env = "SLUICE_COMPACTION_MAX_WAL_BYTES", default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, env = "SLUICE_COMPACTION_MAX_WAL_BYTES", default_value = "128MiB", value_parser = parse_size)]
     pub compaction_max_wal_bytes: u64,
     /// WAL bytes per segment (default: each topic's segment.bytes, 128 MiB). Segments
     /// under an eighth of it are merged with their neighbours.

@@ -53,6 +53,8 @@ pub enum CompactError {
 /// What a finished compaction produced.
 #[derive(Debug, Clone)]
 pub struct Compacted {
+    /// The revision that published the segment: once the log has applied it, the segment
+    /// is there with its table path.
     pub revision: Revision,
     pub records: u64,
 }
@@ -181,9 +183,9 @@ pub(crate) async fn compact_range(
         seconds = started.elapsed().as_secs_f64(),
         "segment committed"
     );
-    publish(inner, &record).await?;
+    let published = publish(inner, &record).await?;
     Ok(Some(Compacted {
-        revision,
+        revision: published.unwrap_or(revision),
         records: summary.records,
     }))
 }
@@ -357,19 +359,23 @@ pub(crate) async fn merge_range(
             }
         }
     }
-    publish(inner, &record).await?;
+    let published = publish(inner, &record).await?;
     Ok(Some(Compacted {
-        revision,
+        revision: published.unwrap_or(revision),
         records: summary.records,
     }))
 }
 
 /// Moves a committed segment from its staging object to its table path and records that.
 /// Safe to repeat, and to run on two compactors at once.
-pub(crate) async fn publish(inner: &Inner, record: &SegmentRecord) -> Result<(), CompactError> {
+/// Returns the revision of the published record (`None` when it was published already).
+pub(crate) async fn publish(
+    inner: &Inner,
+    record: &SegmentRecord,
+) -> Result<Option<Revision>, CompactError> {
     let objects = inner.objects.as_ref();
     let Some(staging) = &record.staging else {
-        return Ok(());
+        return Ok(None);
     };
     let from = Path::from(staging.as_str());
     let to = Path::from(record.path.as_str());
@@ -383,7 +389,7 @@ pub(crate) async fn publish(inner: &Inner, record: &SegmentRecord) -> Result<(),
         staging: None,
         ..record.clone()
     };
-    inner
+    let done = inner
         .store
         .txn(Txn {
             compares: vec![],
@@ -394,5 +400,5 @@ pub(crate) async fn publish(inner: &Inner, record: &SegmentRecord) -> Result<(),
             failure: vec![],
         })
         .await?;
-    Ok(())
+    Ok(Some(done.revision))
 }

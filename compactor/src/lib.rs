@@ -1,10 +1,12 @@
 //! The compactor: committed WAL objects into Parquet segments, retention, and removal of
 //! what nothing needs any more.
 //!
-//! Every pass: publish segments a crashed compactor committed but did not publish; for
-//! each partition this compactor is assigned, compact while a trigger says so and apply
-//! retention; then, on the leader (the live compactor with the smallest id), sweep the
-//! bucket and checkpoint the log state. Compactors register under a lease; partitions are
+//! Every pass (each interval, and at once when commits take the uncompacted data over its
+//! budget): publish segments a crashed compactor committed but did not publish; for each
+//! partition this compactor is assigned, compact while a trigger says so, merge runs of
+//! small segments, and apply retention. Beside the passes, on its own interval, the leader
+//! (the live compactor with the smallest id) sweeps the bucket and checkpoints the log
+//! state. Compactors register under a lease; partitions are
 //! assigned to the live ones by rendezvous hashing, so each partition usually has one
 //! compactor, and the compare on the partition's compaction key makes sure that even when
 //! two try, only one commits a range.
@@ -25,6 +27,7 @@ use sluice_metadata::topic_configs::{
     self, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES, SEGMENT_MS,
 };
 use sluice_metadata::{LeaseId, MetaError, Revision, SharedStore, Txn, TxnOp, keys};
+use sluice_storage::naming;
 use sluice_storage::segment::SegmentOptions;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +37,7 @@ pub use gc::Swept;
 use crate::plan::{Trigger, next_merge, next_segment, relieve, retention_start};
 
 /// How the compactor works. Defaults aim at segments of about 128 MiB on busy
-/// partitions, at most ten minutes of uncompacted data on quiet ones, and at most 256 MiB
+/// partitions, at most ten minutes of uncompacted data on quiet ones, and at most 128 MiB
 /// of uncompacted data in all, so that reads of older data find it in segments.
 #[derive(Debug, Clone)]
 pub struct CompactorConfig {
@@ -71,7 +74,7 @@ impl Default for CompactorConfig {
             max_age: Duration::from_secs(600),
             max_entries: 10_000,
             target_bytes: None,
-            max_wal_bytes: 256 << 20,
+            max_wal_bytes: 128 << 20,
             interval: Duration::from_secs(10),
             checkpoint_interval: Duration::from_secs(60),
             orphan_age: Duration::from_secs(900),
@@ -91,8 +94,12 @@ pub(crate) struct Inner {
     cache: Arc<RangeCache>,
     log: Arc<Log>,
     /// One pass at a time.
-    running: tokio::sync::Mutex<gc::Sweeper>,
-    last_sweep: Mutex<Option<Instant>>,
+    running: tokio::sync::Mutex<()>,
+    /// One sweep at a time; sweeps run beside compaction passes, so a slow listing of a
+    /// large bucket never holds up compaction.
+    sweeper: tokio::sync::Mutex<gc::Sweeper>,
+    /// WAL objects compaction saw referenced since the last sweep took them.
+    referenced: Mutex<Vec<String>>,
     last_checkpoint: Mutex<Option<Instant>>,
     /// The live compactors at the last pass: which partitions are this one's.
     members: Mutex<Vec<String>>,
@@ -164,14 +171,16 @@ impl Compactor {
             objects,
             cache,
             log,
-            running: tokio::sync::Mutex::new(gc::Sweeper::default()),
-            last_sweep: Mutex::new(None),
+            running: tokio::sync::Mutex::new(()),
+            sweeper: tokio::sync::Mutex::new(gc::Sweeper::default()),
+            referenced: Mutex::new(Vec::new()),
             last_checkpoint: Mutex::new(None),
             members: Mutex::new(Vec::new()),
             lease: Mutex::new(lease),
         });
         tokio::spawn(keep_alive(inner.clone(), cancel.clone()));
-        tokio::spawn(run(inner.clone(), cancel));
+        tokio::spawn(run(inner.clone(), cancel.clone()));
+        tokio::spawn(run_sweeps(inner.clone(), cancel));
         tracing::info!(node = %inner.config.node, "compactor started");
         Ok(Self { inner })
     }
@@ -251,6 +260,7 @@ fn waiting_bytes(inner: &Inner) -> u64 {
                 }
             }
         }
+        metrics::WAITING_BYTES.set(i64::try_from(total).unwrap_or(i64::MAX));
         total
     })
 }
@@ -308,13 +318,12 @@ struct Work {
 }
 
 async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, CompactError> {
-    let mut sweeper = inner.running.lock().await;
+    let running = inner.running.lock().await;
     gc::sync_log(inner).await?;
     let now = now_ms();
     let members = members(inner).await?;
     members.clone_into(&mut inner.members.lock().unwrap_or_else(|e| e.into_inner()));
     let me = inner.config.node.as_str();
-    let leader = members.first().map(String::as_str) == Some(me);
     let mut report = Report::default();
 
     let pending: Vec<SegmentRecord> = inner.log.read(|s| {
@@ -345,7 +354,12 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
                     None => None,
                 };
                 let bytes = log.entries.iter().map(|e| u64::from(e.size)).sum::<u64>();
-                waiting.push((work.len(), bytes));
+                let oldest = log
+                    .entries
+                    .first()
+                    .and_then(|e| naming::created_ms(&e.object))
+                    .unwrap_or(i64::MAX);
+                waiting.push((work.len(), oldest, bytes));
                 work.push(Work {
                     topic: t.record.clone(),
                     partition: p,
@@ -353,7 +367,7 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
                 });
             }
         }
-        // Over budget: the largest compact everything they hold now.
+        // Over budget: those holding the oldest data compact everything they hold now.
         for i in relieve(waiting, inner.config.max_wal_bytes) {
             let w: &mut Work = &mut work[i];
             let hw = s
@@ -369,7 +383,11 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         match compact_partition(inner, &w, now, &mut report).await {
             // This compactor saw those objects referenced: the sweep may delete them once
             // nothing references them any more, without waiting for the orphan age.
-            Ok(compacted) => sweeper.saw_referenced(compacted),
+            Ok(compacted) => inner
+                .referenced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(compacted),
             Err(e) => {
                 metrics::PASS_ERRORS.inc();
                 tracing::warn!(topic = %w.topic.name, partition = w.partition, error = %e, "compacting a partition failed");
@@ -379,6 +397,7 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         }
         retain(inner, &w, now, &mut report).await?;
     }
+    waiting_bytes(inner);
     if let Some(e) = failed
         && force.is_some()
     {
@@ -386,30 +405,65 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         return Err(e);
     }
 
-    // Passes come early when data is over budget; sweeping (a listing of the bucket) keeps
-    // to the interval.
-    let sweep_due = inner
-        .last_sweep
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .is_none_or(|t| t.elapsed() >= inner.config.interval);
-    if (leader && sweep_due) || force.is_some() {
-        *inner.last_sweep.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        report.swept = sweeper.sweep(inner, now).await?;
-        let due = inner
-            .last_checkpoint
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none_or(|t| t.elapsed() >= inner.config.checkpoint_interval);
-        if due || force.is_some() {
-            report.checkpoint = gc::checkpoint(inner).await?;
-            *inner
-                .last_checkpoint
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        }
+    drop(running);
+    if force.is_some() {
+        let (swept, checkpoint) = sweep(inner, true).await?;
+        report.swept = swept;
+        report.checkpoint = checkpoint;
     }
     Ok(report)
+}
+
+/// Sweeps every interval, on the leader (the live compactor with the smallest id).
+async fn run_sweeps(inner: Arc<Inner>, cancel: CancellationToken) {
+    let mut interval = tokio::time::interval(inner.config.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let leader = match members(&inner).await {
+            Ok(m) => m.first() == Some(&inner.config.node),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing compactors failed; sweeping on the next tick");
+                continue;
+            }
+        };
+        if !leader {
+            continue;
+        }
+        let swept = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = sweep(&inner, false) => r,
+        };
+        if let Err(e) = swept {
+            metrics::PASS_ERRORS.inc();
+            tracing::warn!(error = %e, "sweep failed; retrying on the next one");
+        }
+    }
+}
+
+/// Sweeps the bucket, and checkpoints the log state when due (or `forced`).
+async fn sweep(inner: &Inner, forced: bool) -> Result<(Swept, Option<Revision>), CompactError> {
+    let mut sweeper = inner.sweeper.lock().await;
+    let seen = std::mem::take(&mut *inner.referenced.lock().unwrap_or_else(|e| e.into_inner()));
+    sweeper.saw_referenced(seen);
+    let swept = sweeper.sweep(inner, now_ms()).await?;
+    let due = inner
+        .last_checkpoint
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_none_or(|t| t.elapsed() >= inner.config.checkpoint_interval);
+    let mut checkpoint = None;
+    if due || forced {
+        checkpoint = gc::checkpoint(inner).await?;
+        *inner
+            .last_checkpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+    Ok((swept, checkpoint))
 }
 
 /// Compacts one partition while a trigger says so; returns the WAL objects it read.

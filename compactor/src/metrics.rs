@@ -31,6 +31,14 @@ pub static MERGED_SEGMENTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static WAITING_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "sluice_compactor_waiting_wal_bytes",
+        "WAL bytes waiting for compaction in this compactor's partitions (last looked at)"
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static COMPACTED_BYTES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "sluice_compactor_wal_bytes_total",

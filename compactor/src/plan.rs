@@ -74,7 +74,8 @@ pub const MERGE_MAX_SEGMENTS: usize = 1000;
 /// budget); consecutive published small segments of one UTC day (by their newest record)
 /// form a run. A run is merged once it holds `small_bytes` (the merged segment is then no
 /// longer small, so data is rewritten once at most), or, with fewer bytes, once it cannot
-/// grow any more: it is followed by another segment, or its day is over.
+/// grow any more: it is followed by another segment (but for a small one of the same day
+/// that is not yet published), or its day is over.
 pub fn next_merge(
     segments: &[SegmentRecord],
     small_bytes: u64,
@@ -102,7 +103,11 @@ pub fn next_merge(
             }
         }
         let full = bytes >= small_bytes || j - i == MERGE_MAX_SEGMENTS;
-        let closed = j < segments.len() || day(now_ms) > run_day;
+        // A small segment of the same day not yet published joins the run once it is.
+        let grows = segments.get(j).is_some_and(|s| {
+            s.wal_bytes < small_bytes && s.staging.is_some() && day(s.max_timestamp) == run_day
+        });
+        let closed = (j < segments.len() && !grows) || day(now_ms) > run_day;
         if j - i >= 2 && (full || closed) {
             return Some(i..j);
         }
@@ -112,24 +117,22 @@ pub fn next_merge(
 }
 
 /// Which partitions to compact now, whatever their triggers, so that the WAL data waiting
-/// for compaction (`waiting`: a partition and its bytes) stays within `budget`: none while
-/// it does; otherwise the largest first, until at most half the budget is left waiting
-/// (so the next early pass is not due at once).
-pub fn relieve<K>(mut waiting: Vec<(K, u64)>, budget: u64) -> Vec<K> {
-    let mut total: u64 = waiting.iter().map(|(_, b)| b).sum();
+/// for compaction stays within `budget`. `waiting`: a partition, when its oldest waiting
+/// data was written, and how many bytes wait. None while the total is within the budget;
+/// otherwise every partition with data waiting, oldest data first. So the WAL data a read
+/// can meet is never more than the newest `budget` bytes written (and what arrives while
+/// the pass runs), which a cache of twice that holds.
+pub fn relieve<K>(mut waiting: Vec<(K, i64, u64)>, budget: u64) -> Vec<K> {
+    let total: u64 = waiting.iter().map(|(_, _, b)| b).sum();
     if total <= budget {
         return Vec::new();
     }
-    waiting.sort_by_key(|w| std::cmp::Reverse(w.1));
-    let mut out = Vec::new();
-    for (k, bytes) in waiting {
-        if total <= budget / 2 || bytes == 0 {
-            break;
-        }
-        total -= bytes;
-        out.push(k);
-    }
-    out
+    waiting.sort_by_key(|w| w.1);
+    waiting
+        .into_iter()
+        .filter(|(_, _, bytes)| *bytes > 0)
+        .map(|(k, _, _)| k)
+        .collect()
 }
 
 /// Where retention moves the log start of `log`, if anywhere: past whole segments whose

@@ -190,6 +190,18 @@ fn merges_keep_to_one_day_and_to_published_segments() {
     ];
     s[1].staging = Some("staging/x.parquet".into());
     assert_eq!(next_merge(&s, 1000, NOON + DAY), None);
+    // A run followed by a small segment of its day that is not yet published may still
+    // grow; one followed by a published segment may not.
+    let mut s = vec![
+        small(0, 10, 100, NOON),
+        small(10, 20, 100, NOON),
+        small(20, 30, 100, NOON),
+    ];
+    s[2].staging = Some("staging/y.parquet".into());
+    assert_eq!(next_merge(&s, 1000, NOON), None);
+    s[2].staging = None;
+    s[2].wal_bytes = 5000;
+    assert_eq!(next_merge(&s, 1000, NOON), Some(0..2));
 }
 
 #[test]
@@ -201,14 +213,13 @@ fn a_merge_reads_a_bounded_number_of_segments() {
 }
 
 #[test]
-fn the_largest_waiting_partitions_are_compacted_when_over_budget() {
-    assert!(relieve(vec![("a", 100), ("b", 200)], 300).is_empty());
-    // 600 waiting, budget 400: compact until at most 200 wait.
+fn everything_waiting_is_compacted_oldest_first_when_over_budget() {
+    assert!(relieve(vec![("a", 1, 100), ("b", 2, 200)], 300).is_empty());
     assert_eq!(
-        relieve(vec![("a", 100), ("b", 300), ("c", 200)], 400),
-        vec!["b", "c"]
+        relieve(vec![("a", 3, 100), ("b", 2, 300), ("c", 1, 200)], 400),
+        vec!["c", "b", "a"]
     );
-    assert!(relieve(Vec::<(&str, u64)>::new(), 0).is_empty());
+    assert!(relieve(Vec::<(&str, i64, u64)>::new(), 0).is_empty());
     // Partitions with nothing waiting are never picked.
-    assert_eq!(relieve(vec![("a", 10), ("b", 0)], 0), vec!["a"]);
+    assert_eq!(relieve(vec![("b", 0, 0), ("a", 1, 10)], 0), vec!["a"]);
 }
