@@ -56,7 +56,10 @@ class Server:
         self.proc = subprocess.Popen([
             self.binary, "serve", "--data-dir", str(self.data_dir),
             "--kafka-listen", self.kafka, "--http-listen", self.http,
-            "--compaction-interval", "1h", "--cache-disk", "0", "--cache-memory", "512MiB",
+            # No automatic compaction (no pass for an hour, no budget to start one early):
+            # step 3 compacts everything at once.
+            "--compaction-interval", "1h", "--compaction-max-wal-bytes", "1000GiB",
+            "--cache-disk", "0", "--cache-memory", "512MiB",
         ], stdout=subprocess.PIPE, stderr=open(self.data_dir.parent / "server.log", "ab"))
         for line in self.proc.stdout:
             if line.startswith(b"http listening"):

@@ -28,7 +28,7 @@ use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
 use sluice_protocols::kafka::batch;
 use sluice_protocols::kafka::records::{RecordsError, decode_batch};
 use sluice_storage::naming;
-use sluice_storage::segment::{self, SegmentError, SegmentWriter};
+use sluice_storage::segment::{self, SegmentError, SegmentSummary, SegmentWriter};
 
 use crate::{Inner, metrics};
 
@@ -103,8 +103,8 @@ pub(crate) async fn compact_range(
         return Ok(None);
     }
     let started = std::time::Instant::now();
-    let (segment_id, staging) = naming::new_staging_object();
-    let mut writer = segment_writer(inner, topic, partition, base..end, &staging)?;
+    let mut staged = Staged::new(inner, topic, partition, base..end)?;
+    let writer = &mut staged.writer;
     let mut wal_bytes = 0u64;
     let mut first_timestamp = None;
     for e in entries {
@@ -147,24 +147,18 @@ pub(crate) async fn compact_range(
             }));
         }
     }
-    let summary = writer.finish().await?;
-    let day = naming::utc_day(first_timestamp.unwrap_or(summary.min_timestamp));
-    let path = naming::segment_path(&topic.name, partition, &day, base, &segment_id);
-    let record = SegmentRecord {
-        v: SEGMENT_RECORD_VERSION,
-        topic_id: topic.id,
-        partition,
-        base_offset: base,
-        end_offset: end,
-        path: path.to_string(),
-        staging: Some(staging.to_string()),
-        size: summary.size,
-        min_timestamp: summary.min_timestamp,
-        max_timestamp: summary.max_timestamp,
-        wal_bytes,
+    let day = |summary: &SegmentSummary| {
+        naming::utc_day(first_timestamp.unwrap_or(summary.min_timestamp))
     };
-    let point_key = keys::compaction(&topic.id, partition);
-    let Some(revision) = swap(inner, point_key, point_rev, end, &record).await? else {
+    let point = (point_rev, end);
+    let Some(Committed {
+        record,
+        revision,
+        summary,
+    }) = staged
+        .commit(inner, topic, partition, base..end, day, wal_bytes, point)
+        .await?
+    else {
         tracing::info!(topic = %topic.name, partition, base, "another compactor committed this range first");
         return Ok(None);
     };
@@ -191,6 +185,77 @@ pub(crate) async fn compact_range(
 }
 
 type Writer = SegmentWriter<BufWriter>;
+
+/// A segment being written to its staging object.
+struct Staged {
+    id: uuid::Uuid,
+    staging: Path,
+    writer: Writer,
+}
+
+/// A segment committed in metadata (its record still names the staging object).
+struct Committed {
+    record: SegmentRecord,
+    revision: Revision,
+    summary: SegmentSummary,
+}
+
+impl Staged {
+    fn new(
+        inner: &Inner,
+        topic: &TopicRecord,
+        partition: u32,
+        offsets: std::ops::Range<i64>,
+    ) -> Result<Self, CompactError> {
+        let (id, staging) = naming::new_staging_object();
+        let writer = segment_writer(inner, topic, partition, offsets, &staging)?;
+        Ok(Self {
+            id,
+            staging,
+            writer,
+        })
+    }
+
+    /// Finishes the file and swaps it in for `offsets` (see [`swap`]), its `date=` folder
+    /// given by `day` from what the file holds. `Ok(None)`: another compactor changed the
+    /// partition first.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        self,
+        inner: &Inner,
+        topic: &TopicRecord,
+        partition: u32,
+        offsets: std::ops::Range<i64>,
+        day: impl FnOnce(&SegmentSummary) -> String,
+        wal_bytes: u64,
+        (point_rev, point): (Revision, i64),
+    ) -> Result<Option<Committed>, CompactError> {
+        let summary = self.writer.finish().await?;
+        let day = day(&summary);
+        let path = naming::segment_path(&topic.name, partition, &day, offsets.start, &self.id);
+        let record = SegmentRecord {
+            v: SEGMENT_RECORD_VERSION,
+            topic_id: topic.id,
+            partition,
+            base_offset: offsets.start,
+            end_offset: offsets.end,
+            path: path.to_string(),
+            staging: Some(self.staging.to_string()),
+            size: summary.size,
+            min_timestamp: summary.min_timestamp,
+            max_timestamp: summary.max_timestamp,
+            wal_bytes,
+        };
+        let point_key = keys::compaction(&topic.id, partition);
+        Ok(swap(inner, point_key, point_rev, point, &record)
+            .await?
+            .map(|revision| Committed {
+                record,
+                revision,
+                summary,
+            }))
+    }
+}
 
 /// A writer of a segment of `offsets` of the partition into the staging object `staging`.
 fn segment_writer(
@@ -277,8 +342,8 @@ pub(crate) async fn merge_range(
         return Ok(None);
     };
     let started = std::time::Instant::now();
-    let (segment_id, staging) = naming::new_staging_object();
-    let mut writer = segment_writer(inner, topic, partition, base..end, &staging)?;
+    let mut staged = Staged::new(inner, topic, partition, base..end)?;
+    let writer = &mut staged.writer;
     let mut wal_bytes = 0u64;
     let mut next = base;
     for m in members {
@@ -313,25 +378,19 @@ pub(crate) async fn merge_range(
         wal_bytes += m.wal_bytes;
         next = m.end_offset;
     }
-    let summary = writer.finish().await?;
-    let day = naming::segment_day(&first.path)
-        .map_or_else(|| naming::utc_day(summary.min_timestamp), str::to_string);
-    let path = naming::segment_path(&topic.name, partition, &day, base, &segment_id);
-    let record = SegmentRecord {
-        v: SEGMENT_RECORD_VERSION,
-        topic_id: topic.id,
-        partition,
-        base_offset: base,
-        end_offset: end,
-        path: path.to_string(),
-        staging: Some(staging.to_string()),
-        size: summary.size,
-        min_timestamp: summary.min_timestamp,
-        max_timestamp: summary.max_timestamp,
-        wal_bytes,
+    let day = |summary: &SegmentSummary| {
+        naming::segment_day(&first.path)
+            .map_or_else(|| naming::utc_day(summary.min_timestamp), str::to_string)
     };
-    let point_key = keys::compaction(&topic.id, partition);
-    let Some(revision) = swap(inner, point_key, point_rev, point, &record).await? else {
+    let point = (point_rev, point);
+    let Some(Committed {
+        record,
+        revision,
+        summary,
+    }) = staged
+        .commit(inner, topic, partition, base..end, day, wal_bytes, point)
+        .await?
+    else {
         tracing::info!(topic = %topic.name, partition, base, "another compactor changed this partition first");
         return Ok(None);
     };

@@ -141,14 +141,17 @@ fn small(base: i64, end: i64, bytes: u64, max_ts: i64) -> SegmentRecord {
     }
 }
 
+/// Consecutive segments of ten records each, of today, holding `bytes` WAL bytes each.
+fn run_of(bytes: &[u64]) -> Vec<SegmentRecord> {
+    (0..bytes.len() as i64)
+        .map(|i| small(i * 10, i * 10 + 10, bytes[i as usize], NOON))
+        .collect()
+}
+
 #[test]
 fn small_segments_merge_once_they_fill_one_or_cannot_grow() {
     // Three small segments of today, at the end: not yet (they may still grow).
-    let mut s = vec![
-        small(0, 10, 100, NOON),
-        small(10, 20, 100, NOON),
-        small(20, 30, 100, NOON),
-    ];
+    let mut s = run_of(&[100, 100, 100]);
     assert_eq!(next_merge(&s, 1000, NOON), None);
     // Their day is over: merged as they are.
     assert_eq!(next_merge(&s, 1000, NOON + DAY), Some(0..3));
@@ -156,21 +159,10 @@ fn small_segments_merge_once_they_fill_one_or_cannot_grow() {
     s.extend((3..12).map(|i| small(i * 10, i * 10 + 10, 100, NOON)));
     assert_eq!(next_merge(&s, 1000, NOON), Some(0..10));
     // A segment that is not small ends a run, which cannot grow any more.
-    let s = vec![
-        small(0, 10, 100, NOON),
-        small(10, 20, 100, NOON),
-        small(20, 30, 5000, NOON),
-        small(30, 40, 100, NOON),
-    ];
+    let s = run_of(&[100, 100, 5000, 100]);
     assert_eq!(next_merge(&s, 1000, NOON), Some(0..2));
     // A lone small segment is left alone; the next run is looked at.
-    let s = vec![
-        small(0, 10, 100, NOON),
-        small(10, 20, 5000, NOON),
-        small(20, 30, 100, NOON),
-        small(30, 40, 100, NOON),
-        small(40, 50, 5000, NOON),
-    ];
+    let s = run_of(&[100, 5000, 100, 100, 5000]);
     assert_eq!(next_merge(&s, 1000, NOON), Some(2..4));
 }
 
@@ -183,20 +175,12 @@ fn merges_keep_to_one_day_and_to_published_segments() {
     ];
     // Yesterday's lone segment is not merged with today's, which may still grow.
     assert_eq!(next_merge(&s, 1000, NOON), None);
-    let mut s = vec![
-        small(0, 10, 100, NOON),
-        small(10, 20, 100, NOON),
-        small(20, 30, 100, NOON),
-    ];
+    let mut s = run_of(&[100, 100, 100]);
     s[1].staging = Some("staging/x.parquet".into());
     assert_eq!(next_merge(&s, 1000, NOON + DAY), None);
     // A run followed by a small segment of its day that is not yet published may still
     // grow; one followed by a published segment may not.
-    let mut s = vec![
-        small(0, 10, 100, NOON),
-        small(10, 20, 100, NOON),
-        small(20, 30, 100, NOON),
-    ];
+    let mut s = run_of(&[100, 100, 100]);
     s[2].staging = Some("staging/y.parquet".into());
     assert_eq!(next_merge(&s, 1000, NOON), None);
     s[2].staging = None;

@@ -5,10 +5,12 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use object_store::path::Path;
+use sluice_cache::RangeCache;
 use sluice_metadata::log::{IndexEntry, PartitionLog};
 use sluice_metadata::records::SegmentRecord;
 use sluice_protocols::kafka::batch;
@@ -186,13 +188,20 @@ pub(crate) enum ReadError {
     Segment(#[from] crate::segments::SegmentReadError),
 }
 
+/// WAL chunks one partition's read fetches at once.
+const CHUNKS_AT_ONCE: usize = 16;
+
 /// The bytes of one index entry's chunk, through the cache.
 pub(super) async fn read_chunk(
     ctx: &Ctx,
     e: &IndexEntry,
 ) -> Result<Bytes, sluice_cache::CacheError> {
+    chunk_of(&ctx.cache, e).await
+}
+
+async fn chunk_of(cache: &RangeCache, e: &IndexEntry) -> Result<Bytes, sluice_cache::CacheError> {
     let path = Path::from(e.object.as_ref());
-    ctx.cache
+    cache
         .get_range(
             &path,
             e.object_size,
@@ -218,9 +227,19 @@ pub(crate) async fn read_records(
             // bytes step by step copies it over and over.
             let size: usize = entries.iter().map(|e| e.size as usize).sum();
             out.reserve(size.min(limit.max(entries.first().map_or(0, |e| e.size as usize))));
+            // Chunks are read a few at once, in order: beyond the cache each is a GET of
+            // its own object, and one after another they would cost a round trip each.
+            let cache = ctx.cache.clone();
+            let reads = entries.iter().cloned().map(move |e| {
+                let cache = cache.clone();
+                async move { chunk_of(&cache, &e).await }
+            });
+            let mut chunks = futures::stream::iter(reads).buffered(CHUNKS_AT_ONCE);
             for e in entries {
-                let chunk = read_chunk(ctx, e).await?;
-                if !append_batches(&mut out, e.base_offset, &chunk, offset, limit, may_exceed)? {
+                let Some(chunk) = chunks.next().await else {
+                    break;
+                };
+                if !append_batches(&mut out, e.base_offset, &chunk?, offset, limit, may_exceed)? {
                     break;
                 }
             }
