@@ -27,8 +27,8 @@ use sluice_metadata::records::{SEGMENT_RECORD_VERSION, SegmentRecord, TopicRecor
 use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
 use sluice_protocols::kafka::batch;
 use sluice_protocols::kafka::records::{RecordsError, decode_batch};
-use sluice_storage::naming;
 use sluice_storage::segment::{self, SegmentError, SegmentSummary, SegmentWriter};
+use sluice_storage::{background, naming};
 
 use crate::{Inner, metrics};
 
@@ -361,10 +361,16 @@ pub(crate) async fn merge_range(
             .cache
             .get_range_no_fill(&Path::from(m.path.as_str()), m.size, 0..m.size)
             .await?;
-        let index = segment::index_of(&file)?;
-        for (i, span) in index.row_groups.iter().enumerate() {
-            let raw = file.slice(span.range.start as usize..span.range.end as usize);
-            for (header, records) in segment::read_row_group(&index, i, raw, m.size)? {
+        let index = std::sync::Arc::new(segment::index_of(&file)?);
+        for i in 0..index.row_groups.len() {
+            let span = &index.row_groups[i].range;
+            let raw = file.slice(span.start as usize..span.end as usize);
+            // Decoding is CPU work: on the background thread, as encoding is.
+            let (index, size) = (index.clone(), m.size);
+            let batches = background::run(move || segment::read_row_group(&index, i, raw, size))
+                .await
+                .map_err(|e| SegmentError::Task(e.to_string()))??;
+            for (header, records) in batches {
                 writer.append(&header, &records).await?;
             }
         }

@@ -1,6 +1,7 @@
 //! What lives in the bucket: the WAL object format, object naming, and `object_store`
 //! wrappers that add metrics and, for tests, injected faults.
 
+pub mod background;
 pub mod checkpoints;
 pub mod faults;
 pub mod metrics;

@@ -32,7 +32,7 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::{Buf, Bytes};
-use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
@@ -60,6 +60,8 @@ pub enum SegmentError {
     Arrow(#[from] arrow_schema::ArrowError),
     #[error("segment is not readable: {0}")]
     Invalid(String),
+    #[error("encoding task failed: {0}")]
+    Task(String),
 }
 
 fn header_fields() -> Fields {
@@ -251,9 +253,15 @@ pub struct SegmentSummary {
 }
 
 /// Writes one segment: batches in offset order, a row group cut at the first batch
-/// boundary past the configured size.
+/// boundary past the configured size. Each row group is encoded (Parquet pages, zstd: tens
+/// of milliseconds of CPU) on the background thread ([`crate::background`]), not on the
+/// async worker that called, so that a gateway's requests (in `sluice serve`) neither queue
+/// behind it nor wait for the CPU.
 pub struct SegmentWriter<W: AsyncFileWriter> {
-    writer: AsyncArrowWriter<W>,
+    /// The encoder, writing into its own buffer; `None` only while it is on the background
+    /// thread (or after a failure there).
+    encoder: Option<ArrowWriter<Vec<u8>>>,
+    sink: W,
     rows: Rows,
     options: SegmentOptions,
     summary: SegmentSummary,
@@ -281,9 +289,10 @@ impl<W: AsyncFileWriter> SegmentWriter<W> {
             .set_column_dictionary_enabled(ColumnPath::from("value"), false)
             .set_key_value_metadata(Some(kv))
             .build();
-        let writer = AsyncArrowWriter::try_new(sink, schema(), Some(props))?;
+        let encoder = ArrowWriter::try_new(Vec::new(), schema(), Some(props))?;
         Ok(Self {
-            writer,
+            encoder: Some(encoder),
+            sink,
             rows: Rows::default(),
             options,
             summary: SegmentSummary {
@@ -315,13 +324,40 @@ impl<W: AsyncFileWriter> SegmentWriter<W> {
         Ok(())
     }
 
+    /// Runs `f` on the encoder on a blocking thread, then hands what it wrote to the sink.
+    async fn encode<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut ArrowWriter<Vec<u8>>) -> parquet::errors::Result<T> + Send + 'static,
+    ) -> Result<T, SegmentError> {
+        let mut encoder = self
+            .encoder
+            .take()
+            .ok_or_else(|| SegmentError::Task("an earlier encoding failed".into()))?;
+        let (mut encoder, result) = crate::background::run(move || {
+            let r = f(&mut encoder);
+            (encoder, r)
+        })
+        .await
+        .map_err(|e| SegmentError::Task(e.to_string()))?;
+        let value = result?;
+        let encoded = std::mem::take(encoder.inner_mut());
+        self.encoder = Some(encoder);
+        if !encoded.is_empty() {
+            self.sink.write(Bytes::from(encoded)).await?;
+        }
+        Ok(value)
+    }
+
     async fn end_row_group(&mut self) -> Result<(), SegmentError> {
         if self.rows.offset.is_empty() {
             return Ok(());
         }
         let batch = self.rows.take()?;
-        self.writer.write(&batch).await?;
-        self.writer.flush().await?;
+        self.encode(move |e| {
+            e.write(&batch)?;
+            e.flush()
+        })
+        .await?;
         self.summary.row_groups += 1;
         Ok(())
     }
@@ -334,8 +370,9 @@ impl<W: AsyncFileWriter> SegmentWriter<W> {
     /// Writes the footer and closes the sink.
     pub async fn finish(mut self) -> Result<SegmentSummary, SegmentError> {
         self.end_row_group().await?;
-        self.writer.finish().await?;
-        self.summary.size = self.writer.bytes_written() as u64;
+        self.encode(|e| e.finish().map(|_| ())).await?;
+        self.sink.complete().await?;
+        self.summary.size = self.encoder.as_ref().map_or(0, |e| e.bytes_written()) as u64;
         Ok(self.summary)
     }
 }
