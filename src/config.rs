@@ -164,9 +164,9 @@ pub struct ServeArgs {
     /// Compact a partition once this many WAL commits (index entries) wait for it.
     #[arg(long, env = "SLUICE_COMPACTION_MAX_ENTRIES", default_value_t = 10_000)]
     pub compaction_max_entries: usize,
-    /// WAL bytes a compactor's partitions may hold before the largest are compacted at
-    /// once (keep it within the gateways' cache, which then serves all reads of data not
-    /// yet in segments).
+    /// WAL bytes a compactor's partitions may hold before everything waiting is compacted
+    /// at once (keep it within half the gateways' cache, which then serves all reads of
+    /// data not yet in segments).
     #[arg(long, env = "SLUICE_COMPACTION_MAX_WAL_BYTES", default_value = "128MiB", value_parser = parse_size)]
     pub compaction_max_wal_bytes: u64,
     /// WAL bytes per segment (default: each topic's segment.bytes, 128 MiB). Segments

@@ -151,17 +151,13 @@ pub(crate) async fn compact_range(
         naming::utc_day(first_timestamp.unwrap_or(summary.min_timestamp))
     };
     let point = (point_rev, end);
-    let Some(Committed {
-        record,
-        revision,
-        summary,
-    }) = staged
+    let Some(committed) = staged
         .commit(inner, topic, partition, base..end, day, wal_bytes, point)
         .await?
     else {
-        tracing::info!(topic = %topic.name, partition, base, "another compactor committed this range first");
         return Ok(None);
     };
+    let summary = &committed.summary;
     metrics::SEGMENTS.inc();
     metrics::COMPACTED_BYTES.inc_by(wal_bytes);
     metrics::COMPACTED_RECORDS.inc_by(summary.records);
@@ -177,11 +173,7 @@ pub(crate) async fn compact_range(
         seconds = started.elapsed().as_secs_f64(),
         "segment committed"
     );
-    let published = publish(inner, &record).await?;
-    Ok(Some(Compacted {
-        revision: published.unwrap_or(revision),
-        records: summary.records,
-    }))
+    committed.publish(inner).await.map(Some)
 }
 
 type Writer = SegmentWriter<BufWriter>;
@@ -218,7 +210,7 @@ impl Staged {
 
     /// Finishes the file and swaps it in for `offsets` (see [`swap`]), its `date=` folder
     /// given by `day` from what the file holds. `Ok(None)`: another compactor changed the
-    /// partition first.
+    /// partition first (logged here).
     #[allow(clippy::too_many_arguments)]
     async fn commit(
         self,
@@ -247,13 +239,26 @@ impl Staged {
             wal_bytes,
         };
         let point_key = keys::compaction(&topic.id, partition);
-        Ok(swap(inner, point_key, point_rev, point, &record)
-            .await?
-            .map(|revision| Committed {
-                record,
-                revision,
-                summary,
-            }))
+        let Some(revision) = swap(inner, point_key, point_rev, point, &record).await? else {
+            tracing::info!(topic = %topic.name, partition, base = offsets.start, "another compactor changed this partition first");
+            return Ok(None);
+        };
+        Ok(Some(Committed {
+            record,
+            revision,
+            summary,
+        }))
+    }
+}
+
+impl Committed {
+    /// Publishes the segment (see [`publish`]).
+    async fn publish(self, inner: &Inner) -> Result<Compacted, CompactError> {
+        let published = publish(inner, &self.record).await?;
+        Ok(Compacted {
+            revision: published.unwrap_or(self.revision),
+            records: self.summary.records,
+        })
     }
 }
 
@@ -389,17 +394,13 @@ pub(crate) async fn merge_range(
             .map_or_else(|| naming::utc_day(summary.min_timestamp), str::to_string)
     };
     let point = (point_rev, point);
-    let Some(Committed {
-        record,
-        revision,
-        summary,
-    }) = staged
+    let Some(committed) = staged
         .commit(inner, topic, partition, base..end, day, wal_bytes, point)
         .await?
     else {
-        tracing::info!(topic = %topic.name, partition, base, "another compactor changed this partition first");
         return Ok(None);
     };
+    let summary = &committed.summary;
     metrics::MERGES.inc();
     metrics::MERGED_SEGMENTS.inc_by(members.len() as u64);
     tracing::info!(
@@ -424,11 +425,7 @@ pub(crate) async fn merge_range(
             }
         }
     }
-    let published = publish(inner, &record).await?;
-    Ok(Some(Compacted {
-        revision: published.unwrap_or(revision),
-        records: summary.records,
-    }))
+    committed.publish(inner).await.map(Some)
 }
 
 /// Moves a committed segment from its staging object to its table path and records that.

@@ -52,8 +52,9 @@ pub struct CompactorConfig {
     /// eighth of it are small: runs of them are merged.
     pub target_bytes: Option<u64>,
     /// WAL bytes the partitions assigned to this compactor may hold uncompacted: past it,
-    /// the largest are compacted at once, whatever their triggers. Keep it within the
-    /// gateways' cache, which then serves every read of data not yet in segments.
+    /// everything waiting is compacted at once, oldest first, whatever the triggers. Keep
+    /// it within half the gateways' cache, which then serves every read of data not yet in
+    /// segments.
     pub max_wal_bytes: u64,
     /// How often a pass runs.
     pub interval: Duration,
@@ -256,7 +257,7 @@ fn waiting_bytes(inner: &Inner) -> u64 {
         for t in s.topics() {
             for (p, log) in t.partitions.iter().enumerate() {
                 if owner(&members, &t.record.id, p as u32) == Some(me) {
-                    total += log.entries.iter().map(|e| u64::from(e.size)).sum::<u64>();
+                    total += log.wal_bytes();
                 }
             }
         }
@@ -353,13 +354,12 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
                     None if owner(&members, &t.record.id, p) != Some(me) => continue,
                     None => None,
                 };
-                let bytes = log.entries.iter().map(|e| u64::from(e.size)).sum::<u64>();
                 let oldest = log
                     .entries
                     .first()
                     .and_then(|e| naming::created_ms(&e.object))
                     .unwrap_or(i64::MAX);
-                waiting.push((work.len(), oldest, bytes));
+                waiting.push(((work.len(), log.high_watermark), oldest, log.wal_bytes()));
                 work.push(Work {
                     topic: t.record.clone(),
                     partition: p,
@@ -367,13 +367,10 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
                 });
             }
         }
-        // Over budget: those holding the oldest data compact everything they hold now.
-        for i in relieve(waiting, inner.config.max_wal_bytes) {
+        // Over budget: every partition compacts everything it holds now.
+        for (i, high_watermark) in relieve(waiting, inner.config.max_wal_bytes) {
             let w: &mut Work = &mut work[i];
-            let hw = s
-                .partition(&w.topic.id, w.partition)
-                .map(|l| l.high_watermark);
-            w.force_until = w.force_until.or(hw);
+            w.force_until = w.force_until.or(Some(high_watermark));
         }
         work
     });
@@ -397,6 +394,7 @@ async fn pass(inner: &Inner, force: Option<Force<'_>>) -> Result<Report, Compact
         }
         retain(inner, &w, now, &mut report).await?;
     }
+    // The gauge, as this pass leaves it.
     waiting_bytes(inner);
     if let Some(e) = failed
         && force.is_some()

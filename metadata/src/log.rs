@@ -212,8 +212,12 @@ impl PartitionLog {
     /// Bytes the partition holds, counted as Kafka counts a log: the size of its record
     /// batches (which compacted data had in WAL objects), whatever Parquet makes of them.
     pub fn size_bytes(&self) -> u64 {
-        self.segments.iter().map(|s| s.wal_bytes).sum::<u64>()
-            + self.entries.iter().map(|e| u64::from(e.size)).sum::<u64>()
+        self.segments.iter().map(|s| s.wal_bytes).sum::<u64>() + self.wal_bytes()
+    }
+
+    /// Bytes still in WAL objects: what waits for compaction.
+    pub fn wal_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| u64::from(e.size)).sum()
     }
 
     /// Swaps `[base, end)` from WAL entries to a segment, updates a known segment (its

@@ -336,7 +336,8 @@ def test_uncompacted_data_over_budget_is_compacted_without_waiting_for_a_pass(tm
     produce_values(s.bootstrap, "budget", values, BASE_TS)
     wait_for("a segment", lambda: s.metric("sluice_compactor_segments_total") >= 1)
     rows = table_rows(tmp_dir / "data" / "objects" / "topics" / "budget")
-    # At least half the data is compacted: 200 KiB waited, and the pass leaves at most 32.
+    # The 200 KiB arrive in a flush or two, so the pass the budget started found most of
+    # them waiting.
     assert len(rows) >= 100, len(rows)
     assert sorted(o for _, o, _ in rows) == list(range(len(rows)))
     s.stop()

@@ -193,13 +193,9 @@ const CHUNKS_AT_ONCE: usize = 16;
 
 /// The bytes of one index entry's chunk, through the cache.
 pub(super) async fn read_chunk(
-    ctx: &Ctx,
+    cache: &RangeCache,
     e: &IndexEntry,
 ) -> Result<Bytes, sluice_cache::CacheError> {
-    chunk_of(&ctx.cache, e).await
-}
-
-async fn chunk_of(cache: &RangeCache, e: &IndexEntry) -> Result<Bytes, sluice_cache::CacheError> {
     let path = Path::from(e.object.as_ref());
     cache
         .get_range(
@@ -232,7 +228,7 @@ pub(crate) async fn read_records(
             let cache = ctx.cache.clone();
             let reads = entries.iter().cloned().map(move |e| {
                 let cache = cache.clone();
-                async move { chunk_of(&cache, &e).await }
+                async move { read_chunk(&cache, &e).await }
             });
             let mut chunks = futures::stream::iter(reads).buffered(CHUNKS_AT_ONCE);
             for e in entries {

@@ -55,7 +55,7 @@ async fn search(
 ) -> Result<Option<(i64, i64)>, LookupError> {
     match place {
         Place::Wal(entry) => {
-            let chunk = read_chunk(ctx, entry).await?;
+            let chunk = read_chunk(&ctx.cache, entry).await?;
             let wanted = if max { entry.max_timestamp } else { target };
             search_chunk(entry.base_offset, &chunk, wanted, max)
         }
