@@ -168,19 +168,37 @@ impl Batcher {
         self.finished.cancelled().await;
     }
 
-    /// Puts one batch in the buffer. The returned future resolves to its base offset once
-    /// it is durable and committed; submitting several before awaiting any lets them share
-    /// a flush.
-    pub async fn submit(
-        &self,
-        a: Append,
-    ) -> impl std::future::Future<Output = Result<i64, AppendError>> + use<> {
+    /// Puts one batch in the buffer, in the order calls are made (waiting while the
+    /// buffer is full). The returned [`Pending`] resolves to its base offset once it is
+    /// durable and committed; submitting several before awaiting any lets them share a
+    /// flush, and batches of one partition submitted one after another keep their order
+    /// in the log.
+    pub async fn submit(&self, a: Append) -> Pending {
         let (tx, rx) = oneshot::channel();
-        let sent = self.tx.send((a, tx)).await;
-        async move {
-            sent.map_err(|_| AppendError::ShuttingDown)?;
-            rx.await.map_err(|_| AppendError::ShuttingDown)?
+        match self.tx.send((a, tx)).await {
+            Ok(()) => Pending(Some(rx)),
+            Err(_) => Pending(None),
         }
+    }
+}
+
+/// A submitted batch: resolves to its base offset once durable and committed.
+#[derive(Debug)]
+pub struct Pending(Option<oneshot::Receiver<Result<i64, AppendError>>>);
+
+impl std::future::Future for Pending {
+    type Output = Result<i64, AppendError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(rx) = self.0.as_mut() else {
+            return std::task::Poll::Ready(Err(AppendError::ShuttingDown));
+        };
+        std::pin::Pin::new(rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(AppendError::ShuttingDown)))
     }
 }
 
@@ -388,3 +406,6 @@ async fn flush_buffer(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

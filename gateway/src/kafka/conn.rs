@@ -2,7 +2,8 @@
 //!
 //! Requests are decoded as they arrive and run concurrently (a producer with five requests
 //! in flight gets them all into the same flush), but responses are written strictly in the
-//! order the requests came, as the protocol requires.
+//! order the requests came, as the protocol requires, and produce requests reach the
+//! batcher in that order too (see [`start`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -55,13 +56,31 @@ enum ConnError {
     Encode(#[from] sluice_protocols::kafka::header::EncodeError),
 }
 
+/// Connections accepted so far: each gets the next number, which names it in log lines.
+static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// What log lines say about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnInfo {
+    pub id: u64,
+    pub peer: Option<std::net::SocketAddr>,
+}
+
 pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: CancellationToken) {
-    let peer = socket.peer_addr().ok();
+    let conn = ConnInfo {
+        id: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        peer: socket.peer_addr().ok(),
+    };
     let _ = socket.set_nodelay(true);
-    match run(&ctx, &mut socket, &cancel).await {
-        Ok(()) => tracing::debug!(?peer, "kafka connection closed"),
-        Err(ConnError::Io(e)) => tracing::debug!(?peer, error = %e, "kafka connection dropped"),
-        Err(e) => tracing::warn!(?peer, error = %e, "closing kafka connection"),
+    tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection accepted");
+    match run(&ctx, &mut socket, &cancel, conn).await {
+        Ok(()) => tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed"),
+        Err(ConnError::Io(e)) => {
+            tracing::debug!(conn = conn.id, peer = ?conn.peer, error = %e, "kafka connection dropped")
+        }
+        Err(e) => {
+            tracing::warn!(conn = conn.id, peer = ?conn.peer, error = %e, "closing kafka connection")
+        }
     }
 }
 
@@ -72,8 +91,8 @@ async fn run(
     ctx: &Arc<Ctx>,
     socket: &mut TcpStream,
     cancel: &CancellationToken,
+    conn: ConnInfo,
 ) -> Result<(), ConnError> {
-    let peer = socket.peer_addr().ok();
     let (mut reader, mut writer) = socket.split();
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
@@ -90,7 +109,7 @@ async fn run(
                     continue;
                 }
                 while let Some(frame) = take_frame(&mut buf, ctx.config.max_request_bytes)? {
-                    pending.push_back(Box::pin(handle(ctx.clone(), frame, peer)));
+                    pending.push_back(start(ctx, frame, conn).await?);
                 }
             }
             Some(response) = pending.next() => {
@@ -102,60 +121,104 @@ async fn run(
     }
 }
 
-/// Decodes and serves one request; `None` when no response is due (produce with acks=0).
-async fn handle(
-    ctx: Arc<Ctx>,
-    mut frame: Bytes,
-    peer: Option<std::net::SocketAddr>,
-) -> Result<Option<Bytes>, ConnError> {
+/// A request whose header is decoded.
+struct Request {
+    key: ApiKey,
+    version: i16,
+    header: RequestHeader,
+    /// The body, still to decode.
+    frame: Bytes,
+    arrived: Instant,
+}
+
+/// Decodes one request's header and starts it; the returned future answers it.
+///
+/// Requests run concurrently (a producer with five requests in flight gets them all into
+/// the same flush), with one exception that is ordered here, before the next frame is
+/// looked at: a Produce request's batches go into the batcher in the order the requests
+/// arrived. Kafka appends one connection's produce requests in arrival order, and a
+/// non-idempotent producer with many requests in flight (librdkafka's default) relies on
+/// it; handing batches over from the concurrent futures let their wake-up order decide.
+/// Waiting for the batcher here is also the connection's backpressure.
+async fn start(ctx: &Arc<Ctx>, mut frame: Bytes, conn: ConnInfo) -> Result<Pending, ConnError> {
     let prefix = peek_prefix(&frame)?;
-    let key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnError::UnknownApi(prefix.api_key));
-    let version = prefix.api_version;
-    let Ok(key) = key else {
+    let Ok(key) = ApiKey::try_from(prefix.api_key) else {
         // Clients probe with ApiVersions first, so an unknown key is a broken peer.
         return Err(ConnError::UnknownApi(prefix.api_key));
     };
+    let version = prefix.api_version;
     if !supported(key, version) {
         if key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 with UNSUPPORTED_VERSION and what we support, so the
             // client can retry with a version we know.
             let body = api_versions(ResponseError::UnsupportedVersion.code());
-            return Ok(Some(encode_response(prefix.correlation_id, 0, &body, 0)?));
+            let out = encode_response(prefix.correlation_id, 0, &body, 0)?;
+            return Ok(Box::pin(async move { Ok(Some(out)) }));
         }
         return Err(ConnError::UnsupportedVersion(key, version));
     }
     let header = decode_header(key, version, &mut frame)?;
-    let start = Instant::now();
-    let name = api_name(key);
-    metrics::KAFKA_REQUESTS.with_label_values(&[name]).inc();
-    let cid = header.correlation_id;
+    metrics::KAFKA_REQUESTS
+        .with_label_values(&[api_name(key)])
+        .inc();
+    let mut request = Request {
+        key,
+        version,
+        header,
+        frame,
+        arrived: Instant::now(),
+    };
+    if key == ApiKey::Produce {
+        let req: ProduceRequest = body(&mut request.frame, key, version)?;
+        let trace = produce::Trace {
+            conn: conn.id,
+            correlation_id: request.header.correlation_id,
+        };
+        let submitted = produce::submit(ctx, req, version, trace).await;
+        let ctx = ctx.clone();
+        return Ok(Box::pin(async move {
+            let acks = submitted.acks();
+            let resp = submitted.answer(&ctx).await;
+            let out = if acks == 0 {
+                None
+            } else {
+                Some(encode_response(
+                    request.header.correlation_id,
+                    key.response_header_version(version),
+                    &resp,
+                    version,
+                )?)
+            };
+            observe(&request);
+            Ok(out)
+        }));
+    }
+    Ok(Box::pin(serve(ctx.clone(), request, conn)))
+}
+
+fn observe(r: &Request) {
+    metrics::KAFKA_LATENCY
+        .with_label_values(&[api_name(r.key)])
+        .observe(r.arrived.elapsed().as_secs_f64());
+}
+
+/// Serves every request but Produce.
+async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<Bytes>, ConnError> {
+    let (key, version) = (r.key, r.version);
+    let mut frame = std::mem::take(&mut r.frame);
+    let cid = r.header.correlation_id;
     let header_version = key.response_header_version(version);
     macro_rules! serve {
         ($req:ty, $handler:expr) => {{
             let req: $req = body(&mut frame, key, version)?;
             let resp = $handler(&ctx, req, version).await;
-            Some(encode_response(cid, header_version, &resp, version)?)
+            encode_response(cid, header_version, &resp, version)?
         }};
     }
     let out = match key {
         ApiKey::ApiVersions => {
             let _: ApiVersionsRequest = body(&mut frame, key, version)?;
-            Some(encode_response(
-                cid,
-                header_version,
-                &api_versions(0),
-                version,
-            )?)
-        }
-        ApiKey::Produce => {
-            let req: ProduceRequest = body(&mut frame, key, version)?;
-            let acks = req.acks;
-            let resp = produce::handle(&ctx, req, version).await;
-            if acks == 0 {
-                None
-            } else {
-                Some(encode_response(cid, header_version, &resp, version)?)
-            }
+            encode_response(cid, header_version, &api_versions(0), version)?
         }
         ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
         ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
@@ -173,15 +236,19 @@ async fn handle(
         ApiKey::JoinGroup => {
             let req: JoinGroupRequest = body(&mut frame, key, version)?;
             let caller = Caller {
-                client_id: header
+                client_id: r
+                    .header
                     .client_id
                     .as_ref()
                     .map(|c| c.to_string())
                     .unwrap_or_default(),
-                host: peer.map(|p| format!("/{}", p.ip())).unwrap_or_default(),
+                host: conn
+                    .peer
+                    .map(|p| format!("/{}", p.ip()))
+                    .unwrap_or_default(),
             };
             let resp = groups::join_group(&ctx, req, version, &caller).await;
-            Some(encode_response(cid, header_version, &resp, version)?)
+            encode_response(cid, header_version, &resp, version)?
         }
         ApiKey::SyncGroup => serve!(SyncGroupRequest, groups::sync_group),
         ApiKey::Heartbeat => serve!(HeartbeatRequest, groups::heartbeat),
@@ -193,12 +260,11 @@ async fn handle(
         ApiKey::DeleteGroups => serve!(DeleteGroupsRequest, groups::delete_groups),
         ApiKey::OffsetDelete => serve!(OffsetDeleteRequest, groups::offset_delete),
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
+        // Produce is started in `start`; anything else is not advertised.
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
-    metrics::KAFKA_LATENCY
-        .with_label_values(&[name])
-        .observe(start.elapsed().as_secs_f64());
-    Ok(out)
+    observe(&r);
+    Ok(Some(out))
 }
 
 fn body<T: kafka_protocol::protocol::Decodable>(

@@ -1,16 +1,16 @@
-//! Produce: validate each partition's batch, hand it to the batcher, answer once durable
-//! and committed.
+//! Produce: validate each partition's batch, hand it to the batcher (in the order a
+//! connection's requests arrive), answer once durable and committed.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::records::BatchMeta;
 use sluice_protocols::kafka::batch::{self, BatchError};
 
 use super::now_ms;
-use crate::batcher::{Append, AppendError};
+use crate::batcher::{Append, AppendError, Pending};
 use crate::metrics;
 use crate::server::Ctx;
 use crate::topics;
@@ -121,7 +121,46 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
     )
 }
 
-pub async fn handle(ctx: &Ctx, req: ProduceRequest, version: i16) -> ProduceResponse {
+/// Which request a produce is, for its log lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Trace {
+    /// The connection's number (see `kafka connection accepted` lines).
+    pub conn: u64,
+    pub correlation_id: i32,
+}
+
+/// One partition of a produce request: answered already (an error found before any
+/// append), or waiting for its batch to be committed.
+enum Part {
+    Answered(PartitionProduceResponse),
+    Waiting {
+        response: PartitionProduceResponse,
+        topic_id: uuid::Uuid,
+        partition: u32,
+        append_time: Option<i64>,
+        bytes: usize,
+        done: Pending,
+    },
+}
+
+/// A produce request whose batches are in the batcher, in request order.
+pub(crate) struct Submitted {
+    version: i16,
+    acks: i16,
+    trace: Trace,
+    topics: Vec<(TopicName, Vec<Part>)>,
+}
+
+/// Validates a produce request and puts every partition's batch in the batcher, in the
+/// order the request lists them, before any is awaited (so they share a flush). Callers
+/// submit one connection's requests one after another: that is what keeps a connection's
+/// batches for one partition in arrival order in the log.
+pub(crate) async fn submit(
+    ctx: &Ctx,
+    req: ProduceRequest,
+    version: i16,
+    trace: Trace,
+) -> Submitted {
     let request_error = if req.transactional_id.is_some() {
         Some((
             ResponseError::TransactionalIdAuthorizationFailed,
@@ -135,80 +174,180 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest, version: i16) -> ProduceResp
     } else {
         None
     };
-    let mut answers = Vec::new();
+    let mut topics = Vec::with_capacity(req.topic_data.len());
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
-        let mut parts = Vec::new();
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let prepared = match request_error {
                 Some((code, msg)) => Prepared::Error(code, msg.into()),
                 None => prepare(ctx, &name, p.index, p.records),
             };
-            parts.push((p.index, prepared));
-        }
-        answers.push((topic.name, parts));
-    }
-    // Every partition of the request goes into the buffer before any is awaited, so they
-    // share a flush.
-    let mut submitted = Vec::new();
-    for (name, parts) in answers {
-        let mut pending = Vec::new();
-        for (index, prepared) in parts {
-            let r = PartitionProduceResponse::default()
-                .with_index(index)
+            let response = PartitionProduceResponse::default()
+                .with_index(p.index)
                 .with_log_append_time_ms(-1);
-            pending.push(match prepared {
-                Prepared::Error(code, msg) => Err(with_message(
-                    r.with_error_code(code.code()).with_base_offset(-1),
+            parts.push(match prepared {
+                Prepared::Error(code, msg) => Part::Answered(with_message(
+                    response.with_error_code(code.code()).with_base_offset(-1),
                     msg,
                     version,
                 )),
-                Prepared::Append(append, append_time) => {
-                    let key = (append.topic_id, append.partition);
-                    Ok((r, key, append_time, ctx.batcher.submit(append).await))
-                }
-            });
-        }
-        submitted.push((name, pending));
-    }
-    let mut topics = Vec::new();
-    for (name, pending) in submitted {
-        let mut partitions = Vec::new();
-        for p in pending {
-            partitions.push(match p {
-                Err(r) => r,
-                Ok((r, (topic_id, partition), append_time, done)) => match done.await {
-                    Ok(base) => {
-                        let start = ctx
-                            .log
-                            .read(|s| {
-                                s.partition(&topic_id, partition)
-                                    .map(|p| p.log_start_offset)
-                            })
-                            .unwrap_or(0);
-                        let r = r
-                            .with_base_offset(base)
-                            .with_log_append_time_ms(append_time.unwrap_or(-1));
-                        if version >= 5 {
-                            r.with_log_start_offset(start)
-                        } else {
-                            r
-                        }
-                    }
-                    Err(e) => with_message(
-                        r.with_error_code(append_error_code(&e).code())
-                            .with_base_offset(-1),
-                        e.to_string(),
-                        version,
-                    ),
+                Prepared::Append(append, append_time) => Part::Waiting {
+                    response,
+                    topic_id: append.topic_id,
+                    partition: append.partition,
+                    append_time,
+                    bytes: append.batch.len(),
+                    done: ctx.batcher.submit(append).await,
                 },
             });
         }
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(partitions),
+        topics.push((topic.name, parts));
+    }
+    let submitted = Submitted {
+        version,
+        acks: req.acks,
+        trace,
+        topics,
+    };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            conn = trace.conn,
+            correlation_id = trace.correlation_id,
+            acks = req.acks,
+            partitions = %submitted.describe(|p| match p {
+                Part::Answered(r) => format!("error {}", r.error_code),
+                Part::Waiting { bytes, .. } => format!("{bytes} bytes"),
+            }),
+            "produce request submitted"
         );
     }
-    ProduceResponse::default().with_responses(topics)
+    submitted
+}
+
+impl Submitted {
+    pub(crate) fn acks(&self) -> i16 {
+        self.acks
+    }
+
+    /// `topic-partition: what` for every partition, in request order.
+    fn describe(&self, what: impl Fn(&Part) -> String) -> String {
+        let mut out = String::new();
+        for (name, parts) in &self.topics {
+            for p in parts {
+                let index = match p {
+                    Part::Answered(r) => r.index,
+                    Part::Waiting { response, .. } => response.index,
+                };
+                if !out.is_empty() {
+                    out.push_str(", ");
+                }
+                out.push_str(&format!("{}-{index}: {}", name.0, what(p)));
+            }
+        }
+        out
+    }
+
+    /// Waits for every batch and builds the response.
+    pub(crate) async fn answer(self, ctx: &Ctx) -> ProduceResponse {
+        let (version, trace, acks) = (self.version, self.trace, self.acks);
+        let start = std::time::Instant::now();
+        let mut topics = Vec::with_capacity(self.topics.len());
+        for (name, parts) in self.topics {
+            let mut partitions = Vec::with_capacity(parts.len());
+            for p in parts {
+                partitions.push(match p {
+                    Part::Answered(r) => r,
+                    Part::Waiting {
+                        response,
+                        topic_id,
+                        partition,
+                        append_time,
+                        done,
+                        ..
+                    } => {
+                        answer_partition(
+                            ctx,
+                            response,
+                            topic_id,
+                            partition,
+                            append_time,
+                            done,
+                            version,
+                        )
+                        .await
+                    }
+                });
+            }
+            topics.push((name, partitions));
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let mut results = String::new();
+            for (name, partitions) in &topics {
+                for r in partitions {
+                    if !results.is_empty() {
+                        results.push_str(", ");
+                    }
+                    results.push_str(&match ResponseError::try_from_code(r.error_code) {
+                        None => format!("{}-{}: offset {}", name.0, r.index, r.base_offset),
+                        Some(e) => format!("{}-{}: {e:?}", name.0, r.index),
+                    });
+                }
+            }
+            tracing::debug!(
+                conn = trace.conn,
+                correlation_id = trace.correlation_id,
+                acks,
+                waited_ms = start.elapsed().as_millis() as u64,
+                results = %results,
+                "produce request answered"
+            );
+        }
+        ProduceResponse::default().with_responses(
+            topics
+                .into_iter()
+                .map(|(name, partitions)| {
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_partition_responses(partitions)
+                })
+                .collect(),
+        )
+    }
+}
+
+async fn answer_partition(
+    ctx: &Ctx,
+    r: PartitionProduceResponse,
+    topic_id: uuid::Uuid,
+    partition: u32,
+    append_time: Option<i64>,
+    done: Pending,
+    version: i16,
+) -> PartitionProduceResponse {
+    match done.await {
+        Ok(base) => {
+            let start = ctx
+                .log
+                .read(|s| {
+                    s.partition(&topic_id, partition)
+                        .map(|p| p.log_start_offset)
+                })
+                .unwrap_or(0);
+            let r = r
+                .with_base_offset(base)
+                .with_log_append_time_ms(append_time.unwrap_or(-1));
+            if version >= 5 {
+                r.with_log_start_offset(start)
+            } else {
+                r
+            }
+        }
+        Err(e) => with_message(
+            r.with_error_code(append_error_code(&e).code())
+                .with_base_offset(-1),
+            e.to_string(),
+            version,
+        ),
+    }
 }
