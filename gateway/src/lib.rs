@@ -3,6 +3,7 @@
 //! object store, so any gateway can serve any client for any partition.
 
 mod batcher;
+mod cluster;
 pub mod config;
 mod groups;
 mod http;
@@ -14,6 +15,7 @@ mod producer_ids;
 mod segments;
 mod server;
 mod topics;
+mod watch;
 
 pub use config::GatewayConfig;
 pub use server::{CompactorProcess, Gateway, Services};

@@ -72,6 +72,8 @@ pub(crate) struct Ctx {
     pub grpc: tokio::sync::mpsc::Sender<TcpStream>,
     pub producer_ids: ProducerIds,
     pub groups: Arc<Coordinator>,
+    /// The live gateways, as Metadata responses list them.
+    pub cluster: crate::cluster::Cluster,
     pub node_id: i32,
     pub host: String,
     pub port: u16,
@@ -223,6 +225,11 @@ impl Gateway {
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
         let grpc_cache = services.cache.clone();
         let ctx = Arc::new(Ctx {
+            cluster: crate::cluster::Cluster::new(Node {
+                id: node_id,
+                host: host.clone(),
+                port,
+            }),
             node_id,
             groups,
             config,
@@ -246,6 +253,7 @@ impl Gateway {
             gateway: Some((ctx.clone(), cancel.clone())),
         });
         let mut tasks = JoinSet::new();
+        tasks.spawn(crate::cluster::Cluster::watch(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));

@@ -328,13 +328,19 @@ pub async fn describe_cluster(
     _req: DescribeClusterRequest,
     _version: i16,
 ) -> DescribeClusterResponse {
+    let nodes = ctx.cluster.nodes();
     DescribeClusterResponse::default()
         .with_cluster_id(s(ctx.cluster_id.clone()))
-        .with_controller_id(BrokerId(ctx.node_id))
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(ctx.node_id))
-                .with_host(s(ctx.host.clone()))
-                .with_port(i32::from(ctx.port)),
-        ])
+        .with_controller_id(BrokerId(crate::cluster::Cluster::controller(&nodes)))
+        .with_brokers(
+            nodes
+                .iter()
+                .map(|n| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(n.id))
+                        .with_host(s(n.host.clone()))
+                        .with_port(i32::from(n.port))
+                })
+                .collect(),
+        )
 }

@@ -1,5 +1,6 @@
-//! Metadata: this gateway leads every partition. Any gateway can serve any partition, so
-//! clients talk to whichever gateway (or load balancer) they were given.
+//! Metadata: the live gateways as brokers, each partition led by one of them (see
+//! [`crate::cluster`]). Any gateway can serve any partition; leadership only spreads
+//! clients over the gateways, the same way whichever gateway they ask.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -9,11 +10,12 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::log::TopicState;
 
+use crate::cluster::{self, Cluster};
+use crate::groups::Node;
 use crate::server::Ctx;
 use crate::topics::{self, TopicError};
 
-fn describe(ctx: &Ctx, t: &TopicState, version: i16) -> MetadataResponseTopic {
-    let node = BrokerId(ctx.node_id);
+fn describe(nodes: &[Node], t: &TopicState, version: i16) -> MetadataResponseTopic {
     let epoch = if version >= 7 { 0 } else { -1 };
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(StrBytes::from_string(
@@ -27,6 +29,9 @@ fn describe(ctx: &Ctx, t: &TopicState, version: i16) -> MetadataResponseTopic {
         .with_partitions(
             (0..t.partitions.len() as i32)
                 .map(|i| {
+                    let node = BrokerId(
+                        cluster::leader(nodes, t.record.id, i as u32).map_or(-1, |n| n.id),
+                    );
                     MetadataResponsePartition::default()
                         .with_partition_index(i)
                         .with_leader_id(node)
@@ -47,6 +52,7 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, code: ResponseError) -> Metad
 }
 
 pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let nodes = ctx.cluster.nodes();
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let wanted = match req.topics {
         None => None,
@@ -56,7 +62,7 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
     let topics = match wanted {
         None => ctx
             .log
-            .read(|s| s.topics().map(|t| describe(ctx, t, version)).collect()),
+            .read(|s| s.topics().map(|t| describe(&nodes, t, version)).collect()),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {
@@ -66,7 +72,7 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
                         Some(n) => s.topic(n),
                         None => s.topic_by_id(&t.topic_id),
                     };
-                    topic.map(|t| describe(ctx, t, version))
+                    topic.map(|t| describe(&nodes, t, version))
                 });
                 if let Some(d) = known {
                     out.push(d);
@@ -94,7 +100,7 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
                     Ok(_) | Err(TopicError::Exists(_)) => {
                         let d = ctx
                             .log
-                            .read(|s| s.topic(&name).map(|t| describe(ctx, t, version)));
+                            .read(|s| s.topic(&name).map(|t| describe(&nodes, t, version)));
                         out.push(d.unwrap_or_else(|| {
                             error_topic(Some(&name), t.topic_id, ResponseError::LeaderNotAvailable)
                         }));
@@ -109,15 +115,20 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
         }
     };
     let resp = MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(ctx.node_id))
-                .with_host(StrBytes::from_string(ctx.host.clone()))
-                .with_port(i32::from(ctx.port)),
-        ])
+        .with_brokers(
+            nodes
+                .iter()
+                .map(|n| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(n.id))
+                        .with_host(StrBytes::from_string(n.host.clone()))
+                        .with_port(i32::from(n.port))
+                })
+                .collect(),
+        )
         .with_topics(topics);
     let resp = if version >= 1 {
-        resp.with_controller_id(BrokerId(ctx.node_id))
+        resp.with_controller_id(BrokerId(Cluster::controller(&nodes)))
     } else {
         resp
     };

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
-use sluice_metadata::{Compare, EventKind, Revision, SharedStore, Txn, TxnOp};
+use sluice_metadata::{Compare, Revision, SharedStore, Txn, TxnOp};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -381,7 +380,7 @@ impl Broker {
                 c.mqtt.session_written(kv);
             }
         };
-        follow(&ctx, keys::MQTT_SESSIONS_PREFIX, None, &cancel, apply).await;
+        crate::watch::follow(&ctx, keys::MQTT_SESSIONS_PREFIX, None, &cancel, apply).await;
     }
 
     /// Follows which gateways have members of which shared subscriptions.
@@ -393,7 +392,7 @@ impl Broker {
         let apply = |c: &Ctx, kv: &sluice_metadata::KeyValue, put: bool| {
             c.mqtt.share_written(&kv.key, put);
         };
-        follow(&ctx, keys::MQTT_SHARED_PREFIX, Some(reset), &cancel, apply).await;
+        crate::watch::follow(&ctx, keys::MQTT_SHARED_PREFIX, Some(reset), &cancel, apply).await;
     }
 
     /// Follows which gateways deliver MQTT messages (and so get WAL objects forwarded).
@@ -402,7 +401,7 @@ impl Broker {
         let apply = |c: &Ctx, kv: &sluice_metadata::KeyValue, put: bool| {
             c.peers.written(&kv.key, &kv.value, put);
         };
-        follow(&ctx, keys::MQTT_PEERS_PREFIX, Some(reset), &cancel, apply).await;
+        crate::watch::follow(&ctx, keys::MQTT_PEERS_PREFIX, Some(reset), &cancel, apply).await;
     }
 
     /// Every [`SESSION_SWEEP`], the gateway with the smallest node id removes expired
@@ -1161,80 +1160,6 @@ impl Broker {
             }
         }
         out
-    }
-}
-
-/// Hands every change under `prefix` to `apply` (the key, and whether it was a put),
-/// from now on; or with `load`, which forgets what was applied, first every key there is.
-/// Starts again after errors.
-async fn follow(
-    ctx: &Ctx,
-    prefix: &str,
-    load: Option<fn(&Ctx)>,
-    cancel: &CancellationToken,
-    apply: impl Fn(&Ctx, &sluice_metadata::KeyValue, bool),
-) {
-    let mut from = None;
-    loop {
-        let start = match from {
-            Some(r) => r,
-            None => {
-                let read = if load.is_some() {
-                    ctx.store.range(prefix.as_bytes(), None).await
-                } else {
-                    ctx.store.range(keys::CLUSTER_ID.as_bytes(), None).await
-                };
-                match read {
-                    Ok(r) => {
-                        if let Some(reset) = load {
-                            reset(ctx);
-                            for kv in &r.kvs {
-                                apply(ctx, kv, true);
-                            }
-                        }
-                        r.revision + 1
-                    }
-                    Err(e) => {
-                        tracing::warn!(prefix, error = %e, "mqtt metadata watch: store unavailable");
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                            _ = cancel.cancelled() => return,
-                        }
-                    }
-                }
-            }
-        };
-        let mut events = match ctx.store.watch(prefix.as_bytes(), start).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(prefix, error = %e, "mqtt metadata watch failed; starting again");
-                from = None;
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = cancel.cancelled() => return,
-                }
-            }
-        };
-        loop {
-            let event = tokio::select! {
-                e = events.next() => e,
-                _ = cancel.cancelled() => return,
-            };
-            match event {
-                Some(Ok(ev)) => {
-                    from = Some(ev.kv.mod_revision + 1);
-                    apply(ctx, &ev.kv, ev.kind == EventKind::Put);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(prefix, error = %e, "mqtt metadata watch broke; starting again");
-                    if matches!(e, sluice_metadata::MetaError::Compacted { .. }) {
-                        from = None;
-                    }
-                    break;
-                }
-                None => break,
-            }
-        }
     }
 }
 
