@@ -535,6 +535,9 @@ async fn retain(
     now: i64,
     report: &mut Report,
 ) -> Result<(), CompactError> {
+    if !topic_configs::deletes_by_retention(&w.topic) {
+        return Ok(());
+    }
     let ms = topic_configs::config_i64(&w.topic, RETENTION_MS);
     let bytes = topic_configs::config_i64(&w.topic, RETENTION_BYTES);
     let start = inner.log.read(|s| {

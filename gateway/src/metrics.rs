@@ -33,6 +33,14 @@ pub static KAFKA_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static RECOMPRESSED_BATCHES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_recompressed_batches_total",
+        "Produced batches stored with their topic's compression.type instead of the producer's codec"
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static BYTES_IN: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "sluice_bytes_in_total",

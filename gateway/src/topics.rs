@@ -9,6 +9,7 @@ use std::time::Duration;
 use kafka_protocol::ResponseError;
 use sluice_metadata::records::{TOPIC_VERSION, TopicRecord};
 use sluice_metadata::{Compare, MetaError, Revision, Txn, TxnOp, keys};
+use sluice_protocols::kafka::recompress::Codec;
 use uuid::Uuid;
 
 use crate::server::Ctx;
@@ -32,6 +33,8 @@ pub enum TopicError {
     #[error("{0}")]
     InvalidConfig(String),
     #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
     InvalidRequest(String),
     #[error("the topic changed concurrently; retry")]
     Concurrent,
@@ -54,6 +57,7 @@ impl TopicError {
             TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
             TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
             TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
+            TopicError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
             TopicError::InvalidRequest(_) => ResponseError::InvalidRequest,
             TopicError::Concurrent => ResponseError::RequestTimedOut,
             TopicError::Metadata(_) => ResponseError::KafkaStorageError,
@@ -163,6 +167,63 @@ pub async fn create(
     Ok(record)
 }
 
+/// Kafka's checks of a manual replica assignment, one replica list per partition in
+/// partition order: no list empty, no broker twice in one, every broker a live gateway,
+/// and (`uniform`) every list as long as the first. Storage is shared, so nothing else of
+/// an assignment is kept: the partition count is what it decides. Returns the replication
+/// factor it describes.
+pub fn check_assignment(
+    live: &[i32],
+    replicas: &[Vec<i32>],
+    uniform: bool,
+) -> Result<i16, TopicError> {
+    let bad = |m: String| Err(TopicError::InvalidReplicaAssignment(m));
+    let Some(first) = replicas.first() else {
+        return bad("the manual partition assignment is empty".into());
+    };
+    for (p, brokers) in replicas.iter().enumerate() {
+        if brokers.is_empty() {
+            return bad(format!(
+                "the manual partition assignment of partition {p} has no replicas"
+            ));
+        }
+        if uniform && brokers.len() != first.len() {
+            return bad(format!(
+                "partition {p} has {} replicas, not {} like the partitions before it",
+                brokers.len(),
+                first.len()
+            ));
+        }
+        let mut seen = brokers.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != brokers.len() {
+            return bad(format!(
+                "the manual partition assignment of partition {p} names a broker twice"
+            ));
+        }
+        if let Some(b) = brokers.iter().find(|b| !live.contains(b)) {
+            return bad(format!(
+                "the manual partition assignment names broker {b}, but no such broker is registered"
+            ));
+        }
+    }
+    Ok(i16::try_from(first.len()).unwrap_or(i16::MAX))
+}
+
+/// The codec a topic's `compression.type` asks for, with its level; `None` for `producer`.
+pub fn codec(t: &TopicRecord) -> Option<Codec> {
+    let level = |name| config_i64(t, name);
+    Some(match config_value(t, COMPRESSION_TYPE)? {
+        "uncompressed" => Codec::None,
+        "gzip" => Codec::Gzip(u32::try_from(level(COMPRESSION_GZIP_LEVEL)).ok()),
+        "snappy" => Codec::Snappy,
+        "lz4" => Codec::Lz4(u32::try_from(level(COMPRESSION_LZ4_LEVEL)).unwrap_or(9)),
+        "zstd" => Codec::Zstd(i32::try_from(level(COMPRESSION_ZSTD_LEVEL)).unwrap_or(3)),
+        _ => return None,
+    })
+}
+
 /// Runs a read-modify-write again when another writer changed the topic in between.
 async fn retry_concurrent<T, F, Fut>(mut attempt: F) -> Result<T, TopicError>
 where
@@ -251,6 +312,10 @@ async fn create_partitions_once(
 pub enum AlterOp {
     Set,
     Delete,
+    /// Adds the given items to a list config (its default if unset), skipping those there.
+    Append,
+    /// Removes the given items from a list config.
+    Subtract,
 }
 
 pub async fn alter_configs(
@@ -270,9 +335,14 @@ async fn alter_configs_once(
 ) -> Result<(), TopicError> {
     let (mut record, revision) = read_topic(ctx, name).await?;
     for (k, op, v) in changes {
-        if config_def(&k).is_none() {
+        let Some(def) = config_def(&k) else {
             return Err(TopicError::InvalidConfig(format!(
                 "unknown topic config '{k}'"
+            )));
+        };
+        if matches!(op, AlterOp::Append | AlterOp::Subtract) && def.kind != LIST {
+            return Err(TopicError::InvalidConfig(format!(
+                "APPEND and SUBTRACT apply to list configs; '{k}' takes one value"
             )));
         }
         match op {
@@ -285,6 +355,23 @@ async fn alter_configs_once(
             AlterOp::Delete => {
                 record.configs.remove(&k);
             }
+            AlterOp::Append | AlterOp::Subtract => {
+                let given = v.unwrap_or_default();
+                let given = list_items(&given);
+                let current = config_value(&record, &k).unwrap_or_default().to_string();
+                let mut items: Vec<&str> = list_items(&current);
+                if matches!(op, AlterOp::Append) {
+                    for g in given {
+                        if !items.contains(&g) {
+                            items.push(g);
+                        }
+                    }
+                } else {
+                    items.retain(|i| !given.contains(i));
+                }
+                let joined = items.join(",");
+                record.configs.insert(k, joined);
+            }
         }
     }
     validate_configs(&record.configs)?;
@@ -292,6 +379,26 @@ async fn alter_configs_once(
         return Ok(());
     }
     swap(ctx, &record, revision).await
+}
+
+/// The legacy AlterConfigs: the topic's overrides become exactly `configs` (everything
+/// not named returns to its default).
+pub async fn replace_configs(
+    ctx: &Ctx,
+    name: &str,
+    configs: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    validate_configs(&configs)?;
+    retry_concurrent(|| async {
+        let (mut record, revision) = read_topic(ctx, name).await?;
+        if validate_only {
+            return Ok(());
+        }
+        record.configs = configs.clone();
+        swap(ctx, &record, revision).await
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -723,14 +723,28 @@ impl Group {
         self.try_complete_join(now);
     }
 
+    /// The next moment [`Group::tick`] has something to do: a member's session runs out,
+    /// a rebalance reaches its deadline, or a new group's initial delay ends. Members
+    /// waiting in a join are kept alive by it, as Kafka keeps them.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.last_seen + m.session_timeout);
+        let rebalance = [self.rebalance_deadline, self.earliest_completion]
+            .into_iter()
+            .flatten()
+            .filter(|_| self.state == State::PreparingRebalance);
+        sessions.chain(rebalance).min()
+    }
+
     /// Expires members whose session ran out and moves a rebalance past its deadline.
     pub fn tick(&mut self, limits: &Limits, now: Instant) {
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| {
-                m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
-            })
+            .filter(|m| m.join_waiter.is_none() && now >= m.last_seen + m.session_timeout)
             .map(|m| m.id.clone())
             .collect();
         if !expired.is_empty() {

@@ -42,6 +42,8 @@ pub enum GroupError {
 /// Etcd allows 128 operations per transaction by default; stay well under.
 const OPS_PER_TXN: usize = 100;
 const TICK: Duration = Duration::from_millis(250);
+/// The least time between two ticks, so a deadline that is already due cannot spin.
+const MIN_TICK: Duration = Duration::from_millis(1);
 
 pub type SharedGroup = Arc<tokio::sync::Mutex<Group>>;
 
@@ -340,16 +342,30 @@ async fn keep_alive(c: Arc<Coordinator>, cancel: CancellationToken) {
     }
 }
 
+/// Expires sessions and moves rebalances on: wakes at the earliest deadline of any group
+/// this gateway coordinates (at least every [`TICK`], which also picks up new groups and
+/// new members), so a member whose session runs out leaves on time, not up to a tick
+/// late. Groups are all ticked before any is persisted: a slow metadata write does not
+/// hold up another group's expiry.
 async fn tick(c: Arc<Coordinator>, cancel: CancellationToken) {
-    let mut interval = tokio::time::interval(TICK);
+    let mut next = Instant::now() + TICK;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = interval.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
         }
-        for g in c.local_groups() {
+        let groups = c.local_groups();
+        let now = Instant::now();
+        next = now + TICK;
+        for g in &groups {
             let mut g = g.lock().await;
-            g.tick(&c.limits, Instant::now());
+            g.tick(&c.limits, now);
+            if let Some(d) = g.next_deadline() {
+                next = next.min(d.max(now + MIN_TICK));
+            }
+        }
+        for g in &groups {
+            let mut g = g.lock().await;
             if let Err(e) = c.persist(&mut g).await {
                 tracing::warn!(group = %g.id, error = %e, "persisting group state failed");
             }

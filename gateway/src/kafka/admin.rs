@@ -60,20 +60,29 @@ pub async fn create_topics(
             }
         }
         let out = CreatableTopicResult::default().with_name(t.name.clone());
-        let created = if !t.assignments.is_empty() {
-            Err(TopicError::InvalidRequest(
-                "manual replica assignment is not supported: storage is shared".into(),
-            ))
-        } else {
-            topics::create(
-                ctx,
-                &name,
-                t.num_partitions,
-                t.replication_factor,
-                configs,
-                req.validate_only,
-            )
-            .await
+        // With a manual assignment its length is the partition count; replicas only have
+        // to name live gateways (storage is shared).
+        let mut replication_factor = t.replication_factor;
+        let created = match manual_partitions(ctx, &t) {
+            Err(e) => Err(e),
+            Ok(manual) => {
+                let partitions = match manual {
+                    Some((count, rf)) => {
+                        replication_factor = rf;
+                        count
+                    }
+                    None => t.num_partitions,
+                };
+                topics::create(
+                    ctx,
+                    &name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                    req.validate_only,
+                )
+                .await
+            }
         };
         results.push(match created {
             Ok(_) if version < 5 => out,
@@ -84,8 +93,8 @@ pub async fn create_topics(
                     uuid::Uuid::nil()
                 })
                 .with_num_partitions(record.partitions as i32)
-                .with_replication_factor(if t.replication_factor > 0 {
-                    t.replication_factor
+                .with_replication_factor(if replication_factor > 0 {
+                    replication_factor
                 } else {
                     1
                 })
@@ -109,6 +118,38 @@ pub async fn create_topics(
         });
     }
     CreateTopicsResponse::default().with_topics(results)
+}
+
+/// A CreateTopics entry's manual assignment, checked as Kafka checks it: `(partition
+/// count, replication factor)`, or `None` when it has none.
+fn manual_partitions(
+    ctx: &Ctx,
+    t: &create_topics_request::CreatableTopic,
+) -> Result<Option<(i32, i16)>, TopicError> {
+    if t.assignments.is_empty() {
+        return Ok(None);
+    }
+    if t.num_partitions != -1 || t.replication_factor != -1 {
+        return Err(TopicError::InvalidRequest(
+            "both numPartitions or replicationFactor and replicasAssignments were set; only one may be".into(),
+        ));
+    }
+    let mut assignments: Vec<_> = t.assignments.iter().collect();
+    assignments.sort_by_key(|a| a.partition_index);
+    for (i, a) in assignments.iter().enumerate() {
+        if a.partition_index != i as i32 {
+            return Err(TopicError::InvalidReplicaAssignment(
+                "partitions should be a consecutive 0-based integer sequence".into(),
+            ));
+        }
+    }
+    let replicas: Vec<Vec<i32>> = assignments
+        .iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect();
+    let live: Vec<i32> = ctx.cluster.nodes().iter().map(|n| n.id).collect();
+    let rf = topics::check_assignment(&live, &replicas, true)?;
+    Ok(Some((replicas.len() as i32, rf)))
 }
 
 pub async fn delete_topics(
@@ -158,12 +199,11 @@ pub async fn create_partitions(
     let mut results = Vec::new();
     for t in req.topics {
         let out = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let r = if t.assignments.is_some() {
-            Err(TopicError::InvalidRequest(
-                "manual replica assignment is not supported: storage is shared".into(),
-            ))
-        } else {
-            topics::create_partitions(ctx, t.name.0.as_str(), t.count, req.validate_only).await
+        let r = match new_partitions_assignment(ctx, &t) {
+            Ok(()) => {
+                topics::create_partitions(ctx, t.name.0.as_str(), t.count, req.validate_only).await
+            }
+            Err(e) => Err(e),
         };
         results.push(match r {
             Ok(()) => out,
@@ -173,18 +213,181 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
-fn broker_configs(ctx: &Ctx) -> Vec<(&'static str, String)> {
+/// A CreatePartitions entry's assignment of the new partitions, checked as Kafka checks
+/// it: one replica list per new partition, each naming live gateways.
+fn new_partitions_assignment(
+    ctx: &Ctx,
+    t: &create_partitions_request::CreatePartitionsTopic,
+) -> Result<(), TopicError> {
+    let Some(assignments) = &t.assignments else {
+        return Ok(());
+    };
+    let current = ctx
+        .log
+        .read(|s| {
+            s.topic(t.name.0.as_str())
+                .map(|t| t.partitions.len() as i32)
+        })
+        .ok_or_else(|| TopicError::Unknown(t.name.0.to_string()))?;
+    let added = t.count - current;
+    if added > 0 && assignments.len() as i32 != added {
+        return Err(TopicError::InvalidReplicaAssignment(format!(
+            "increasing the number of partitions by {added} but {} assignments provided",
+            assignments.len()
+        )));
+    }
+    if added <= 0 {
+        // The count check reports this case.
+        return Ok(());
+    }
+    let replicas: Vec<Vec<i32>> = assignments
+        .iter()
+        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+        .collect();
+    let live: Vec<i32> = ctx.cluster.nodes().iter().map(|n| n.id).collect();
+    topics::check_assignment(&live, &replicas, false).map(|_| ())
+}
+
+/// A broker config as DescribeConfigs shows it.
+struct BrokerConfig {
+    name: &'static str,
+    value: String,
+    /// Set from the gateway's own configuration, or a fixed default.
+    source: i8,
+    kind: i8,
+    doc: &'static str,
+}
+
+/// The broker configs clients and tools read, with the gateway's values. Topic defaults
+/// come from the topic config table, so the two never disagree.
+fn broker_configs(ctx: &Ctx) -> Vec<BrokerConfig> {
+    use sluice_metadata::topic_configs::{BOOLEAN, INT, LIST, LONG, STRING};
+    let set = |name, value: String, kind, doc| BrokerConfig {
+        name,
+        value,
+        source: SOURCE_STATIC_BROKER,
+        kind,
+        doc,
+    };
+    let fixed = |name, value: &str, kind, doc| BrokerConfig {
+        name,
+        value: value.to_string(),
+        source: SOURCE_DEFAULT,
+        kind,
+        doc,
+    };
+    let topic_default = |name, topic_config: &str, kind| BrokerConfig {
+        name,
+        value: topics::config_def(topic_config)
+            .map(|d| d.default.to_string())
+            .unwrap_or_default(),
+        source: SOURCE_DEFAULT,
+        kind,
+        doc: "The default of the topic config of the same meaning.",
+    };
+    let c = &ctx.config;
+    let retention_ms = topics::config_def(topics::RETENTION_MS)
+        .and_then(|d| d.default.parse::<i64>().ok())
+        .unwrap_or(-1);
     vec![
-        (
+        set(
+            "broker.id",
+            ctx.node_id.to_string(),
+            INT,
+            "This gateway's node id.",
+        ),
+        set(
+            "node.id",
+            ctx.node_id.to_string(),
+            INT,
+            "This gateway's node id.",
+        ),
+        set(
+            "advertised.listeners",
+            format!("PLAINTEXT://{}:{}", ctx.host, ctx.port),
+            LIST,
+            "Where clients reach this gateway (--advertise).",
+        ),
+        set(
+            "listeners",
+            format!("PLAINTEXT://{}", c.kafka_listen),
+            LIST,
+            "The Kafka listener (--kafka-listen).",
+        ),
+        set(
             "auto.create.topics.enable",
-            ctx.config.auto_create_topics.to_string(),
+            c.auto_create_topics.to_string(),
+            BOOLEAN,
+            "Whether Metadata requests create unknown topics (--auto-create-topics).",
         ),
-        ("num.partitions", ctx.config.default_partitions.to_string()),
-        (
+        set(
+            "num.partitions",
+            c.default_partitions.to_string(),
+            INT,
+            "Partitions of a topic created without a count (--default-partitions).",
+        ),
+        set(
             "socket.request.max.bytes",
-            ctx.config.max_request_bytes.to_string(),
+            c.max_request_bytes.to_string(),
+            INT,
+            "The largest request accepted (--max-request-bytes).",
         ),
-        ("message.max.bytes", "1048588".to_string()),
+        set(
+            "group.initial.rebalance.delay.ms",
+            c.group_initial_rebalance_delay.as_millis().to_string(),
+            INT,
+            "How long a new group waits for more members (--group-initial-rebalance-delay).",
+        ),
+        set(
+            "group.min.session.timeout.ms",
+            c.group_min_session_timeout.as_millis().to_string(),
+            INT,
+            "The shortest session timeout a member may ask for.",
+        ),
+        set(
+            "group.max.session.timeout.ms",
+            c.group_max_session_timeout.as_millis().to_string(),
+            INT,
+            "The longest session timeout a member may ask for.",
+        ),
+        topic_default("message.max.bytes", topics::MAX_MESSAGE_BYTES, INT),
+        topic_default("log.retention.ms", topics::RETENTION_MS, LONG),
+        fixed(
+            "log.retention.hours",
+            &(retention_ms / 3_600_000).to_string(),
+            INT,
+            "log.retention.ms in hours.",
+        ),
+        topic_default("log.retention.bytes", topics::RETENTION_BYTES, LONG),
+        topic_default("log.segment.bytes", topics::SEGMENT_BYTES, INT),
+        topic_default("log.roll.ms", topics::SEGMENT_MS, LONG),
+        topic_default("log.cleanup.policy", topics::CLEANUP_POLICY, LIST),
+        topic_default("log.message.timestamp.type", topics::TIMESTAMP_TYPE, STRING),
+        topic_default("compression.type", topics::COMPRESSION_TYPE, STRING),
+        fixed(
+            "default.replication.factor",
+            "1",
+            INT,
+            "No effect: the object store keeps data durable; gateways hold no replicas.",
+        ),
+        fixed(
+            "min.insync.replicas",
+            "1",
+            INT,
+            "No effect: the object store keeps data durable; gateways hold no replicas.",
+        ),
+        fixed(
+            "unclean.leader.election.enable",
+            "false",
+            BOOLEAN,
+            "No effect: any gateway serves any partition from shared storage.",
+        ),
+        fixed(
+            "delete.topic.enable",
+            "true",
+            BOOLEAN,
+            "Topics can be deleted.",
+        ),
     ]
 }
 
@@ -226,16 +429,7 @@ pub async fn describe_configs(
             }
             RESOURCE_BROKER => broker_configs(ctx)
                 .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        v,
-                        SOURCE_STATIC_BROKER,
-                        2,
-                        true,
-                        "Gateway setting.",
-                    )
-                })
+                .map(|c| (c.name.to_string(), c.value, c.source, c.kind, true, c.doc))
                 .collect(),
             other => {
                 results.push(
@@ -288,13 +482,8 @@ pub async fn alter_configs(
             let op = match c.config_operation {
                 0 => AlterOp::Set,
                 1 => AlterOp::Delete,
-                2 | 3 => {
-                    bad = Some(TopicError::InvalidConfig(format!(
-                        "APPEND and SUBTRACT apply to list configs; '{}' takes one value",
-                        c.name.as_str()
-                    )));
-                    break;
-                }
+                2 => AlterOp::Append,
+                3 => AlterOp::Subtract,
                 other => {
                     bad = Some(TopicError::InvalidRequest(format!(
                         "unknown config operation {other}"
@@ -323,13 +512,53 @@ pub async fn alter_configs(
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
+/// The legacy AlterConfigs (some tools still send it): replaces a topic's overrides with
+/// the ones given. Entries without a value are left out, as Kafka leaves them out.
+pub async fn alter_configs_legacy(
+    ctx: &Ctx,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for r in req.resources {
+        let out = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        if r.resource_type != RESOURCE_TOPIC {
+            responses.push(
+                out.with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(s(
+                        "only topic configs can be altered; gateway settings come from its configuration",
+                    ))),
+            );
+            continue;
+        }
+        let configs: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+            .collect();
+        let result =
+            topics::replace_configs(ctx, r.resource_name.as_str(), configs, req.validate_only)
+                .await;
+        responses.push(match result {
+            Ok(()) => out,
+            Err(e) => out.with_error_code(e.code()).with_error_message(msg(&e)),
+        });
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
 pub async fn describe_cluster(
     ctx: &Ctx,
-    _req: DescribeClusterRequest,
+    req: DescribeClusterRequest,
     _version: i16,
 ) -> DescribeClusterResponse {
     let nodes = ctx.cluster.nodes();
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(super::authorized::cluster(
+            req.include_cluster_authorized_operations,
+        ))
         .with_cluster_id(s(ctx.cluster_id.clone()))
         .with_controller_id(BrokerId(crate::cluster::Cluster::controller(&nodes)))
         .with_brokers(

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
 use super::{
-    admin, delete_records, fetch, groups, init_producer_id, list_offsets, metadata, produce,
+    admin, delete_records, describe_topic_partitions, fetch, groups, init_producer_id,
+    list_offsets, metadata, produce,
 };
 use crate::metrics;
 use crate::server::Ctx;
@@ -260,6 +261,11 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
         ApiKey::DeleteGroups => serve!(DeleteGroupsRequest, groups::delete_groups),
         ApiKey::OffsetDelete => serve!(OffsetDeleteRequest, groups::offset_delete),
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
+        ApiKey::DescribeTopicPartitions => serve!(
+            DescribeTopicPartitionsRequest,
+            describe_topic_partitions::handle
+        ),
+        ApiKey::AlterConfigs => serve!(AlterConfigsRequest, admin::alter_configs_legacy),
         // Produce is started in `start`; anything else is not advertised.
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
@@ -323,6 +329,8 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::OffsetDelete => "offset_delete",
         ApiKey::DeleteRecords => "delete_records",
+        ApiKey::DescribeTopicPartitions => "describe_topic_partitions",
+        ApiKey::AlterConfigs => "alter_configs",
         _ => "other",
     }
 }

@@ -579,23 +579,38 @@ pub async fn list_groups(ctx: &Ctx, req: ListGroupsRequest, version: i16) -> Lis
             );
         }
     }
-    let filter: Vec<String> = req
+    let states: Vec<String> = req
         .states_filter
         .iter()
         .map(|f| f.to_ascii_lowercase())
         .collect();
+    // v5: every group here is a classic one (the consumer protocol of KIP-848 is not
+    // served).
+    let types: Vec<String> = req
+        .types_filter
+        .iter()
+        .map(|f| f.to_ascii_lowercase())
+        .collect();
+    if !types.is_empty() && !types.iter().any(|t| t == "classic") {
+        return ListGroupsResponse::default();
+    }
     ListGroupsResponse::default().with_groups(
         found
             .into_iter()
             .filter(|(_, (_, state))| {
-                filter.is_empty() || filter.contains(&state.to_ascii_lowercase())
+                states.is_empty() || states.contains(&state.to_ascii_lowercase())
             })
             .map(|(id, (protocol_type, state))| {
                 let g = ListedGroup::default()
                     .with_group_id(GroupId(s(id)))
                     .with_protocol_type(s(protocol_type));
-                if version >= 4 {
+                let g = if version >= 4 {
                     g.with_group_state(s(state))
+                } else {
+                    g
+                };
+                if version >= 5 {
+                    g.with_group_type(s("classic"))
                 } else {
                     g
                 }
@@ -640,16 +655,19 @@ pub async fn describe_groups(
             })
             .collect();
         out.push(
-            d.with_group_state(s(state))
-                .with_protocol_type(s(g.protocol_type.clone().unwrap_or_default()))
-                .with_protocol_data(s(
-                    if g.state == State::Stable || g.state == State::CompletingRebalance {
-                        protocol
-                    } else {
-                        String::new()
-                    },
-                ))
-                .with_members(members),
+            d.with_authorized_operations(super::authorized::group(
+                version >= 3 && req.include_authorized_operations,
+            ))
+            .with_group_state(s(state))
+            .with_protocol_type(s(g.protocol_type.clone().unwrap_or_default()))
+            .with_protocol_data(s(
+                if g.state == State::Stable || g.state == State::CompletingRebalance {
+                    protocol
+                } else {
+                    String::new()
+                },
+            ))
+            .with_members(members),
         );
     }
     DescribeGroupsResponse::default().with_groups(out)

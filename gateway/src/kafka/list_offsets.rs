@@ -17,6 +17,12 @@ use crate::server::Ctx;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// v8+: the earliest offset kept locally (KIP-405). Everything is in the object store
+/// here, so it is the log start offset.
+const EARLIEST_LOCAL: i64 = -4;
+/// v9+: the highest offset copied to remote storage (KIP-1005). Topics here have no
+/// separate remote tier, so Kafka's answer for a topic without one: offset -1.
+const LATEST_TIERED: i64 = -5;
 
 #[derive(Debug, thiserror::Error)]
 enum LookupError {
@@ -150,6 +156,8 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest, version: i16) -> ListOff
             let answer = match p.timestamp {
                 LATEST => Ok(Some((-1, hwm))),
                 EARLIEST => Ok(Some((-1, start))),
+                EARLIEST_LOCAL if version >= 8 => Ok(Some((-1, start))),
+                LATEST_TIERED if version >= 9 => Ok(None),
                 MAX_TIMESTAMP | 0.. => match &entry {
                     Some(e) => search(ctx, e, p.timestamp, p.timestamp == MAX_TIMESTAMP).await,
                     None => Ok(None),

@@ -10,14 +10,16 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::log::TopicState;
 
+use super::authorized;
 use crate::cluster::{self, Cluster};
 use crate::groups::Node;
 use crate::server::Ctx;
 use crate::topics::{self, TopicError};
 
-fn describe(nodes: &[Node], t: &TopicState, version: i16) -> MetadataResponseTopic {
+fn describe(nodes: &[Node], t: &TopicState, version: i16, ops: bool) -> MetadataResponseTopic {
     let epoch = if version >= 7 { 0 } else { -1 };
     MetadataResponseTopic::default()
+        .with_topic_authorized_operations(authorized::topic(ops))
         .with_name(Some(TopicName(StrBytes::from_string(
             t.record.name.clone(),
         ))))
@@ -53,6 +55,9 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, code: ResponseError) -> Metad
 
 pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
     let nodes = ctx.cluster.nodes();
+    // v8-v10 can ask for the cluster's operations, v8+ for each topic's.
+    let topic_ops = version >= 8 && req.include_topic_authorized_operations;
+    let cluster_ops = (8..=10).contains(&version) && req.include_cluster_authorized_operations;
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let wanted = match req.topics {
         None => None,
@@ -60,9 +65,11 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
         Some(t) => Some(t),
     };
     let topics = match wanted {
-        None => ctx
-            .log
-            .read(|s| s.topics().map(|t| describe(&nodes, t, version)).collect()),
+        None => ctx.log.read(|s| {
+            s.topics()
+                .map(|t| describe(&nodes, t, version, topic_ops))
+                .collect()
+        }),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {
@@ -72,7 +79,7 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
                         Some(n) => s.topic(n),
                         None => s.topic_by_id(&t.topic_id),
                     };
-                    topic.map(|t| describe(&nodes, t, version))
+                    topic.map(|t| describe(&nodes, t, version, topic_ops))
                 });
                 if let Some(d) = known {
                     out.push(d);
@@ -98,9 +105,10 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
                 }
                 match topics::create(ctx, &name, -1, -1, Default::default(), false).await {
                     Ok(_) | Err(TopicError::Exists(_)) => {
-                        let d = ctx
-                            .log
-                            .read(|s| s.topic(&name).map(|t| describe(&nodes, t, version)));
+                        let d = ctx.log.read(|s| {
+                            s.topic(&name)
+                                .map(|t| describe(&nodes, t, version, topic_ops))
+                        });
                         out.push(d.unwrap_or_else(|| {
                             error_topic(Some(&name), t.topic_id, ResponseError::LeaderNotAvailable)
                         }));
@@ -132,6 +140,7 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataRe
     } else {
         resp
     };
+    let resp = resp.with_cluster_authorized_operations(authorized::cluster(cluster_ops));
     if version >= 2 {
         resp.with_cluster_id(Some(StrBytes::from_string(ctx.cluster_id.clone())))
     } else {

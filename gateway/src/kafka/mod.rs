@@ -1,8 +1,10 @@
 //! The Kafka protocol: one task per connection, requests pipelined and answered in order.
 
 mod admin;
+mod authorized;
 mod conn;
 mod delete_records;
+mod describe_topic_partitions;
 pub(crate) mod fetch;
 mod groups;
 mod init_producer_id;

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::records::BatchMeta;
 use sluice_protocols::kafka::batch::{self, BatchError};
+use sluice_protocols::kafka::recompress::{Codec, recompress};
 
 use super::now_ms;
 use crate::batcher::{Append, AppendError, Pending};
@@ -53,8 +54,18 @@ enum Prepared {
     Append(Append, Option<i64>),
 }
 
-fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Prepared {
-    let found = ctx.log.read(|s| {
+/// What a topic's configuration asks of a batch appended to it.
+struct Rules {
+    topic_id: uuid::Uuid,
+    partition: u32,
+    max_bytes: usize,
+    append_time: bool,
+    /// The codec batches are stored with, if not the producer's.
+    codec: Option<Codec>,
+}
+
+fn rules(ctx: &Ctx, topic: &str, partition: i32) -> Option<Rules> {
+    ctx.log.read(|s| {
         let t = s.topic(topic)?;
         let p = u32::try_from(partition)
             .ok()
@@ -63,9 +74,21 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
             .and_then(|v| v.parse::<usize>().ok());
         let append_time =
             topics::config_value(&t.record, topics::TIMESTAMP_TYPE) == Some("LogAppendTime");
-        Some((t.record.id, p, max.unwrap_or(usize::MAX), append_time))
-    });
-    let Some((topic_id, partition, max_bytes, append_time)) = found else {
+        Some(Rules {
+            topic_id: t.record.id,
+            partition: p,
+            max_bytes: max.unwrap_or(usize::MAX),
+            append_time,
+            codec: topics::codec(&t.record),
+        })
+    })
+}
+
+/// Batches at least this large are recompressed off the async workers.
+const RECOMPRESS_INLINE_BYTES: usize = 16 << 10;
+
+async fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Prepared {
+    let Some(r) = rules(ctx, topic, partition) else {
         return Prepared::Error(
             ResponseError::UnknownTopicOrPartition,
             format!("{topic}-{partition} does not exist"),
@@ -74,14 +97,17 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return Prepared::Error(ResponseError::CorruptMessage, "no records".into());
     };
-    if records.len() > max_bytes {
-        return Prepared::Error(
+    let too_large = |len: usize| {
+        Prepared::Error(
             ResponseError::MessageTooLarge,
             format!(
-                "batch of {} bytes exceeds max.message.bytes={max_bytes}",
-                records.len()
+                "batch of {len} bytes exceeds max.message.bytes={}",
+                r.max_bytes
             ),
-        );
+        )
+    };
+    if records.len() > r.max_bytes {
+        return too_large(records.len());
     }
     let info = match batch::validate_produce(&records) {
         Ok(info) => info,
@@ -93,7 +119,43 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
             "transactional produce is not supported".into(),
         );
     }
-    let (batch, max_timestamp, append_time) = if append_time {
+    let received = records.len();
+    // Kafka stores a batch with the topic's codec when it names one.
+    let records = match r.codec {
+        Some(codec) if info.compression() != codec.id() => {
+            let converted = if records.len() < RECOMPRESS_INLINE_BYTES {
+                recompress(&records, codec)
+            } else {
+                let input = records.clone();
+                tokio::task::spawn_blocking(move || recompress(&input, codec))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(sluice_protocols::kafka::records::RecordsError::Codec(
+                            e.to_string(),
+                        ))
+                    })
+            };
+            match converted {
+                Ok(Some(b)) => {
+                    metrics::RECOMPRESSED_BATCHES.inc();
+                    b
+                }
+                Ok(None) => records,
+                Err(e) => {
+                    return Prepared::Error(
+                        ResponseError::CorruptMessage,
+                        format!("the batch's records cannot be recompressed: {e}"),
+                    );
+                }
+            }
+        }
+        _ => records,
+    };
+    if records.len() > r.max_bytes {
+        return too_large(records.len());
+    }
+    metrics::BYTES_IN.inc_by(received as u64);
+    let (batch, max_timestamp, append_time) = if r.append_time {
         let t = now_ms();
         let mut b = BytesMut::from(&records[..]);
         batch::set_log_append_time(&mut b, t);
@@ -101,7 +163,6 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
     } else {
         (records, info.max_timestamp, None)
     };
-    metrics::BYTES_IN.inc_by(batch.len() as u64);
     let meta = BatchMeta {
         size: batch.len() as u32,
         records: info.record_count,
@@ -112,8 +173,8 @@ fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>) -> Pr
     };
     Prepared::Append(
         Append {
-            topic_id,
-            partition,
+            topic_id: r.topic_id,
+            partition: r.partition,
             batch,
             meta,
         },
@@ -181,7 +242,7 @@ pub(crate) async fn submit(
         for p in topic.partition_data {
             let prepared = match request_error {
                 Some((code, msg)) => Prepared::Error(code, msg.into()),
-                None => prepare(ctx, &name, p.index, p.records),
+                None => prepare(ctx, &name, p.index, p.records).await,
             };
             let response = PartitionProduceResponse::default()
                 .with_index(p.index)

@@ -831,11 +831,16 @@ impl Broker {
             .ok_or_else(|| PublishError::Unmapped(topic.to_string()))?;
         let find = || {
             ctx.log.read(|s| {
-                s.topic(log_topic)
-                    .map(|t| (t.record.id, t.partitions.len() as u32))
+                s.topic(log_topic).map(|t| {
+                    (
+                        t.record.id,
+                        t.partitions.len() as u32,
+                        topics::codec(&t.record),
+                    )
+                })
             })
         };
-        let (topic_id, partitions) = match find() {
+        let (topic_id, partitions, codec) = match find() {
             Some(f) => f,
             None if ctx.config.auto_create_topics => {
                 match topics::create(ctx, log_topic, -1, -1, BTreeMap::new(), false).await {
@@ -892,7 +897,14 @@ impl Broker {
         let mut out = BytesMut::new();
         encode_batch(&header, &records, &mut out)
             .map_err(|e| PublishError::Encode(e.to_string()))?;
-        let batch = out.freeze();
+        let mut batch = out.freeze();
+        // The log topic's compression.type, as for Kafka producers.
+        if let Some(codec) = codec
+            && let Some(b) = sluice_protocols::kafka::recompress::recompress(&batch, codec)
+                .map_err(|e| PublishError::Encode(e.to_string()))?
+        {
+            batch = b;
+        }
         // The record key is the topic, shared by the whole group.
         let partition = partition_for_key(topic.as_bytes(), partitions);
         let append = Append {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod frame;
 pub mod header;
 pub mod partitioner;
+pub mod recompress;
 pub mod records;
 
 pub use kafka_protocol;

@@ -198,3 +198,27 @@ fn bad_joins_are_refused() {
         Some(ResponseError::InconsistentGroupProtocol)
     );
 }
+
+#[tokio::test]
+async fn a_session_runs_out_exactly_at_its_timeout() {
+    let now = Instant::now();
+    let mut g = Group::new("g".into());
+    let mut s = args("", &["range"]);
+    s.instance_id = Some("i-1".into());
+    s.session_timeout = Duration::from_secs(5);
+    let r = later(g.join(s, &LIMITS, now)).await.expect("join");
+    now_result(g.sync(&r.member_id, Some("i-1"), r.generation, vec![], now));
+    let seen = now + Duration::from_millis(1500);
+    assert_eq!(
+        g.heartbeat(&r.member_id, Some("i-1"), r.generation, seen),
+        None
+    );
+    // The tick loop sleeps until this moment, not a polling period past it.
+    assert_eq!(g.next_deadline(), Some(seen + Duration::from_secs(5)));
+    g.tick(&LIMITS, seen + Duration::from_millis(4999));
+    assert!(g.members.contains_key(&r.member_id));
+    g.tick(&LIMITS, seen + Duration::from_secs(5));
+    assert!(g.members.is_empty());
+    assert_eq!(g.state, State::Empty);
+    assert_eq!(g.next_deadline(), None);
+}
