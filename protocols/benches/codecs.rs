@@ -98,5 +98,72 @@ fn mqtt(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kafka, mqtt);
+/// Broker-side recompression (a topic's `compression.type`): a 1,000-record batch of JSON
+/// readings about 1 KiB each, from the producer's codec to the topic's at Kafka's default
+/// levels. Throughput counts the uncompressed batch, so bytes/s is what one core turns over.
+fn recompression(c: &mut Criterion) {
+    use sluice_protocols::kafka::recompress::{Codec, recompress};
+    let records: Vec<Record> = (0..1000)
+        .map(|i| {
+            let mut v = format!(
+                "{{\"device\":\"plant-{}/line-{}\",\"seq\":{i},\"readings\":[",
+                i % 17,
+                i % 5
+            );
+            for j in 0..40 {
+                v.push_str(&format!(
+                    "{{\"t\":{},\"v\":{:.3}}},",
+                    1_795_000_000 + i * 40 + j,
+                    ((i * 31 + j * 7) % 1000) as f64 / 7.0
+                ));
+            }
+            v.push_str("]}");
+            Record {
+                attributes: 0,
+                timestamp_delta: i as i64,
+                offset_delta: i,
+                key: Some(Bytes::from(format!("plant-{}", i % 17))),
+                value: Some(Bytes::from(v)),
+                headers: Vec::new(),
+            }
+        })
+        .collect();
+    let header = |codec: i16| BatchHeader {
+        base_offset: 0,
+        partition_leader_epoch: -1,
+        attributes: codec,
+        base_timestamp: 1_795_000_000_000,
+        max_timestamp: 1_795_000_000_999,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+    let batch = |codec: i16| {
+        let mut out = BytesMut::new();
+        encode_batch(&header(codec), &records, &mut out).expect("encodes");
+        out.freeze()
+    };
+    let plain = batch(0);
+    let mut g = c.benchmark_group("recompress_1000x1KiB_json");
+    g.throughput(Throughput::Bytes(plain.len() as u64));
+    g.sample_size(20);
+    let cases: [(&str, i16, Codec); 7] = [
+        ("none_to_zstd3", 0, Codec::Zstd(3)),
+        ("none_to_lz4_9", 0, Codec::Lz4(9)),
+        ("none_to_gzip", 0, Codec::Gzip(None)),
+        ("none_to_snappy", 0, Codec::Snappy),
+        ("lz4_to_zstd3", 3, Codec::Zstd(3)),
+        ("snappy_to_zstd3", 2, Codec::Zstd(3)),
+        ("zstd_to_none", 4, Codec::None),
+    ];
+    for (name, from, to) in cases {
+        let input = batch(from);
+        g.bench_function(name, |b| {
+            b.iter(|| recompress(black_box(&input), to).expect("recompresses"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kafka, mqtt, recompression);
 criterion_main!(benches);

@@ -44,7 +44,10 @@ pub fn recompress(batch: &[u8], codec: Codec) -> Result<Option<Bytes>, RecordsEr
     if info.compression() == codec.id() {
         return Ok(None);
     }
-    let raw = decompress(info.compression(), &batch[HEADER_SIZE..])?;
+    let raw = decompress(
+        info.compression(),
+        Bytes::copy_from_slice(&batch[HEADER_SIZE..]),
+    )?;
     let mut out = BytesMut::with_capacity(HEADER_SIZE + raw.len() / 2 + 64);
     out.extend_from_slice(&batch[..HEADER_SIZE]);
     compress(codec, &raw, &mut out)?;
@@ -62,9 +65,9 @@ fn codec_error(e: anyhow::Error) -> RecordsError {
     RecordsError::Codec(format!("{e:#}"))
 }
 
-/// The records' bytes of a batch body compressed with codec `id`.
-fn decompress(id: i16, body: &[u8]) -> Result<Bytes, RecordsError> {
-    let mut body = Bytes::copy_from_slice(body);
+/// The records' bytes of a batch body compressed with codec `id` (the body itself when
+/// uncompressed).
+pub(crate) fn decompress(id: i16, mut body: Bytes) -> Result<Bytes, RecordsError> {
     let keep = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
     match id {
         0 => Ok(body),
@@ -78,7 +81,7 @@ fn decompress(id: i16, body: &[u8]) -> Result<Bytes, RecordsError> {
 
 /// Appends `raw` compressed with `codec` to `out` (lz4 in Kafka's frame format with
 /// independent blocks; snappy with the xerial framing Kafka's clients write).
-fn compress(codec: Codec, raw: &[u8], out: &mut BytesMut) -> Result<(), RecordsError> {
+pub(crate) fn compress(codec: Codec, raw: &[u8], out: &mut BytesMut) -> Result<(), RecordsError> {
     use std::io::Write;
     let io = |e: std::io::Error| RecordsError::Codec(e.to_string());
     match codec {

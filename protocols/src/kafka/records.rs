@@ -15,9 +15,10 @@
 //! where a length of -1 means null.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Snappy};
 
 use super::batch::{self, BatchError, HEADER_SIZE, LOG_OVERHEAD};
+use super::recompress::{self, Codec};
 
 /// The fields of a batch header, as needed to rebuild the batch. The record count comes
 /// from the records, the length and CRC are computed.
@@ -233,18 +234,8 @@ pub fn decode_batch(bytes: &Bytes) -> Result<(BatchHeader, Vec<Record>), Records
         producer_epoch: info.producer_epoch,
         base_sequence: info.base_sequence,
     };
-    let mut body = bytes.slice(HEADER_SIZE..);
-    let n = info.record_count;
-    let keep = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
-    let records = match info.compression() {
-        0 => parse_records(body, n)?,
-        1 => parse_records(Gzip::decompress(&mut body, keep).map_err(codec_error)?, n)?,
-        2 => parse_records(Snappy::decompress(&mut body, keep).map_err(codec_error)?, n)?,
-        3 => parse_records(Lz4::decompress(&mut body, keep).map_err(codec_error)?, n)?,
-        4 => parse_records(Zstd::decompress(&mut body, keep).map_err(codec_error)?, n)?,
-        c => return Err(RecordsError::UnknownCodec(c)),
-    };
-    Ok((header, records))
+    let raw = recompress::decompress(info.compression(), bytes.slice(HEADER_SIZE..))?;
+    Ok((header, parse_records(raw, info.record_count)?))
 }
 
 /// Encodes a batch with the header's codec and appends it to `out`, CRC computed.
@@ -288,48 +279,29 @@ pub fn encode_batch(
         }
         Ok(())
     };
-    let codec = header.compression();
-    if codec == 0 {
-        plain(out).map_err(codec_error)?;
-    } else if codec == 2 {
-        Snappy::compress(out, plain).map_err(codec_error)?;
-    } else {
-        let mut raw = BytesMut::new();
-        plain(&mut raw).map_err(codec_error)?;
-        compress_fast(codec, &raw, out)?;
+    // Gzip, lz4 and zstd at their fastest levels: rebuilding batches is on the read path.
+    let codec = match header.compression() {
+        0 => None,
+        1 => Some(Codec::Gzip(Some(1))),
+        2 => Some(Codec::Snappy),
+        3 => Some(Codec::Lz4(1)),
+        4 => Some(Codec::Zstd(1)),
+        c => return Err(RecordsError::UnknownCodec(c)),
+    };
+    match codec {
+        None => plain(out).map_err(codec_error)?,
+        Some(Codec::Snappy) => Snappy::compress(out, plain).map_err(codec_error)?,
+        Some(codec) => {
+            let mut raw = BytesMut::new();
+            plain(&mut raw).map_err(codec_error)?;
+            recompress::compress(codec, &raw, out)?;
+        }
     }
     let length = i32::try_from(out.len() - start - LOG_OVERHEAD)
         .map_err(|_| RecordsError::Malformed("batch larger than 2 GiB"))?;
     out[start + 8..start + 12].copy_from_slice(&length.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + 21..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
-    Ok(())
-}
-
-/// Gzip, lz4 (frame format, independent blocks, as Kafka writes it) or zstd at the
-/// fastest level, appended to `out`.
-fn compress_fast(codec: i16, raw: &[u8], out: &mut BytesMut) -> Result<(), RecordsError> {
-    use std::io::Write;
-    let io = |e: std::io::Error| RecordsError::Codec(e.to_string());
-    match codec {
-        1 => {
-            let mut e = flate2::write::GzEncoder::new(out.writer(), flate2::Compression::fast());
-            e.write_all(raw).map_err(io)?;
-            e.finish().map_err(io)?;
-        }
-        3 => {
-            let mut e = lz4::EncoderBuilder::new()
-                .level(1)
-                .block_mode(lz4::BlockMode::Independent)
-                .build(out.writer())
-                .map_err(io)?;
-            e.write_all(raw).map_err(io)?;
-            let (_, r) = e.finish();
-            r.map_err(io)?;
-        }
-        4 => zstd::stream::copy_encode(raw, out.writer(), 1).map_err(io)?,
-        c => return Err(RecordsError::UnknownCodec(c)),
-    }
     Ok(())
 }
 
