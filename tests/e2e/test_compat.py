@@ -134,6 +134,27 @@ def test_compressible_data_is_stored_compressed(sluice):
     assert got == list(range(2000))
 
 
+def test_mqtt_publishes_follow_the_topic_codec(sluice):
+    from test_mqtt import hostport, publish_all_5  # noqa: PLC0415
+    admin = AdminClient({"bootstrap.servers": sluice.bootstrap})
+    # MQTT messages land in the log topic "mqtt" by default.
+    admin.create_topics([NewTopic("mqtt", 1, config={"compression.type": "zstd"})])["mqtt"].result(30)
+    before = sluice.metric("sluice_recompressed_batches_total")
+    host, port = hostport(sluice.mqtt)
+    publish_all_5(host, port, "codec-pub", [(f"codec/{i}", b"reading %d " % i * 20) for i in range(20)])
+    assert sluice.metric("sluice_recompressed_batches_total") >= before + 1
+    c = Consumer({"bootstrap.servers": sluice.bootstrap, "group.id": "codec", "auto.offset.reset": "earliest"})
+    c.subscribe(["mqtt"])
+    got = []
+    while len(got) < 20:
+        m = c.poll(10)
+        assert m is not None, f"stalled after {len(got)}"
+        if not m.error():
+            got.append((m.key(), m.value()))
+    c.close()
+    assert got == [(f"codec/{i}".encode(), b"reading %d " % i * 20) for i in range(20)]
+
+
 def test_manual_replica_assignments(sluice):
     # kafka-python sends CreateTopics and CreatePartitions with replica assignments.
     admin = KafkaAdminClient(bootstrap_servers=sluice.bootstrap)

@@ -903,6 +903,7 @@ impl Broker {
             && let Some(b) = sluice_protocols::kafka::recompress::recompress(&batch, codec)
                 .map_err(|e| PublishError::Encode(e.to_string()))?
         {
+            crate::metrics::RECOMPRESSED_BATCHES.inc();
             batch = b;
         }
         // The record key is the topic, shared by the whole group.
