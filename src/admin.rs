@@ -227,7 +227,7 @@ impl Client {
 
 /// POSTs to `path` on the HTTP server at `server` (HOST:PORT) and returns the status and
 /// body. Compaction may take long: no timeout.
-pub async fn http_post(server: &str, path: &str) -> Result<(u16, String)> {
+pub async fn http_post(server: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
     use http_body_util::{BodyExt, Empty};
     let stream = tokio::net::TcpStream::connect(server)
         .await
@@ -239,9 +239,11 @@ pub async fn http_post(server: &str, path: &str) -> Result<(u16, String)> {
             tracing::debug!(error = %e, "http connection ended");
         }
     });
-    let req = hyper::Request::post(path)
-        .header(hyper::header::HOST, server)
-        .body(Empty::<bytes::Bytes>::new())?;
+    let mut req = hyper::Request::post(path).header(hyper::header::HOST, server);
+    if let Some(t) = token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(Empty::<bytes::Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();

@@ -39,6 +39,9 @@ pub enum Command {
         /// The HTTP address of `sluice serve` or `sluice compactor`.
         #[arg(long, default_value = "127.0.0.1:8080")]
         server: String,
+        /// A file holding the server's admin token (see `serve --admin-token-file`).
+        #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+        admin_token_file: Option<PathBuf>,
         /// Only this topic.
         #[arg(long)]
         topic: Option<String>,
@@ -185,6 +188,10 @@ pub struct ServeArgs {
     /// Compacted or expired objects are deleted this long after nothing references them.
     #[arg(long, env = "SLUICE_DELETE_DELAY", default_value = "60s", value_parser = parse_duration)]
     pub delete_delay: Duration,
+    /// A file holding the token `/admin/*` requires (`Authorization: Bearer TOKEN`); without
+    /// one, `/admin` is served to callers on this host only.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Expose /admin/faults to make object store PUTs fail (tests only).
     #[arg(long, env = "SLUICE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -326,6 +333,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             }
             "orphan_age" => args.orphan_age = parse_duration(&text).map_err(bad)?,
             "delete_delay" => args.delete_delay = parse_duration(&text).map_err(bad)?,
+            "admin_token_file" => args.admin_token_file = Some(PathBuf::from(text)),
             _ => return Err(format!("{}: unknown option '{key}'", path.display())),
         }
     }

@@ -50,7 +50,14 @@ fn main() -> Result<()> {
             Command::Gateway(args) => serve(args, Role::Gateway).await,
             Command::Compactor(args) => serve(args, Role::Compactor).await,
             Command::Topic { action } => topic(action).await,
-            Command::Compact { server, topic } => compact(&server, topic.as_deref()).await,
+            Command::Compact {
+                server,
+                topic,
+                admin_token_file,
+            } => {
+                let token = admin_token_file.as_deref().map(read_admin_token).transpose()?;
+                compact(&server, topic.as_deref(), token.as_deref()).await
+            }
             Command::MqttPassword { iterations } => {
                 let mut password = String::new();
                 std::io::stdin().read_line(&mut password)?;
@@ -165,11 +172,17 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         cache: Arc::new(cache),
         faults,
     };
+    let admin_token = args
+        .admin_token_file
+        .as_deref()
+        .map(read_admin_token)
+        .transpose()?;
     if role == Role::Compactor {
         let node = uuid::Uuid::new_v4().simple().to_string();
         let process = CompactorProcess::start(
             compactor_config(&args, node.clone()),
             args.http_listen,
+            admin_token,
             services,
         )
         .await?;
@@ -192,6 +205,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.max(1),
         fault_injection: args.fault_injection,
+        admin_token,
         group_initial_rebalance_delay: args.group_initial_rebalance_delay,
         group_min_session_timeout: args.group_min_session_timeout,
         lease_ttl: args.lease_ttl,
@@ -237,12 +251,21 @@ async fn shutdown_signal() {
 }
 
 /// `sluice compact`: POST /admin/compact and print the answer.
-async fn compact(server: &str, topic: Option<&str>) -> Result<()> {
+/// The admin token in a file (surrounding white space ignored); an empty file is an error.
+fn read_admin_token(path: &std::path::Path) -> Result<Arc<str>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the admin token from {}", path.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
+    Ok(Arc::from(token))
+}
+
+async fn compact(server: &str, topic: Option<&str>, token: Option<&str>) -> Result<()> {
     let path = match topic {
         Some(t) => format!("/admin/compact?topic={t}"),
         None => "/admin/compact".to_string(),
     };
-    let (status, body) = admin::http_post(server, &path)
+    let (status, body) = admin::http_post(server, &path, token)
         .await
         .with_context(|| format!("asking {server} to compact"))?;
     if status != 200 {

@@ -54,6 +54,8 @@ pub struct GatewayConfig {
     pub mqtt_forward: bool,
     /// Run a compactor in the gateway's process (`sluice serve`).
     pub compactor: Option<sluice_compactor::CompactorConfig>,
+    /// The bearer token `/admin/*` requires; `None`: loopback callers only.
+    pub admin_token: Option<std::sync::Arc<str>>,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +85,7 @@ impl Default for GatewayConfig {
             mqtt_auth: None,
             mqtt_forward: true,
             compactor: None,
+            admin_token: None,
         }
     }
 }

@@ -1,9 +1,14 @@
 //! HTTP: `/metrics` (Prometheus text), `/healthz`, `/readyz`, `POST /admin/compact` where
 //! a compactor runs in the process, and with fault injection enabled, `/admin/faults` to
 //! fail or delay object store PUTs. Gateways and standalone compactors both serve it.
+//!
+//! `/admin/*` is for administrators: with an admin token configured, every call must carry
+//! it (`Authorization: Bearer TOKEN`); without one, only clients on this host (loopback
+//! addresses) reach it. Metrics and health stay open.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +31,8 @@ pub struct HttpState {
     pub log: Arc<Log>,
     pub faults: Option<Arc<Faults>>,
     pub compactor: Option<Compactor>,
+    /// The bearer token `/admin/*` requires; `None`: loopback clients only.
+    pub admin_token: Option<Arc<str>>,
     /// A gateway's shared state: MQTT over WebSocket is served where it is present.
     pub(crate) gateway: Option<(Arc<crate::server::Ctx>, CancellationToken)>,
 }
@@ -175,10 +182,81 @@ fn websocket(ctx: &HttpState, mut req: Request<Incoming>) -> Response<Full<Bytes
     r
 }
 
+/// Why an `/admin` call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Denied {
+    /// A token is configured and the call carries none, or another.
+    BadToken,
+    /// No token is configured and the caller is not on this host.
+    NotLocal,
+}
+
+/// Whether a call to `/admin/*` from `peer` with this `Authorization` header may proceed.
+fn authorize(
+    token: Option<&str>,
+    authorization: Option<&[u8]>,
+    peer: SocketAddr,
+) -> Result<(), Denied> {
+    match token {
+        Some(token) => {
+            let given = authorization
+                .and_then(|h| h.strip_prefix(b"Bearer "))
+                .unwrap_or_default();
+            // Constant time: a guess learns nothing from how long the answer took.
+            let same = given.len() == token.len()
+                && given
+                    .iter()
+                    .zip(token.as_bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if same { Ok(()) } else { Err(Denied::BadToken) }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(Denied::NotLocal),
+    }
+}
+
+fn denied(d: Denied, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
+    let mechanism = match d {
+        Denied::BadToken => "bearer",
+        Denied::NotLocal => "loopback",
+    };
+    crate::metrics::AUTH_FAILURES
+        .with_label_values(&["http", mechanism])
+        .inc();
+    tracing::warn!(%peer, path, mechanism, "admin call refused");
+    match d {
+        Denied::BadToken => {
+            let mut r = reply(StatusCode::UNAUTHORIZED, "a valid admin token is required\n");
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+        Denied::NotLocal => reply(
+            StatusCode::FORBIDDEN,
+            "/admin is only served to this host unless an admin token is configured (--admin-token-file)\n",
+        ),
+    }
+}
+
 async fn route(
     ctx: Arc<HttpState>,
     req: Request<Incoming>,
+    peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path().starts_with("/admin/")
+        && let Err(d) = authorize(
+            ctx.admin_token.as_deref(),
+            req.headers()
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+            peer,
+        )
+    {
+        return Ok(denied(d, peer, req.uri().path()));
+    }
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(),
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
@@ -205,7 +283,7 @@ pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: Cancellat
             _ = cancel.cancelled() => return,
             a = listener.accept() => a,
         };
-        let (socket, _) = match accepted {
+        let (socket, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "http accept failed");
@@ -215,7 +293,7 @@ pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: Cancellat
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| route(ctx.clone(), req));
+            let service = service_fn(move |req| route(ctx.clone(), req, peer));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades()
@@ -224,5 +302,32 @@ pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: Cancellat
                 tracing::debug!(error = %e, "http connection error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("an address")
+    }
+
+    #[test]
+    fn admin_calls_need_the_token_or_a_local_caller() {
+        let remote = addr("10.1.2.3:5000");
+        let local = addr("127.0.0.1:5000");
+        let local6 = addr("[::1]:5000");
+        // No token configured: this host only.
+        assert_eq!(authorize(None, None, local), Ok(()));
+        assert_eq!(authorize(None, None, local6), Ok(()));
+        assert_eq!(authorize(None, None, remote), Err(Denied::NotLocal));
+        // A token configured: it is needed from anywhere, loopback included.
+        let t = Some("s3cret-token");
+        assert_eq!(authorize(t, Some(b"Bearer s3cret-token"), remote), Ok(()));
+        assert_eq!(authorize(t, None, local), Err(Denied::BadToken));
+        for bad in [&b"Bearer s3cret-tokeN"[..], b"Bearer s3cret", b"s3cret-token", b"Basic x"] {
+            assert_eq!(authorize(t, Some(bad), remote), Err(Denied::BadToken));
+        }
     }
 }

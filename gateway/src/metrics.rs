@@ -33,6 +33,15 @@ pub static KAFKA_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_auth_failures_total",
+        "Refused authentications, by listener and mechanism",
+        &["listener", "mechanism"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static RECOMPRESSED_BATCHES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "sluice_recompressed_batches_total",

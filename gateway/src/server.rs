@@ -249,6 +249,7 @@ impl Gateway {
         let http_state = Arc::new(HttpState {
             log: ctx.log.clone(),
             faults: services.faults.clone(),
+            admin_token: ctx.config.admin_token.clone(),
             compactor,
             gateway: Some((ctx.clone(), cancel.clone())),
         });
@@ -412,6 +413,7 @@ impl CompactorProcess {
     pub async fn start(
         config: sluice_compactor::CompactorConfig,
         http_listen: SocketAddr,
+        admin_token: Option<Arc<str>>,
         services: Services,
     ) -> Result<Self, StartError> {
         let listener = bind(http_listen).await?;
@@ -433,6 +435,7 @@ impl CompactorProcess {
         let state = Arc::new(HttpState {
             log,
             faults: services.faults,
+            admin_token,
             compactor: Some(compactor),
             gateway: None,
         });
