@@ -192,6 +192,11 @@ pub struct ServeArgs {
     /// one, `/admin` is served to callers on this host only.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// A file holding the secret every gateway of the cluster shares, which signs their
+    /// calls to each other (at least 16 bytes); without it gateways do not forward WAL
+    /// objects to each other.
+    #[arg(long, env = "SLUICE_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Expose /admin/faults to make object store PUTs fail (tests only).
     #[arg(long, env = "SLUICE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
@@ -334,6 +339,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "orphan_age" => args.orphan_age = parse_duration(&text).map_err(bad)?,
             "delete_delay" => args.delete_delay = parse_duration(&text).map_err(bad)?,
             "admin_token_file" => args.admin_token_file = Some(PathBuf::from(text)),
+            "cluster_secret_file" => args.cluster_secret_file = Some(PathBuf::from(text)),
             _ => return Err(format!("{}: unknown option '{key}'", path.display())),
         }
     }

@@ -55,7 +55,10 @@ fn main() -> Result<()> {
                 topic,
                 admin_token_file,
             } => {
-                let token = admin_token_file.as_deref().map(read_admin_token).transpose()?;
+                let token = admin_token_file
+                    .as_deref()
+                    .map(read_admin_token)
+                    .transpose()?;
                 compact(&server, topic.as_deref(), token.as_deref()).await
             }
             Command::MqttPassword { iterations } => {
@@ -206,6 +209,11 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         default_partitions: args.default_partitions.max(1),
         fault_injection: args.fault_injection,
         admin_token,
+        cluster_secret: args
+            .cluster_secret_file
+            .as_deref()
+            .map(read_cluster_secret)
+            .transpose()?,
         group_initial_rebalance_delay: args.group_initial_rebalance_delay,
         group_min_session_timeout: args.group_min_session_timeout,
         lease_ttl: args.lease_ttl,
@@ -251,13 +259,28 @@ async fn shutdown_signal() {
 }
 
 /// `sluice compact`: POST /admin/compact and print the answer.
-/// The admin token in a file (surrounding white space ignored); an empty file is an error.
+/// A secret in a file (surrounding white space ignored); an empty file is an error.
 fn read_admin_token(path: &std::path::Path) -> Result<Arc<str>> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the admin token from {}", path.display()))?;
+        .with_context(|| format!("reading a secret from {}", path.display()))?;
     let token = text.trim();
-    anyhow::ensure!(!token.is_empty(), "the admin token file {} is empty", path.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
     Ok(Arc::from(token))
+}
+
+/// The cluster secret in a file (surrounding white space ignored); at least 16 bytes.
+fn read_cluster_secret(path: &std::path::Path) -> Result<Arc<[u8]>> {
+    let secret = read_admin_token(path)?;
+    anyhow::ensure!(
+        secret.len() >= 16,
+        "the cluster secret in {} is shorter than 16 bytes",
+        path.display()
+    );
+    Ok(Arc::from(secret.as_bytes()))
 }
 
 async fn compact(server: &str, topic: Option<&str>, token: Option<&str>) -> Result<()> {

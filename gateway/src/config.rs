@@ -56,6 +56,8 @@ pub struct GatewayConfig {
     pub compactor: Option<sluice_compactor::CompactorConfig>,
     /// The bearer token `/admin/*` requires; `None`: loopback callers only.
     pub admin_token: Option<std::sync::Arc<str>>,
+    /// Signs and checks gateway-to-gateway calls; `None`: no such calls either way.
+    pub cluster_secret: Option<std::sync::Arc<[u8]>>,
 }
 
 impl Default for GatewayConfig {
@@ -86,6 +88,7 @@ impl Default for GatewayConfig {
             mqtt_forward: true,
             compactor: None,
             admin_token: None,
+            cluster_secret: None,
         }
     }
 }

@@ -227,7 +227,10 @@ fn denied(d: Denied, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
     tracing::warn!(%peer, path, mechanism, "admin call refused");
     match d {
         Denied::BadToken => {
-            let mut r = reply(StatusCode::UNAUTHORIZED, "a valid admin token is required\n");
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "a valid admin token is required\n",
+            );
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
                 hyper::header::HeaderValue::from_static("Bearer"),
@@ -326,7 +329,12 @@ mod tests {
         let t = Some("s3cret-token");
         assert_eq!(authorize(t, Some(b"Bearer s3cret-token"), remote), Ok(()));
         assert_eq!(authorize(t, None, local), Err(Denied::BadToken));
-        for bad in [&b"Bearer s3cret-tokeN"[..], b"Bearer s3cret", b"s3cret-token", b"Basic x"] {
+        for bad in [
+            &b"Bearer s3cret-tokeN"[..],
+            b"Bearer s3cret",
+            b"s3cret-token",
+            b"Basic x",
+        ] {
             assert_eq!(authorize(t, Some(bad), remote), Err(Denied::BadToken));
         }
     }

@@ -8,6 +8,12 @@
 //! (registered under `mqtt/peers/<node id>` with their address); they keep it in their
 //! cache. The log stays the only source of what is delivered, in what order: a forward
 //! that is late, lost or never committed changes nothing but where a read is served from.
+//!
+//! Every call is signed: HMAC-SHA256 under the cluster secret (`--cluster-secret-file`)
+//! of a version tag, the signing time, the path and the object. A call without a valid
+//! signature, or signed more than a minute away from the receiver's clock, is refused and
+//! counted; a gateway without a secret neither forwards nor accepts forwards (its MQTT
+//! deliveries then read WAL objects from the object store).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,10 +43,63 @@ const MAX_FORWARD: usize = 32 << 20;
 /// How long a forward may take; a slow peer just reads from the object store.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What a signature covers first: changing the signed fields changes the tag.
+const SIGNATURE_TAG: &[u8] = b"sluice-peer-warm-v1";
+/// How far a call's signing time may be from the receiver's clock.
+const MAX_SKEW_MS: i64 = 60_000;
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+fn mac(secret: &[u8], signed_at_ms: i64, path: &str, object: &[u8]) -> HmacSha256 {
+    use hmac::Mac;
+    let mut mac =
+        HmacSha256::new_from_slice(secret).expect("invariant: HMAC takes keys of any length");
+    mac.update(SIGNATURE_TAG);
+    mac.update(&signed_at_ms.to_be_bytes());
+    mac.update(&(path.len() as u64).to_be_bytes());
+    mac.update(path.as_bytes());
+    mac.update(object);
+    mac
+}
+
+/// The signature of a Warm call.
+pub fn sign(secret: &[u8], signed_at_ms: i64, path: &str, object: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    mac(secret, signed_at_ms, path, object)
+        .finalize()
+        .into_bytes()
+        .to_vec()
+}
+
+/// Why a Warm call is refused before its object is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error("this gateway has no cluster secret and accepts no peer calls")]
+    NoSecret,
+    #[error("the call was signed too far from this gateway's clock")]
+    Stale,
+    #[error("the call's signature is not valid")]
+    BadSignature,
+}
+
+/// Checks a Warm call's signature (in constant time) and signing time.
+pub fn verify(secret: Option<&[u8]>, now_ms: i64, r: &WarmRequest) -> Result<(), Unauthenticated> {
+    use hmac::Mac;
+    let secret = secret.ok_or(Unauthenticated::NoSecret)?;
+    if (now_ms - r.signed_at_ms).abs() > MAX_SKEW_MS {
+        return Err(Unauthenticated::Stale);
+    }
+    mac(secret, r.signed_at_ms, &r.path, &r.object)
+        .verify_slice(&r.signature)
+        .map_err(|_| Unauthenticated::BadSignature)
+}
+
 /// The gateways to forward to, and this gateway's own registration.
 #[derive(Debug, Default)]
 pub struct Peers {
     node: i32,
+    /// Signs outgoing and checks incoming calls; without it nothing is forwarded.
+    secret: Option<Arc<[u8]>>,
     /// Other gateways that deliver MQTT messages: their address and a client.
     targets: Mutex<HashMap<i32, (String, PeerClient<Channel>)>>,
     registered: AtomicBool,
@@ -51,16 +110,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Peers {
-    pub fn new(node: i32) -> Self {
+    pub fn new(node: i32, secret: Option<Arc<[u8]>>) -> Self {
         Self {
             node,
+            secret,
             ..Self::default()
         }
     }
 
-    /// Registers this gateway as one that delivers MQTT messages (once).
+    /// Registers this gateway as one that delivers MQTT messages (once). Without a cluster
+    /// secret it cannot accept forwards, so it does not ask for them.
     pub fn register(&self, ctx: &Ctx) {
         if self.registered.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if self.secret.is_none() {
+            tracing::info!(
+                "no cluster secret: MQTT deliveries read WAL objects from the object store (see --cluster-secret-file)"
+            );
             return;
         }
         let key = sluice_metadata::keys::mqtt_peer(self.node);
@@ -111,8 +178,11 @@ impl Peers {
         crate::metrics::PEER_TARGETS.set(0);
     }
 
-    /// Hands a WAL object to every registered peer, without waiting.
+    /// Hands a WAL object to every registered peer, signed, without waiting.
     pub fn forward(&self, path: &object_store::path::Path, object: &Bytes) {
+        let Some(secret) = self.secret.clone() else {
+            return;
+        };
         if object.len() > MAX_FORWARD {
             return;
         }
@@ -120,29 +190,52 @@ impl Peers {
             .iter()
             .map(|(n, (_, c))| (*n, c.clone()))
             .collect();
-        for (node, mut client) in targets {
-            let request = WarmRequest {
-                path: path.to_string(),
-                object: object.clone(),
-            };
-            tokio::spawn(async move {
-                match tokio::time::timeout(FORWARD_TIMEOUT, client.warm(request)).await {
-                    Ok(Ok(_)) => crate::metrics::PEER_FORWARDS
-                        .with_label_values(&["sent"])
-                        .inc(),
-                    Ok(Err(e)) => {
-                        crate::metrics::PEER_FORWARDS
-                            .with_label_values(&["failed"])
-                            .inc();
-                        tracing::debug!(node, error = %e, "forwarding a WAL object failed");
-                    }
-                    Err(_) => crate::metrics::PEER_FORWARDS
-                        .with_label_values(&["timed_out"])
-                        .inc(),
-                }
-            });
+        if targets.is_empty() {
+            return;
         }
+        let (path, object) = (path.to_string(), object.clone());
+        tokio::spawn(async move {
+            // Signing reads the whole object: off the async workers, once for every peer.
+            let signed_at_ms = crate::kafka::now_ms();
+            let signed = {
+                let (path, object) = (path.clone(), object.clone());
+                tokio::task::spawn_blocking(move || sign(&secret, signed_at_ms, &path, &object))
+                    .await
+            };
+            let Ok(signature) = signed.map(Bytes::from) else {
+                return;
+            };
+            for (node, client) in targets {
+                let request = WarmRequest {
+                    path: path.clone(),
+                    object: object.clone(),
+                    signed_at_ms,
+                    signature: signature.clone(),
+                };
+                send(node, client, request);
+            }
+        });
     }
+}
+
+/// Sends one Warm call without waiting for it; its outcome is counted.
+fn send(node: i32, mut client: PeerClient<Channel>, request: WarmRequest) {
+    tokio::spawn(async move {
+        match tokio::time::timeout(FORWARD_TIMEOUT, client.warm(request)).await {
+            Ok(Ok(_)) => crate::metrics::PEER_FORWARDS
+                .with_label_values(&["sent"])
+                .inc(),
+            Ok(Err(e)) => {
+                crate::metrics::PEER_FORWARDS
+                    .with_label_values(&["failed"])
+                    .inc();
+                tracing::debug!(node, error = %e, "forwarding a WAL object failed");
+            }
+            Err(_) => crate::metrics::PEER_FORWARDS
+                .with_label_values(&["timed_out"])
+                .inc(),
+        }
+    });
 }
 
 /// The flush hook: objects with data of MQTT-mapped log topics go to the peers.
@@ -165,6 +258,7 @@ pub fn hook(ctx: Weak<Ctx>) -> crate::batcher::FlushHook {
 
 struct Service {
     cache: Arc<RangeCache>,
+    secret: Option<Arc<[u8]>>,
 }
 
 #[tonic::async_trait]
@@ -174,6 +268,23 @@ impl Peer for Service {
         request: tonic::Request<WarmRequest>,
     ) -> Result<tonic::Response<WarmResponse>, tonic::Status> {
         let r = request.into_inner();
+        let secret = self.secret.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let v = verify(secret.as_deref(), crate::kafka::now_ms(), &r);
+            (r, v)
+        })
+        .await;
+        let r = match checked {
+            Ok((r, Ok(()))) => r,
+            Ok((_, Err(e))) => {
+                crate::metrics::AUTH_FAILURES
+                    .with_label_values(&["peer", "hmac"])
+                    .inc();
+                tracing::warn!(error = %e, "peer call refused");
+                return Err(tonic::Status::unauthenticated(e.to_string()));
+            }
+            Err(e) => return Err(tonic::Status::internal(e.to_string())),
+        };
         let path = object_store::path::Path::parse(&r.path)
             .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if !sluice_storage::naming::is_wal(&path) {
@@ -190,11 +301,13 @@ impl Peer for Service {
 /// Serves the gRPC connections the Kafka listener hands over, until `cancel`.
 pub async fn serve(
     cache: Arc<RangeCache>,
+    secret: Option<Arc<[u8]>>,
     mut incoming: mpsc::Receiver<TcpStream>,
     cancel: CancellationToken,
 ) {
     let stream = async_stream(&mut incoming);
-    let service = PeerServer::new(Service { cache }).max_decoding_message_size(MAX_FORWARD + 1024);
+    let service =
+        PeerServer::new(Service { cache, secret }).max_decoding_message_size(MAX_FORWARD + 1024);
     if let Err(e) = Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(stream, cancel.cancelled())
@@ -210,4 +323,124 @@ fn async_stream(
     futures::stream::unfold(incoming, |rx| async move {
         rx.recv().await.map(|s| (Ok(s), rx))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a cluster secret of some length";
+
+    fn signed(secret: &[u8], at: i64) -> WarmRequest {
+        let path = sluice_storage::naming::new_wal_object().1.to_string();
+        let object = Bytes::from_static(b"SLUICEWL object bytes");
+        WarmRequest {
+            signature: sign(secret, at, &path, &object).into(),
+            path,
+            object,
+            signed_at_ms: at,
+        }
+    }
+
+    #[test]
+    fn only_calls_signed_with_the_cluster_secret_pass() {
+        let now = 1_796_000_000_000;
+        assert_eq!(
+            verify(Some(SECRET), now, &signed(SECRET, now - 5_000)),
+            Ok(())
+        );
+        assert_eq!(
+            verify(Some(SECRET), now, &signed(b"another secret entirely", now)),
+            Err(Unauthenticated::BadSignature)
+        );
+        let mut tampered = signed(SECRET, now);
+        tampered.object = Bytes::from_static(b"SLUICEWL other bytes!");
+        assert_eq!(
+            verify(Some(SECRET), now, &tampered),
+            Err(Unauthenticated::BadSignature)
+        );
+        let mut moved = signed(SECRET, now);
+        moved.path.push('x');
+        assert_eq!(
+            verify(Some(SECRET), now, &moved),
+            Err(Unauthenticated::BadSignature)
+        );
+        let mut unsigned = signed(SECRET, now);
+        unsigned.signature = Bytes::new();
+        assert_eq!(
+            verify(Some(SECRET), now, &unsigned),
+            Err(Unauthenticated::BadSignature)
+        );
+        assert_eq!(
+            verify(Some(SECRET), now, &signed(SECRET, now - 61_000)),
+            Err(Unauthenticated::Stale)
+        );
+        assert_eq!(
+            verify(None, now, &signed(SECRET, now)),
+            Err(Unauthenticated::NoSecret)
+        );
+    }
+
+    /// A real gRPC client against the real service: an unsigned call is refused and
+    /// nothing reaches the cache; a signed one is kept.
+    #[tokio::test]
+    async fn the_service_refuses_unsigned_calls() {
+        let objects: Arc<dyn object_store::ObjectStore> =
+            Arc::new(object_store::memory::InMemory::new());
+        let cache = Arc::new(
+            RangeCache::open(
+                &sluice_cache::CacheConfig {
+                    memory_bytes: 8 << 20,
+                    disk: None,
+                },
+                objects,
+            )
+            .await
+            .expect("a memory cache opens"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind on loopback");
+        let addr = listener.local_addr().expect("bound");
+        let (tx, rx) = mpsc::channel(4);
+        let cancel = CancellationToken::new();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                if tx.send(socket).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tokio::spawn(serve(
+            cache.clone(),
+            Some(Arc::from(SECRET)),
+            rx,
+            cancel.clone(),
+        ));
+        let mut client = PeerClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connects");
+        let now = crate::kafka::now_ms();
+        let mut forged = signed(b"not the cluster secret!", now);
+        let status = client
+            .warm(forged.clone())
+            .await
+            .expect_err("a forged call is refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        forged.signature = Bytes::new();
+        let status = client
+            .warm(forged)
+            .await
+            .expect_err("an unsigned call is refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        let good = signed(SECRET, now);
+        let path = object_store::path::Path::parse(&good.path).expect("a path");
+        let size = good.object.len() as u64;
+        // Neither the cache nor the (empty) object store has it yet.
+        assert!(cache.get_range(&path, size, 0..8).await.is_err());
+        client.warm(good).await.expect("a signed call is served");
+        let kept = cache.get_range(&path, size, 0..8).await.expect("cached");
+        assert_eq!(&kept[..], b"SLUICEWL");
+        cancel.cancel();
+    }
 }

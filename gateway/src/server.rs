@@ -224,6 +224,7 @@ impl Gateway {
 
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
         let grpc_cache = services.cache.clone();
+        let peers = crate::peers::Peers::new(node_id, config.cluster_secret.clone());
         let ctx = Arc::new(Ctx {
             cluster: crate::cluster::Cluster::new(Node {
                 id: node_id,
@@ -235,7 +236,7 @@ impl Gateway {
             config,
             producer_ids: ProducerIds::new(services.store.clone()),
             mqtt: Broker::new(topic_map, mqtt_auth, services.store.clone(), node_id),
-            peers: crate::peers::Peers::new(node_id),
+            peers,
             grpc: grpc_tx,
             store: services.store,
             log,
@@ -259,7 +260,12 @@ impl Gateway {
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_peers(ctx.clone(), cancel.clone()));
-        tasks.spawn(crate::peers::serve(grpc_cache, grpc_rx, cancel.clone()));
+        tasks.spawn(crate::peers::serve(
+            grpc_cache,
+            ctx.config.cluster_secret.clone(),
+            grpc_rx,
+            cancel.clone(),
+        ));
         ctx.batcher
             .on_flush(crate::peers::hook(Arc::downgrade(&ctx)));
         let mqtt_done = CancellationToken::new();

@@ -257,11 +257,15 @@ def s3(tmp_dir):
 
 
 def gateways(tmp_dir, etcd, s3, count, namespace, extra=()):
-    """`count` gateways sharing one etcd (under `namespace`) and one bucket prefix."""
+    """`count` gateways sharing one etcd (under `namespace`), one bucket prefix and one
+    cluster secret (which signs their calls to each other)."""
+    secret = tmp_dir / f"{namespace}-cluster-secret"
+    secret.write_text(f"e2e cluster secret of {namespace}\n")
     return [
         Sluice(tmp_dir / f"gw{i}", [
             "--metadata", f"etcd://{etcd.endpoint}/{namespace}",
             "--object-store", f"s3://{s3.bucket}/{namespace}",
+            "--cluster-secret-file", str(secret),
             *extra,
         ], env=s3.env(), mode="gateway").start()
         for i in range(count)

@@ -359,3 +359,30 @@ def test_two_gateways_live_delivery_takeover_and_resume_on_the_other(tmp_dir, et
     moved.stop()
     for g in (a, b):
         g.stop()
+
+
+def test_a_gateway_with_another_cluster_secret_refuses_forwards(tmp_dir, etcd, s3):
+    """Gateway-to-gateway calls are signed: a forward signed with another secret is
+    refused and counted, and delivery still works (the receiver reads the object store)."""
+    from conftest import Sluice  # noqa: PLC0415
+    gws = []
+    for i, secret in enumerate(["the first cluster secret", "some other cluster secret"]):
+        f = tmp_dir / f"secret-{i}"
+        f.write_text(secret)
+        gws.append(Sluice(tmp_dir / f"gw{i}", [
+            "--metadata", f"etcd://{etcd.endpoint}/signed",
+            "--object-store", f"s3://{s3.bucket}/signed",
+            "--cluster-secret-file", str(f),
+        ], env=s3.env(), mode="gateway").start())
+    a, b = gws
+    live = Client(b.mqtt, "signed-sub")
+    live.subscribe("signed/#", 1)
+    wait_for("a knows b", lambda: a.metric("sluice_peer_targets") == 1)
+    publish(a.mqtt, "signed/x", [b"s1", b"s2"])
+    assert payloads(live.wait_for(2)) == [b"s1", b"s2"]
+    live.stop()
+    wait_for("the refused forward counted",
+             lambda: b.metric('sluice_auth_failures_total{listener="peer",mechanism="hmac"}') >= 1)
+    assert b.metric('sluice_peer_forwards_total{outcome="received"}') == 0
+    for g in gws:
+        g.stop()
