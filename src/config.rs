@@ -192,6 +192,10 @@ pub struct ServeArgs {
     /// one, `/admin` is served to callers on this host only.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Open Kafka and MQTT connections allowed from one source address (0: no limit), as
+    /// Kafka's max.connections.per.ip.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
     /// A file holding the secret every gateway of the cluster shares, which signs their
     /// calls to each other (at least 16 bytes); without it gateways do not forward WAL
     /// objects to each other.
@@ -340,6 +344,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "delete_delay" => args.delete_delay = parse_duration(&text).map_err(bad)?,
             "admin_token_file" => args.admin_token_file = Some(PathBuf::from(text)),
             "cluster_secret_file" => args.cluster_secret_file = Some(PathBuf::from(text)),
+            "max_connections_per_ip" => {
+                args.max_connections_per_ip = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
             _ => return Err(format!("{}: unknown option '{key}'", path.display())),
         }
     }

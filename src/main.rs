@@ -208,6 +208,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions.max(1),
         fault_injection: args.fault_injection,
+        max_connections_per_ip: args.max_connections_per_ip,
         admin_token,
         cluster_secret: args
             .cluster_secret_file

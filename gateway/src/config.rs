@@ -56,6 +56,8 @@ pub struct GatewayConfig {
     pub compactor: Option<sluice_compactor::CompactorConfig>,
     /// The bearer token `/admin/*` requires; `None`: loopback callers only.
     pub admin_token: Option<std::sync::Arc<str>>,
+    /// Open Kafka and MQTT connections allowed per source address; 0: no limit.
+    pub max_connections_per_ip: usize,
     /// Signs and checks gateway-to-gateway calls; `None`: no such calls either way.
     pub cluster_secret: Option<std::sync::Arc<[u8]>>,
 }
@@ -89,6 +91,7 @@ impl Default for GatewayConfig {
             compactor: None,
             admin_token: None,
             cluster_secret: None,
+            max_connections_per_ip: 0,
         }
     }
 }

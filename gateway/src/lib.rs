@@ -11,6 +11,7 @@ mod kafka;
 pub mod metrics;
 pub mod mqtt;
 mod peers;
+mod per_ip;
 mod producer_ids;
 mod segments;
 mod server;

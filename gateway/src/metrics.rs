@@ -42,6 +42,15 @@ pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_connections_refused_total",
+        "Connections closed right after accept, by listener and reason",
+        &["listener", "reason"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static RECOMPRESSED_BATCHES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "sluice_recompressed_batches_total",

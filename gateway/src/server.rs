@@ -74,6 +74,8 @@ pub(crate) struct Ctx {
     pub groups: Arc<Coordinator>,
     /// The live gateways, as Metadata responses list them.
     pub cluster: crate::cluster::Cluster,
+    /// Open connections per source address, limited by `max_connections_per_ip`.
+    pub per_ip: Arc<crate::per_ip::PerIp>,
     pub node_id: i32,
     pub host: String,
     pub port: u16,
@@ -226,6 +228,7 @@ impl Gateway {
         let grpc_cache = services.cache.clone();
         let peers = crate::peers::Peers::new(node_id, config.cluster_secret.clone());
         let ctx = Arc::new(Ctx {
+            per_ip: crate::per_ip::PerIp::new(config.max_connections_per_ip),
             cluster: crate::cluster::Cluster::new(Node {
                 id: node_id,
                 host: host.clone(),
@@ -320,6 +323,15 @@ enum Listener {
     Mqtt,
 }
 
+impl Listener {
+    fn name(self) -> &'static str {
+        match self {
+            Listener::Kafka => "kafka",
+            Listener::Mqtt => "mqtt",
+        }
+    }
+}
+
 /// Serves one accepted connection, choosing the protocol from its first byte on the Kafka
 /// listener.
 async fn serve(ctx: Arc<Ctx>, socket: TcpStream, cancel: CancellationToken, listener: Listener) {
@@ -370,11 +382,20 @@ async fn accept(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((socket, _)) => {
+            Ok((socket, peer)) => {
+                let Some(slot) = ctx.per_ip.admit(peer.ip()) else {
+                    // Kafka closes such a connection at once; so do we, with a log line.
+                    crate::metrics::CONNECTIONS_REFUSED
+                        .with_label_values(&[kind.name(), "per_ip_limit"])
+                        .inc();
+                    tracing::warn!(%peer, listener = kind.name(), limit = ctx.config.max_connections_per_ip, "connection refused: too many from this address");
+                    continue;
+                };
                 let ctx = ctx.clone();
                 let cancel = cancel.clone();
                 conns.spawn(async move {
                     serve(ctx, socket, cancel, kind).await;
+                    drop(slot);
                     drop(permit);
                 });
             }
