@@ -16,6 +16,7 @@ mod producer_ids;
 mod segments;
 mod server;
 mod topics;
+mod users;
 mod watch;
 
 pub use config::GatewayConfig;

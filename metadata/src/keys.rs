@@ -123,6 +123,13 @@ pub fn group_offsets(group: &str, topic: &str) -> String {
     format!("{}{topic}", group_offsets_prefix(group))
 }
 
+pub const USERS_PREFIX: &str = "users/";
+
+/// A user's record; names are escaped like group ids, so no name reaches another's key.
+pub fn user(name: &str) -> String {
+    format!("{USERS_PREFIX}{}", escape_group(name))
+}
+
 pub fn gateway(node_id: i32) -> String {
     format!("{GATEWAYS_PREFIX}{node_id}")
 }

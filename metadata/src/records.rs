@@ -361,6 +361,38 @@ impl TopicOffsetsRecord {
     }
 }
 
+pub const USER_VERSION: u16 = 1;
+
+/// One SCRAM credential of a user (RFC 5802): never the password, only what verifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialRecord {
+    /// `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    /// H(HMAC(SaltedPassword, "Client Key")).
+    pub stored_key: Vec<u8>,
+    /// HMAC(SaltedPassword, "Server Key").
+    pub server_key: Vec<u8>,
+}
+
+/// A user of the one user store Kafka SASL and MQTT share, under `users/<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub v: u16,
+    /// At most one per mechanism.
+    pub scram: Vec<ScramCredentialRecord>,
+}
+
+impl UserRecord {
+    pub fn encode(&self) -> Bytes {
+        encode_json(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
+        decode_json(b, "user record", USER_VERSION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,6 +533,23 @@ mod tests {
         };
         let golden = check_golden("offsets-v1.json", &o.encode());
         assert_eq!(TopicOffsetsRecord::decode(&golden).expect("decode"), o);
+    }
+
+    #[test]
+    fn user_record_golden_v1() {
+        let u = UserRecord {
+            v: USER_VERSION,
+            scram: vec![ScramCredentialRecord {
+                mechanism: "SCRAM-SHA-256".into(),
+                iterations: 8192,
+                salt: vec![1, 2, 3, 4],
+                stored_key: vec![5; 32],
+                server_key: vec![6; 32],
+            }],
+        };
+        let golden = check_golden("user-v1.json", &u.encode());
+        assert_eq!(UserRecord::decode(&golden).expect("decode"), u);
+        assert!(UserRecord::decode(br#"{"v":2,"scram":[]}"#).is_err());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
 use super::{
     admin, delete_records, describe_topic_partitions, fetch, groups, init_producer_id,
-    list_offsets, metadata, produce,
+    list_offsets, metadata, produce, scram,
 };
 use crate::metrics;
 use crate::server::Ctx;
@@ -266,6 +266,12 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
             describe_topic_partitions::handle
         ),
         ApiKey::AlterConfigs => serve!(AlterConfigsRequest, admin::alter_configs_legacy),
+        ApiKey::DescribeUserScramCredentials => {
+            serve!(DescribeUserScramCredentialsRequest, scram::describe)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            serve!(AlterUserScramCredentialsRequest, scram::alter)
+        }
         // Produce is started in `start`; anything else is not advertised.
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
@@ -331,6 +337,8 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteRecords => "delete_records",
         ApiKey::DescribeTopicPartitions => "describe_topic_partitions",
         ApiKey::AlterConfigs => "alter_configs",
+        ApiKey::DescribeUserScramCredentials => "describe_user_scram_credentials",
+        ApiKey::AlterUserScramCredentials => "alter_user_scram_credentials",
         _ => "other",
     }
 }

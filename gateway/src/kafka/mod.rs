@@ -11,6 +11,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod scram;
 mod versions;
 
 pub use conn::serve_connection;
