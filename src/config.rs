@@ -95,8 +95,10 @@ pub struct ServeArgs {
     /// `embedded` (in the data directory) or etcd://HOST:PORT[,HOST:PORT]/PREFIX.
     #[arg(long, env = "SLUICE_METADATA", default_value = "embedded")]
     pub metadata: String,
+    /// `HOST:PORT` or `PROTOCOL://HOST:PORT`, PROTOCOL as Kafka names it: `PLAINTEXT` (the
+    /// default) or `SASL_PLAINTEXT` (clients authenticate against the user store).
     #[arg(long, env = "SLUICE_KAFKA_LISTEN", default_value = "0.0.0.0:9092")]
-    pub kafka_listen: SocketAddr,
+    pub kafka_listen: KafkaListener,
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: SocketAddr,
     /// A listener for MQTT devices; MQTT is also served on the Kafka listener.
@@ -192,6 +194,13 @@ pub struct ServeArgs {
     /// one, `/admin` is served to callers on this host only.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The first administrator, created in the user store at start if absent, with SCRAM
+    /// credentials for the password in SLUICE_ADMIN_PASSWORD or --admin-password-file.
+    #[arg(long, env = "SLUICE_ADMIN_USER")]
+    pub admin_user: Option<String>,
+    /// A file holding the first administrator's password.
+    #[arg(long, env = "SLUICE_ADMIN_PASSWORD_FILE")]
+    pub admin_password_file: Option<PathBuf>,
     /// Open Kafka and MQTT connections allowed from one source address (0: no limit), as
     /// Kafka's max.connections.per.ip.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
@@ -204,6 +213,37 @@ pub struct ServeArgs {
     /// Expose /admin/faults to make object store PUTs fail (tests only).
     #[arg(long, env = "SLUICE_FAULT_INJECTION", hide = true)]
     pub fault_injection: bool,
+}
+
+/// A Kafka listener: its address and whether clients must authenticate (SASL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaListener {
+    pub addr: SocketAddr,
+    pub sasl: bool,
+}
+
+impl std::str::FromStr for KafkaListener {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (protocol, addr) = s.split_once("://").unwrap_or(("PLAINTEXT", s));
+        let sasl = match protocol.to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => false,
+            "SASL_PLAINTEXT" => true,
+            "SSL" | "SASL_SSL" => {
+                return Err(format!(
+                    "{protocol} listeners are not supported yet (no TLS)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown listener protocol {other}; PLAINTEXT or SASL_PLAINTEXT"
+                ));
+            }
+        };
+        let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+        Ok(Self { addr, sasl })
+    }
 }
 
 /// `5ms`, `2s`, `1m`, `250us`; a bare number is milliseconds.
@@ -293,7 +333,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "data_dir" => args.data_dir = text.into(),
             "object_store" => args.object_store = Some(text),
             "metadata" => args.metadata = text,
-            "kafka_listen" => args.kafka_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "kafka_listen" => args.kafka_listen = text.parse().map_err(bad)?,
             "http_listen" => args.http_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
             "mqtt_listen" => args.mqtt_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
             "mqtt_topic_map" => args.mqtt_topic_map = text,
@@ -344,6 +384,8 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "delete_delay" => args.delete_delay = parse_duration(&text).map_err(bad)?,
             "admin_token_file" => args.admin_token_file = Some(PathBuf::from(text)),
             "cluster_secret_file" => args.cluster_secret_file = Some(PathBuf::from(text)),
+            "admin_user" => args.admin_user = Some(text),
+            "admin_password_file" => args.admin_password_file = Some(PathBuf::from(text)),
             "max_connections_per_ip" => {
                 args.max_connections_per_ip = text.parse().map_err(|e| bad(format!("{e}")))?
             }
@@ -388,6 +430,28 @@ pub fn parse_metadata(s: &str) -> Result<MetadataUrl, String> {
         endpoints,
         prefix: format!("/{prefix}/"),
     })
+}
+
+#[cfg(test)]
+mod listener_tests {
+    use super::*;
+
+    #[test]
+    fn kafka_listeners_are_named_as_kafka_names_them() {
+        let l: KafkaListener = "127.0.0.1:9092".parse().expect("bare");
+        assert!(!l.sasl);
+        let l: KafkaListener = "SASL_PLAINTEXT://127.0.0.1:9092".parse().expect("sasl");
+        assert!(l.sasl && l.addr.port() == 9092);
+        assert!(
+            !"PLAINTEXT://0.0.0.0:1"
+                .parse::<KafkaListener>()
+                .expect("plain")
+                .sasl
+        );
+        assert!("SSL://0.0.0.0:1".parse::<KafkaListener>().is_err());
+        assert!("FOO://0.0.0.0:1".parse::<KafkaListener>().is_err());
+        assert!("SASL_PLAINTEXT://nohost".parse::<KafkaListener>().is_err());
+    }
 }
 
 #[cfg(test)]
@@ -448,8 +512,8 @@ mod tests {
         assert_eq!(args.flush_max_delay, Duration::from_millis(20));
         assert_eq!(args.default_partitions, 4);
         assert_eq!(
-            args.kafka_listen,
-            "127.0.0.1:9999".parse().expect("addr"),
+            args.kafka_listen.addr,
+            "127.0.0.1:9999".parse::<SocketAddr>().expect("addr"),
             "the flag wins"
         );
     }

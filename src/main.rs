@@ -198,7 +198,8 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         return Ok(());
     }
     let config = GatewayConfig {
-        kafka_listen: args.kafka_listen,
+        kafka_listen: args.kafka_listen.addr,
+        kafka_sasl: args.kafka_listen.sasl,
         http_listen: args.http_listen,
         advertise,
         node_id: args.node_id,
@@ -209,6 +210,22 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         default_partitions: args.default_partitions.max(1),
         fault_injection: args.fault_injection,
         max_connections_per_ip: args.max_connections_per_ip,
+        admin_user: match &args.admin_user {
+            None => None,
+            Some(name) => {
+                let password = match (
+                    &args.admin_password_file,
+                    std::env::var("SLUICE_ADMIN_PASSWORD"),
+                ) {
+                    (Some(path), _) => read_admin_token(path)?.to_string(),
+                    (None, Ok(p)) if !p.is_empty() => p,
+                    _ => anyhow::bail!(
+                        "--admin-user needs a password: SLUICE_ADMIN_PASSWORD or --admin-password-file"
+                    ),
+                };
+                Some((name.clone(), password))
+            }
+        },
         admin_token,
         cluster_secret: args
             .cluster_secret_file

@@ -5,6 +5,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub kafka_listen: SocketAddr,
+    /// The Kafka listener is `SASL_PLAINTEXT`: clients authenticate against the user store
+    /// before any other request.
+    pub kafka_sasl: bool,
     pub http_listen: SocketAddr,
     /// Host and port put in metadata responses; the bound Kafka address if `None`.
     pub advertise: Option<(String, u16)>,
@@ -56,6 +59,9 @@ pub struct GatewayConfig {
     pub compactor: Option<sluice_compactor::CompactorConfig>,
     /// The bearer token `/admin/*` requires; `None`: loopback callers only.
     pub admin_token: Option<std::sync::Arc<str>>,
+    /// The first administrator `(name, password)`, created in the user store at start if
+    /// absent.
+    pub admin_user: Option<(String, String)>,
     /// Open Kafka and MQTT connections allowed per source address; 0: no limit.
     pub max_connections_per_ip: usize,
     /// Signs and checks gateway-to-gateway calls; `None`: no such calls either way.
@@ -66,6 +72,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             kafka_listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
+            kafka_sasl: false,
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             advertise: None,
             node_id: None,
@@ -92,6 +99,7 @@ impl Default for GatewayConfig {
             admin_token: None,
             cluster_secret: None,
             max_connections_per_ip: 0,
+            admin_user: None,
         }
     }
 }

@@ -182,6 +182,15 @@ impl Gateway {
         let cancel = CancellationToken::new();
         let cluster_id = cluster_id(&services.store).await?;
         let log = services.follow_log(cancel.child_token()).await?;
+        if let Some((name, password)) = &config.admin_user {
+            match crate::users::ensure(&services.store, name, password).await {
+                Ok(true) => tracing::info!(user = %name, "administrator created in the user store"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(user = %name, error = %e, "creating the administrator failed")
+                }
+            }
+        }
         // The batcher gets its own token: it must keep flushing while connections drain.
         let batcher_cancel = CancellationToken::new();
         let batcher = Batcher::start(

@@ -258,6 +258,53 @@ async fn alter_once(
     }
 }
 
+/// Creates `name` with SCRAM-SHA-256 and SCRAM-SHA-512 credentials for `password` unless
+/// the user exists (the first administrator, from the command line); true if created.
+pub async fn ensure(store: &SharedStore, name: &str, password: &str) -> Result<bool, UserError> {
+    if store.get(keys::user(name).as_bytes()).await?.is_some() {
+        return Ok(false);
+    }
+    let iterations = MIN_ITERATIONS;
+    let mut alterations = Vec::new();
+    for m in [Mechanism::Sha256, Mechanism::Sha512] {
+        let salt: [u8; 16] = rand::random();
+        let password = password.as_bytes().to_vec();
+        let salted = tokio::task::spawn_blocking(move || {
+            salted_password(m, &password, &salt, iterations as u32)
+        })
+        .await
+        .map_err(|e| UserError::Unacceptable(e.to_string()))?;
+        alterations.push(Alteration::Upsert {
+            mechanism: m.code(),
+            iterations,
+            salt: salt.to_vec(),
+            salted_password: salted,
+        });
+    }
+    match alter(store, name, &alterations).await {
+        Ok(()) => Ok(true),
+        // Another gateway created it meanwhile.
+        Err(UserError::Concurrent) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// PBKDF2 of a password, as a SCRAM client computes it (RFC 5802 `Hi`).
+pub fn salted_password(m: Mechanism, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    match m {
+        Mechanism::Sha256 => {
+            let mut out = vec![0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
+            out
+        }
+        Mechanism::Sha512 => {
+            let mut out = vec![0u8; 64];
+            pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
+            out
+        }
+    }
+}
+
 /// Every user with credentials: name to its credentials' `(mechanism, iterations)`.
 pub async fn list(
     store: &SharedStore,

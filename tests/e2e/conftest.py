@@ -54,8 +54,10 @@ class Sluice:
     started = []
     logs = []
 
-    def __init__(self, data_dir, extra_args=(), env=None, mode="serve"):
+    def __init__(self, data_dir, extra_args=(), env=None, mode="serve", kafka_protocol=None):
         self.data_dir = Path(data_dir)
+        # The Kafka listener's protocol as Kafka names it (SASL_PLAINTEXT, ...); None: PLAINTEXT.
+        self.kafka_protocol = kafka_protocol
         self.extra_args = list(extra_args)
         self.env = dict(os.environ, **(env or {}))
         self.mode = mode
@@ -73,7 +75,7 @@ class Sluice:
         args = [
             str(BIN), self.mode,
             "--data-dir", str(self.data_dir),
-            "--kafka-listen", self.listen["kafka"],
+            "--kafka-listen", (f"{self.kafka_protocol}://" if self.kafka_protocol else "") + self.listen["kafka"],
             "--http-listen", self.listen["http"],
             *(["--mqtt-listen", self.listen["mqtt"]] if self.mode != "compactor" else []),
             "--cache-disk", "64MiB",

@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::authn::{AUTH_TIMEOUT, Auth, MAX_UNAUTHENTICATED_REQUEST};
 use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
 use super::{
@@ -55,6 +56,10 @@ enum ConnError {
     UnsupportedVersion(ApiKey, i16),
     #[error("cannot encode the response: {0}")]
     Encode(#[from] sluice_protocols::kafka::header::EncodeError),
+    #[error("{0:?} before authentication")]
+    Unauthenticated(ApiKey),
+    #[error("not authenticated within {0:?}")]
+    AuthTimeout(std::time::Duration),
 }
 
 /// Connections accepted so far: each gets the next number, which names it in log lines.
@@ -98,19 +103,39 @@ async fn run(
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut eof = false;
+    let mut auth = Auth::new(ctx.config.kafka_sasl);
+    let auth_deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
     loop {
         if eof && pending.is_empty() {
             return Ok(());
         }
         tokio::select! {
             _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
+            _ = tokio::time::sleep_until(auth_deadline), if !auth.is_done() && !eof => {
+                crate::metrics::AUTH_FAILURES.with_label_values(&["kafka", "timeout"]).inc();
+                return Err(ConnError::AuthTimeout(AUTH_TIMEOUT));
+            }
             n = reader.read_buf(&mut buf), if !eof && pending.len() < MAX_IN_FLIGHT => {
                 if n? == 0 {
                     eof = true;
                     continue;
                 }
-                while let Some(frame) = take_frame(&mut buf, ctx.config.max_request_bytes)? {
-                    pending.push_back(start(ctx, frame, conn).await?);
+                loop {
+                    let limit = if auth.is_done() {
+                        ctx.config.max_request_bytes
+                    } else {
+                        MAX_UNAUTHENTICATED_REQUEST
+                    };
+                    let Some(frame) = take_frame(&mut buf, limit)? else {
+                        break;
+                    };
+                    let (request, close) = start(ctx, frame, conn, &mut auth).await?;
+                    pending.push_back(request);
+                    if close {
+                        // A failed authentication: answer it, then close.
+                        eof = true;
+                        break;
+                    }
                 }
             }
             Some(response) = pending.next() => {
@@ -141,7 +166,13 @@ struct Request {
 /// non-idempotent producer with many requests in flight (librdkafka's default) relies on
 /// it; handing batches over from the concurrent futures let their wake-up order decide.
 /// Waiting for the batcher here is also the connection's backpressure.
-async fn start(ctx: &Arc<Ctx>, mut frame: Bytes, conn: ConnInfo) -> Result<Pending, ConnError> {
+/// Also returns whether the connection is to be closed once the request is answered.
+async fn start(
+    ctx: &Arc<Ctx>,
+    mut frame: Bytes,
+    conn: ConnInfo,
+    auth: &mut Auth,
+) -> Result<(Pending, bool), ConnError> {
     let prefix = peek_prefix(&frame)?;
     let Ok(key) = ApiKey::try_from(prefix.api_key) else {
         // Clients probe with ApiVersions first, so an unknown key is a broken peer.
@@ -154,14 +185,37 @@ async fn start(ctx: &Arc<Ctx>, mut frame: Bytes, conn: ConnInfo) -> Result<Pendi
             // client can retry with a version we know.
             let body = api_versions(ResponseError::UnsupportedVersion.code());
             let out = encode_response(prefix.correlation_id, 0, &body, 0)?;
-            return Ok(Box::pin(async move { Ok(Some(out)) }));
+            return Ok((Box::pin(async move { Ok(Some(out)) }), false));
         }
         return Err(ConnError::UnsupportedVersion(key, version));
+    }
+    if !auth.is_done()
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Err(ConnError::Unauthenticated(key));
     }
     let header = decode_header(key, version, &mut frame)?;
     metrics::KAFKA_REQUESTS
         .with_label_values(&[api_name(key)])
         .inc();
+    let cid = header.correlation_id;
+    let header_version = key.response_header_version(version);
+    // The SASL exchange is strictly sequential: served here, in the connection's order.
+    if key == ApiKey::SaslHandshake {
+        let req: SaslHandshakeRequest = body(&mut frame, key, version)?;
+        let resp = auth.handshake(&req, version);
+        let out = encode_response(cid, header_version, &resp, version)?;
+        return Ok((Box::pin(async move { Ok(Some(out)) }), false));
+    }
+    if key == ApiKey::SaslAuthenticate {
+        let req: SaslAuthenticateRequest = body(&mut frame, key, version)?;
+        let (resp, close) = auth.authenticate(ctx, &req, conn).await;
+        let out = encode_response(cid, header_version, &resp, version)?;
+        return Ok((Box::pin(async move { Ok(Some(out)) }), close));
+    }
     let mut request = Request {
         key,
         version,
@@ -177,24 +231,27 @@ async fn start(ctx: &Arc<Ctx>, mut frame: Bytes, conn: ConnInfo) -> Result<Pendi
         };
         let submitted = produce::submit(ctx, req, version, trace).await;
         let ctx = ctx.clone();
-        return Ok(Box::pin(async move {
-            let acks = submitted.acks();
-            let resp = submitted.answer(&ctx).await;
-            let out = if acks == 0 {
-                None
-            } else {
-                Some(encode_response(
-                    request.header.correlation_id,
-                    key.response_header_version(version),
-                    &resp,
-                    version,
-                )?)
-            };
-            observe(&request);
-            Ok(out)
-        }));
+        return Ok((
+            Box::pin(async move {
+                let acks = submitted.acks();
+                let resp = submitted.answer(&ctx).await;
+                let out = if acks == 0 {
+                    None
+                } else {
+                    Some(encode_response(
+                        request.header.correlation_id,
+                        key.response_header_version(version),
+                        &resp,
+                        version,
+                    )?)
+                };
+                observe(&request);
+                Ok(out)
+            }),
+            false,
+        ));
     }
-    Ok(Box::pin(serve(ctx.clone(), request, conn)))
+    Ok((Box::pin(serve(ctx.clone(), request, conn)), false))
 }
 
 fn observe(r: &Request) {
@@ -335,6 +392,8 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::OffsetDelete => "offset_delete",
         ApiKey::DeleteRecords => "delete_records",
+        ApiKey::SaslHandshake => "sasl_handshake",
+        ApiKey::SaslAuthenticate => "sasl_authenticate",
         ApiKey::DescribeTopicPartitions => "describe_topic_partitions",
         ApiKey::AlterConfigs => "alter_configs",
         ApiKey::DescribeUserScramCredentials => "describe_user_scram_credentials",

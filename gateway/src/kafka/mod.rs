@@ -1,6 +1,7 @@
 //! The Kafka protocol: one task per connection, requests pipelined and answered in order.
 
 mod admin;
+mod authn;
 mod authorized;
 mod conn;
 mod delete_records;
@@ -11,6 +12,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod sasl;
 mod scram;
 mod versions;
 

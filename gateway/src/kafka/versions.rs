@@ -37,6 +37,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // SASL (answered with ILLEGAL_SASL_STATE on a listener without it). Handshake v0 is
+    // advertised because librdkafka before 2.2 looks for it, but answered with
+    // UNSUPPORTED_VERSION: its raw tokens travel outside Kafka's framing.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 pub fn supported(key: ApiKey, version: i16) -> bool {

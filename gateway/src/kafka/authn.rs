@@ -1,0 +1,214 @@
+//! A Kafka connection's authentication: on a `SASL_PLAINTEXT` listener a client must
+//! complete SaslHandshake (v1) and SaslAuthenticate before any request but ApiVersions, as
+//! Kafka requires; anything else closes the connection. The mechanisms' state machines
+//! are in [`super::sasl`]; credentials come from the user store.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_metadata::keys;
+use sluice_metadata::records::{ScramCredentialRecord, UserRecord};
+
+use super::conn::ConnInfo;
+use super::sasl::{self, MECHANISMS, SaslError, ScramServer};
+use crate::server::Ctx;
+use crate::users::Mechanism;
+
+/// How long a client on a SASL listener has to authenticate.
+pub const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// The largest request accepted before authentication (Kafka's
+/// `sasl.server.max.receive.size`).
+pub const MAX_UNAUTHENTICATED_REQUEST: usize = 512 << 10;
+
+/// Where a connection is in authenticating.
+pub(crate) enum Auth {
+    /// A listener without SASL: nothing to do.
+    Open,
+    /// Waiting for SaslHandshake.
+    Handshake,
+    /// Mechanism chosen, waiting for the first SaslAuthenticate.
+    Chosen(SaslMechanism),
+    /// A SCRAM exchange waiting for the client's final message.
+    Scram(Box<ScramServer>),
+    /// Authenticated (the user is logged; nothing is authorized by it yet).
+    Authenticated,
+}
+
+/// A SASL mechanism offered by the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaslMechanism {
+    Scram(Mechanism),
+    Plain,
+}
+
+impl Auth {
+    pub fn new(sasl: bool) -> Self {
+        if sasl { Auth::Handshake } else { Auth::Open }
+    }
+
+    /// Whether requests other than ApiVersions and SASL may be served.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Auth::Open | Auth::Authenticated)
+    }
+
+    pub fn handshake(&mut self, req: &SaslHandshakeRequest, version: i16) -> SaslHandshakeResponse {
+        let offered = MECHANISMS
+            .iter()
+            .map(|m| StrBytes::from_static_str(m))
+            .collect();
+        let resp = SaslHandshakeResponse::default().with_mechanisms(offered);
+        if version == 0 {
+            return resp.with_error_code(ResponseError::UnsupportedVersion.code());
+        }
+        if !matches!(self, Auth::Handshake) {
+            // A listener without SASL, or a second handshake.
+            return resp.with_error_code(ResponseError::IllegalSaslState.code());
+        }
+        let chosen = match req.mechanism.as_str() {
+            "PLAIN" => SaslMechanism::Plain,
+            name => match Mechanism::from_name(name) {
+                Some(m) => SaslMechanism::Scram(m),
+                None => {
+                    return resp.with_error_code(ResponseError::UnsupportedSaslMechanism.code());
+                }
+            },
+        };
+        *self = Auth::Chosen(chosen);
+        resp
+    }
+
+    /// Serves one SaslAuthenticate; `true` with the response when the exchange failed and
+    /// the connection is to be closed after it.
+    pub async fn authenticate(
+        &mut self,
+        ctx: &Ctx,
+        req: &SaslAuthenticateRequest,
+        conn: ConnInfo,
+    ) -> (SaslAuthenticateResponse, bool) {
+        let state = std::mem::replace(self, Auth::Handshake);
+        let (result, mechanism) = match state {
+            Auth::Chosen(SaslMechanism::Plain) => (plain(ctx, &req.auth_bytes).await, "PLAIN"),
+            Auth::Chosen(SaslMechanism::Scram(m)) => {
+                match scram_first(ctx, m, &req.auth_bytes).await {
+                    Ok((server, reply)) => {
+                        *self = Auth::Scram(Box::new(server));
+                        return (ok(reply), false);
+                    }
+                    Err(e) => (Err(e), m.name()),
+                }
+            }
+            Auth::Scram(server) => {
+                let user = server.user().to_string();
+                let m = server.mechanism();
+                (
+                    server.finish(&req.auth_bytes).map(|reply| (user, reply)),
+                    m.name(),
+                )
+            }
+            other => {
+                *self = other;
+                return (
+                    SaslAuthenticateResponse::default()
+                        .with_error_code(ResponseError::IllegalSaslState.code())
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "SaslAuthenticate before SaslHandshake",
+                        ))),
+                    true,
+                );
+            }
+        };
+        match result {
+            Ok((user, reply)) => {
+                tracing::debug!(conn = conn.id, peer = ?conn.peer, user, mechanism, "kafka client authenticated");
+                *self = Auth::Authenticated;
+                (ok(reply), false)
+            }
+            Err(e) => {
+                crate::metrics::AUTH_FAILURES
+                    .with_label_values(&["kafka", mechanism])
+                    .inc();
+                tracing::warn!(conn = conn.id, peer = ?conn.peer, mechanism, error = %e, "kafka authentication failed");
+                let resp = SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from_string(format!(
+                        "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
+                    ))));
+                (resp, true)
+            }
+        }
+    }
+}
+
+fn ok(reply: Vec<u8>) -> SaslAuthenticateResponse {
+    // Session lifetime 0: no re-authentication is required (KIP-368).
+    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply))
+}
+
+/// The user's credential of mechanism `m`, if any.
+async fn credential(
+    ctx: &Ctx,
+    user: &str,
+    m: Mechanism,
+) -> Result<Option<ScramCredentialRecord>, SaslError> {
+    let kv = ctx
+        .store
+        .get(keys::user(user).as_bytes())
+        .await
+        .map_err(|_| SaslError::Unavailable)?;
+    let Some(kv) = kv else {
+        return Ok(None);
+    };
+    let record = UserRecord::decode(&kv.value).map_err(|_| SaslError::Unavailable)?;
+    Ok(record.scram.into_iter().find(|c| c.mechanism == m.name()))
+}
+
+async fn scram_first(
+    ctx: &Ctx,
+    m: Mechanism,
+    token: &[u8],
+) -> Result<(ScramServer, Vec<u8>), SaslError> {
+    let first = sasl::client_first(token)?;
+    let credential = credential(ctx, &first.user, m).await?;
+    // Letters and digits only: librdkafka 2.0 mangles a nonce holding base64's '+' or '/'.
+    let nonce: [u8; 16] = rand::random();
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let fake_salt = fake_salt(&first.user);
+    Ok(ScramServer::start(m, first, credential, &nonce, &fake_salt))
+}
+
+/// PLAIN: the password checked against the user's SCRAM-SHA-512 or SCRAM-SHA-256
+/// credential.
+async fn plain(ctx: &Ctx, token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
+    let (user, password) = sasl::plain(token)?;
+    for m in [Mechanism::Sha512, Mechanism::Sha256] {
+        if let Some(c) = credential(ctx, &user, m).await? {
+            let matches =
+                tokio::task::spawn_blocking(move || sasl::password_matches(m, &c, &password))
+                    .await
+                    .unwrap_or(false);
+            return if matches {
+                Ok((user, Vec::new()))
+            } else {
+                Err(SaslError::BadCredentials)
+            };
+        }
+    }
+    Err(SaslError::BadCredentials)
+}
+
+/// A salt for a user without credentials, the same each time within this process, so a
+/// client cannot tell unknown users from known ones by their salt changing.
+fn fake_salt(user: &str) -> Vec<u8> {
+    use hmac::Mac;
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key)
+        .expect("invariant: HMAC takes keys of any length");
+    mac.update(user.as_bytes());
+    mac.finalize().into_bytes()[..16].to_vec()
+}
