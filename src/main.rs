@@ -55,10 +55,7 @@ fn main() -> Result<()> {
                 topic,
                 admin_token_file,
             } => {
-                let token = admin_token_file
-                    .as_deref()
-                    .map(read_admin_token)
-                    .transpose()?;
+                let token = admin_token_file.as_deref().map(read_secret).transpose()?;
                 compact(&server, topic.as_deref(), token.as_deref()).await
             }
             Command::MqttPassword { iterations } => {
@@ -178,7 +175,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     let admin_token = args
         .admin_token_file
         .as_deref()
-        .map(read_admin_token)
+        .map(read_secret)
         .transpose()?;
     if role == Role::Compactor {
         let node = uuid::Uuid::new_v4().simple().to_string();
@@ -217,7 +214,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
                     &args.admin_password_file,
                     std::env::var("SLUICE_ADMIN_PASSWORD"),
                 ) {
-                    (Some(path), _) => read_admin_token(path)?.to_string(),
+                    (Some(path), _) => read_secret(path)?.to_string(),
                     (None, Ok(p)) if !p.is_empty() => p,
                     _ => anyhow::bail!(
                         "--admin-user needs a password: SLUICE_ADMIN_PASSWORD or --admin-password-file"
@@ -278,7 +275,7 @@ async fn shutdown_signal() {
 
 /// `sluice compact`: POST /admin/compact and print the answer.
 /// A secret in a file (surrounding white space ignored); an empty file is an error.
-fn read_admin_token(path: &std::path::Path) -> Result<Arc<str>> {
+fn read_secret(path: &std::path::Path) -> Result<Arc<str>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading a secret from {}", path.display()))?;
     let token = text.trim();
@@ -292,7 +289,7 @@ fn read_admin_token(path: &std::path::Path) -> Result<Arc<str>> {
 
 /// The cluster secret in a file (surrounding white space ignored); at least 16 bytes.
 fn read_cluster_secret(path: &std::path::Path) -> Result<Arc<[u8]>> {
-    let secret = read_admin_token(path)?;
+    let secret = read_secret(path)?;
     anyhow::ensure!(
         secret.len() >= 16,
         "the cluster secret in {} is shorter than 16 bytes",

@@ -67,11 +67,7 @@ impl Cluster {
 
     /// Applies a change under `gateways/`.
     fn written(&self, key: &[u8], value: &[u8], present: bool) {
-        let Some(id) = key
-            .strip_prefix(keys::GATEWAYS_PREFIX.as_bytes())
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| k.parse::<i32>().ok())
-        else {
+        let Some(id) = keys::parse_gateway(key) else {
             return;
         };
         let node = if present {
@@ -115,6 +111,11 @@ pub fn leader(candidates: &[Node], topic: Uuid, partition: u32) -> Option<&Node>
     candidates
         .iter()
         .max_by_key(|n| (mix(key ^ (n.id as u32 as u64)), n.id))
+}
+
+/// The leader's node id as Kafka responses carry it (-1: no candidates).
+pub fn leader_id(candidates: &[Node], topic: Uuid, partition: u32) -> i32 {
+    leader(candidates, topic, partition).map_or(-1, |n| n.id)
 }
 
 /// MurmurHash3's 64-bit finalizer: a fixed, well-mixed function of its input, the same on

@@ -14,12 +14,10 @@ pub struct PerIp {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
-/// Holds one connection's place; gives it back when dropped.
+/// Holds one connection's place; gives it back when dropped. Without a limit nothing is
+/// counted.
 #[derive(Debug)]
-pub struct Slot {
-    owner: Arc<PerIp>,
-    ip: IpAddr,
-}
+pub struct Slot(Option<(Arc<PerIp>, IpAddr)>);
 
 impl PerIp {
     pub fn new(limit: usize) -> Arc<Self> {
@@ -31,26 +29,29 @@ impl PerIp {
 
     /// A place for a new connection from `ip`, or `None` when it has `limit` open.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        if self.limit == 0 {
+            return Some(Slot(None));
+        }
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_insert(0);
-        if self.limit > 0 && *n >= self.limit {
+        if *n >= self.limit {
             return None;
         }
         *n += 1;
-        Some(Slot {
-            owner: self.clone(),
-            ip,
-        })
+        Some(Slot(Some((self.clone(), ip))))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
+        let Some((owner, ip)) = &self.0 else {
+            return;
+        };
+        let mut open = owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(ip) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(ip);
             }
         }
     }

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use kafka_protocol::ResponseError;
 use sha2::{Digest, Sha256, Sha512};
 use sluice_metadata::records::{ScramCredentialRecord, USER_VERSION, UserRecord};
-use sluice_metadata::{Compare, MetaError, SharedStore, Txn, TxnOp, keys};
+use sluice_metadata::{Compare, MetaError, Revision, SharedStore, Txn, TxnOp, keys};
 
 /// Kafka's bounds on SCRAM iterations.
 pub const MIN_ITERATIONS: i32 = 4096;
@@ -52,23 +52,54 @@ impl Mechanism {
     }
 }
 
-/// `(StoredKey, ServerKey)` from a salted password (RFC 5802 section 3).
-pub fn scram_keys(m: Mechanism, salted_password: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    macro_rules! keys {
-        ($d:ty) => {{
-            let hmac = |msg: &[u8]| {
-                let mut mac = Hmac::<$d>::new_from_slice(salted_password)
+impl Mechanism {
+    /// HMAC with this mechanism's hash.
+    pub fn hmac(self, key: &[u8], msg: &[u8]) -> Vec<u8> {
+        macro_rules! run {
+            ($d:ty) => {{
+                let mut mac = Hmac::<$d>::new_from_slice(key)
                     .expect("invariant: HMAC takes keys of any length");
                 mac.update(msg);
                 mac.finalize().into_bytes().to_vec()
-            };
-            let client_key = hmac(b"Client Key");
-            (<$d>::digest(&client_key).to_vec(), hmac(b"Server Key"))
-        }};
+            }};
+        }
+        match self {
+            Mechanism::Sha256 => run!(Sha256),
+            Mechanism::Sha512 => run!(Sha512),
+        }
     }
-    match m {
-        Mechanism::Sha256 => keys!(Sha256),
-        Mechanism::Sha512 => keys!(Sha512),
+
+    /// This mechanism's hash.
+    pub fn hash(self, b: &[u8]) -> Vec<u8> {
+        match self {
+            Mechanism::Sha256 => Sha256::digest(b).to_vec(),
+            Mechanism::Sha512 => Sha512::digest(b).to_vec(),
+        }
+    }
+
+    /// PBKDF2 of a password, as a SCRAM client computes it (RFC 5802 `Hi`).
+    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+        match self {
+            Mechanism::Sha256 => {
+                let mut out = vec![0u8; 32];
+                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
+                out
+            }
+            Mechanism::Sha512 => {
+                let mut out = vec![0u8; 64];
+                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
+                out
+            }
+        }
+    }
+
+    /// `(StoredKey, ServerKey)` from a salted password (RFC 5802 section 3).
+    pub fn scram_keys(self, salted_password: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let client_key = self.hmac(salted_password, b"Client Key");
+        (
+            self.hash(&client_key),
+            self.hmac(salted_password, b"Server Key"),
+        )
     }
 }
 
@@ -188,13 +219,8 @@ async fn alter_once(
     alterations: &[Alteration],
 ) -> Result<(), UserError> {
     let key = keys::user(name);
-    let current = store.get(key.as_bytes()).await?;
-    let (mut record, compare) = match &current {
-        Some(kv) => (
-            UserRecord::decode(&kv.value)
-                .map_err(|e| UserError::Unacceptable(format!("stored user record: {e}")))?,
-            Compare::mod_revision(key.clone(), kv.mod_revision),
-        ),
+    let (mut record, compare) = match read(store, name).await? {
+        Some((record, revision)) => (record, Compare::mod_revision(key.clone(), revision)),
         None => (
             UserRecord {
                 v: USER_VERSION,
@@ -223,7 +249,7 @@ async fn alter_once(
                 salted_password,
                 ..
             } => {
-                let (stored_key, server_key) = scram_keys(m, salted_password);
+                let (stored_key, server_key) = m.scram_keys(salted_password);
                 let credential = ScramCredentialRecord {
                     mechanism: m.name().into(),
                     iterations: *iterations as u32,
@@ -270,7 +296,7 @@ pub async fn ensure(store: &SharedStore, name: &str, password: &str) -> Result<b
         let salt: [u8; 16] = rand::random();
         let password = password.as_bytes().to_vec();
         let salted = tokio::task::spawn_blocking(move || {
-            salted_password(m, &password, &salt, iterations as u32)
+            m.salted_password(&password, &salt, iterations as u32)
         })
         .await
         .map_err(|e| UserError::Unacceptable(e.to_string()))?;
@@ -286,22 +312,6 @@ pub async fn ensure(store: &SharedStore, name: &str, password: &str) -> Result<b
         // Another gateway created it meanwhile.
         Err(UserError::Concurrent) => Ok(false),
         Err(e) => Err(e),
-    }
-}
-
-/// PBKDF2 of a password, as a SCRAM client computes it (RFC 5802 `Hi`).
-pub fn salted_password(m: Mechanism, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-    match m {
-        Mechanism::Sha256 => {
-            let mut out = vec![0u8; 32];
-            pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
-            out
-        }
-        Mechanism::Sha512 => {
-            let mut out = vec![0u8; 64];
-            pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
-            out
-        }
     }
 }
 
@@ -324,17 +334,36 @@ pub async fn list(
     Ok(out)
 }
 
+/// A user's record and the revision it was last written at; `None` for no such user.
+async fn read(
+    store: &SharedStore,
+    name: &str,
+) -> Result<Option<(UserRecord, Revision)>, UserError> {
+    let Some(kv) = store.get(keys::user(name).as_bytes()).await? else {
+        return Ok(None);
+    };
+    let record = UserRecord::decode(&kv.value)
+        .map_err(|e| UserError::Unacceptable(format!("stored user record: {e}")))?;
+    Ok(Some((record, kv.mod_revision)))
+}
+
 /// One user's credentials, or `None` when the user has none.
 pub async fn describe(
     store: &SharedStore,
     name: &str,
 ) -> Result<Option<Vec<(Mechanism, u32)>>, UserError> {
-    let Some(kv) = store.get(keys::user(name).as_bytes()).await? else {
-        return Ok(None);
-    };
-    let r = UserRecord::decode(&kv.value)
-        .map_err(|e| UserError::Unacceptable(format!("stored user record: {e}")))?;
-    Ok(Some(credentials(&r)))
+    Ok(read(store, name).await?.map(|(r, _)| credentials(&r)))
+}
+
+/// A user's credential of mechanism `m`, if the user has one.
+pub async fn credential(
+    store: &SharedStore,
+    name: &str,
+    m: Mechanism,
+) -> Result<Option<ScramCredentialRecord>, UserError> {
+    Ok(read(store, name)
+        .await?
+        .and_then(|(r, _)| r.scram.into_iter().find(|c| c.mechanism == m.name())))
 }
 
 fn credentials(r: &UserRecord) -> Vec<(Mechanism, u32)> {
@@ -361,9 +390,8 @@ mod tests {
             0x5b, 0x6d, 0x99, 0x68, 0x9d, 0x12, 0x35, 0x8e, 0xec, 0xa0, 0x4b, 0x14, 0x12, 0x36,
             0xfa, 0x81,
         ];
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(b"pencil", &salt, 4096, &mut salted);
-        let (stored, server) = scram_keys(Mechanism::Sha256, &salted);
+        let salted = Mechanism::Sha256.salted_password(b"pencil", &salt, 4096);
+        let (stored, server) = Mechanism::Sha256.scram_keys(&salted);
         assert_eq!(hex(&stored), STORED_KEY_256);
         assert_eq!(hex(&server), SERVER_KEY_256);
     }

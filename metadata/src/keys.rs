@@ -134,6 +134,14 @@ pub fn gateway(node_id: i32) -> String {
     format!("{GATEWAYS_PREFIX}{node_id}")
 }
 
+/// The node id of a `gateways/<node id>` key.
+pub fn parse_gateway(key: &[u8]) -> Option<i32> {
+    std::str::from_utf8(key.strip_prefix(GATEWAYS_PREFIX.as_bytes())?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
 
-from conftest import FAST_GROUPS, Sluice, wait_for
+from conftest import FAST_GROUPS, wait_for
 from conftest import gateways as start_gateways
 
 NODE_DIR = Path(__file__).parent / "node"

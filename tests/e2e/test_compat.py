@@ -16,7 +16,7 @@ from kafka.admin import KafkaAdminClient
 
 from conftest import FAST_GROUPS, Sluice
 from readers import with_kafka_python, with_kafkajs, with_librdkafka
-from records import PARTITIONS, check, record
+from records import PARTITIONS, check
 from test_confluent_kafka import produce
 
 TOPIC = ConfigResource.Type.TOPIC

@@ -2,6 +2,7 @@
 once (Kafka and MQTT listeners share the count), counted, and a closed connection frees
 its place."""
 
+import socket
 import struct
 
 from conftest import Sluice, wait_for
@@ -24,7 +25,6 @@ def test_connections_over_the_limit_are_closed(tmp_dir):
     assert server.metric('sluice_connections_refused_total{listener="kafka",reason="per_ip_limit"}') == 1
     # The MQTT listener counts against the same limit.
     host, port = server.mqtt.rsplit(":", 1)
-    import socket  # noqa: PLC0415
     mqtt = socket.create_connection((host, int(port)), timeout=10)
     assert closed_by_server(mqtt)
     assert server.metric('sluice_connections_refused_total{listener="mqtt",reason="per_ip_limit"}') == 1

@@ -143,13 +143,19 @@ fn manual_partitions(
             ));
         }
     }
-    let replicas: Vec<Vec<i32>> = assignments
-        .iter()
-        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
-        .collect();
+    let rf = check_replicas(ctx, assignments.iter().map(|a| &a.broker_ids[..]), true)?;
+    Ok(Some((assignments.len() as i32, rf)))
+}
+
+/// Replica lists checked against the live gateways ([`topics::check_assignment`]).
+fn check_replicas<'a>(
+    ctx: &Ctx,
+    lists: impl Iterator<Item = &'a [BrokerId]>,
+    uniform: bool,
+) -> Result<i16, TopicError> {
+    let replicas: Vec<Vec<i32>> = lists.map(|l| l.iter().map(|b| b.0).collect()).collect();
     let live: Vec<i32> = ctx.cluster.nodes().iter().map(|n| n.id).collect();
-    let rf = topics::check_assignment(&live, &replicas, true)?;
-    Ok(Some((replicas.len() as i32, rf)))
+    topics::check_assignment(&live, &replicas, uniform)
 }
 
 pub async fn delete_topics(
@@ -230,22 +236,17 @@ fn new_partitions_assignment(
         })
         .ok_or_else(|| TopicError::Unknown(t.name.0.to_string()))?;
     let added = t.count - current;
-    if added > 0 && assignments.len() as i32 != added {
+    if added <= 0 {
+        // The count check reports this case.
+        return Ok(());
+    }
+    if assignments.len() as i32 != added {
         return Err(TopicError::InvalidReplicaAssignment(format!(
             "increasing the number of partitions by {added} but {} assignments provided",
             assignments.len()
         )));
     }
-    if added <= 0 {
-        // The count check reports this case.
-        return Ok(());
-    }
-    let replicas: Vec<Vec<i32>> = assignments
-        .iter()
-        .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
-        .collect();
-    let live: Vec<i32> = ctx.cluster.nodes().iter().map(|n| n.id).collect();
-    topics::check_assignment(&live, &replicas, false).map(|_| ())
+    check_replicas(ctx, assignments.iter().map(|a| &a.broker_ids[..]), false).map(|_| ())
 }
 
 /// A broker config as DescribeConfigs shows it.

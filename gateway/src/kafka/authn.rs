@@ -11,8 +11,7 @@ use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use sluice_metadata::keys;
-use sluice_metadata::records::{ScramCredentialRecord, UserRecord};
+use sluice_metadata::records::ScramCredentialRecord;
 
 use super::conn::ConnInfo;
 use super::sasl::{self, MECHANISMS, SaslError, ScramServer};
@@ -155,16 +154,9 @@ async fn credential(
     user: &str,
     m: Mechanism,
 ) -> Result<Option<ScramCredentialRecord>, SaslError> {
-    let kv = ctx
-        .store
-        .get(keys::user(user).as_bytes())
+    crate::users::credential(&ctx.store, user, m)
         .await
-        .map_err(|_| SaslError::Unavailable)?;
-    let Some(kv) = kv else {
-        return Ok(None);
-    };
-    let record = UserRecord::decode(&kv.value).map_err(|_| SaslError::Unavailable)?;
-    Ok(record.scram.into_iter().find(|c| c.mechanism == m.name()))
+        .map_err(|_| SaslError::Unavailable)
 }
 
 async fn scram_first(

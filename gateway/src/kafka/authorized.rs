@@ -23,16 +23,17 @@ const DESCRIBE_TOKENS: i32 = 14;
 /// The value that says "not requested".
 pub const NOT_REQUESTED: i32 = i32::MIN;
 
-fn bits(ops: &[i32]) -> i32 {
+/// The bit set of `ops`, or [`NOT_REQUESTED`].
+fn answer(requested: bool, ops: &[i32]) -> i32 {
+    if !requested {
+        return NOT_REQUESTED;
+    }
     ops.iter().fold(0, |acc, op| acc | (1 << op))
 }
 
 /// What Kafka's topic resource supports.
 pub fn topic(requested: bool) -> i32 {
-    if !requested {
-        return NOT_REQUESTED;
-    }
-    bits(&[
+    let ops = [
         READ,
         WRITE,
         CREATE,
@@ -41,23 +42,18 @@ pub fn topic(requested: bool) -> i32 {
         DESCRIBE,
         DESCRIBE_CONFIGS,
         ALTER_CONFIGS,
-    ])
+    ];
+    answer(requested, &ops)
 }
 
 /// What Kafka's group resource supports.
 pub fn group(requested: bool) -> i32 {
-    if !requested {
-        return NOT_REQUESTED;
-    }
-    bits(&[READ, DELETE, DESCRIBE])
+    answer(requested, &[READ, DELETE, DESCRIBE])
 }
 
 /// What Kafka's cluster resource supports.
 pub fn cluster(requested: bool) -> i32 {
-    if !requested {
-        return NOT_REQUESTED;
-    }
-    bits(&[
+    let ops = [
         CREATE,
         ALTER,
         DESCRIBE,
@@ -67,7 +63,8 @@ pub fn cluster(requested: bool) -> i32 {
         IDEMPOTENT_WRITE,
         CREATE_TOKENS,
         DESCRIBE_TOKENS,
-    ])
+    ];
+    answer(requested, &ops)
 }
 
 #[cfg(test)]

@@ -185,7 +185,7 @@ async fn start(
             // client can retry with a version we know.
             let body = api_versions(ResponseError::UnsupportedVersion.code());
             let out = encode_response(prefix.correlation_id, 0, &body, 0)?;
-            return Ok((Box::pin(async move { Ok(Some(out)) }), false));
+            return Ok((ready(out), false));
         }
         return Err(ConnError::UnsupportedVersion(key, version));
     }
@@ -208,13 +208,13 @@ async fn start(
         let req: SaslHandshakeRequest = body(&mut frame, key, version)?;
         let resp = auth.handshake(&req, version);
         let out = encode_response(cid, header_version, &resp, version)?;
-        return Ok((Box::pin(async move { Ok(Some(out)) }), false));
+        return Ok((ready(out), false));
     }
     if key == ApiKey::SaslAuthenticate {
         let req: SaslAuthenticateRequest = body(&mut frame, key, version)?;
         let (resp, close) = auth.authenticate(ctx, &req, conn).await;
         let out = encode_response(cid, header_version, &resp, version)?;
-        return Ok((Box::pin(async move { Ok(Some(out)) }), close));
+        return Ok((ready(out), close));
     }
     let mut request = Request {
         key,
@@ -227,7 +227,7 @@ async fn start(
         let req: ProduceRequest = body(&mut request.frame, key, version)?;
         let trace = produce::Trace {
             conn: conn.id,
-            correlation_id: request.header.correlation_id,
+            correlation_id: cid,
         };
         let submitted = produce::submit(ctx, req, version, trace).await;
         let ctx = ctx.clone();
@@ -238,12 +238,7 @@ async fn start(
                 let out = if acks == 0 {
                     None
                 } else {
-                    Some(encode_response(
-                        request.header.correlation_id,
-                        key.response_header_version(version),
-                        &resp,
-                        version,
-                    )?)
+                    Some(encode_response(cid, header_version, &resp, version)?)
                 };
                 observe(&request);
                 Ok(out)
@@ -252,6 +247,11 @@ async fn start(
         ));
     }
     Ok((Box::pin(serve(ctx.clone(), request, conn)), false))
+}
+
+/// A response already encoded.
+fn ready(out: Bytes) -> Pending {
+    Box::pin(async move { Ok(Some(out)) })
 }
 
 fn observe(r: &Request) {

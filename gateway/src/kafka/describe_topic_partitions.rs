@@ -78,7 +78,7 @@ pub async fn handle(
         let end = count.min(start.saturating_add(budget as i32));
         let partitions = (start..end)
             .map(|i| {
-                let node = BrokerId(cluster::leader(&nodes, id, i as u32).map_or(-1, |n| n.id));
+                let node = BrokerId(cluster::leader_id(&nodes, id, i as u32));
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(i)
                     .with_leader_id(node)

@@ -31,9 +31,7 @@ fn describe(nodes: &[Node], t: &TopicState, version: i16, ops: bool) -> Metadata
         .with_partitions(
             (0..t.partitions.len() as i32)
                 .map(|i| {
-                    let node = BrokerId(
-                        cluster::leader(nodes, t.record.id, i as u32).map_or(-1, |n| n.id),
-                    );
+                    let node = BrokerId(cluster::leader_id(nodes, t.record.id, i as u32));
                     MetadataResponsePartition::default()
                         .with_partition_index(i)
                         .with_leader_id(node)

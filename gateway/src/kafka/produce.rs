@@ -276,9 +276,11 @@ pub(crate) async fn submit(
             conn = trace.conn,
             correlation_id = trace.correlation_id,
             acks = req.acks,
-            partitions = %submitted.describe(|p| match p {
-                Part::Answered(r) => format!("error {}", r.error_code),
-                Part::Waiting { bytes, .. } => format!("{bytes} bytes"),
+            partitions = %partition_list(&submitted.topics, |p| match p {
+                Part::Answered(r) => (r.index, format!("error {}", r.error_code)),
+                Part::Waiting {
+                    response, bytes, ..
+                } => (response.index, format!("{bytes} bytes")),
             }),
             "produce request submitted"
         );
@@ -289,24 +291,6 @@ pub(crate) async fn submit(
 impl Submitted {
     pub(crate) fn acks(&self) -> i16 {
         self.acks
-    }
-
-    /// `topic-partition: what` for every partition, in request order.
-    fn describe(&self, what: impl Fn(&Part) -> String) -> String {
-        let mut out = String::new();
-        for (name, parts) in &self.topics {
-            for p in parts {
-                let index = match p {
-                    Part::Answered(r) => r.index,
-                    Part::Waiting { response, .. } => response.index,
-                };
-                if !out.is_empty() {
-                    out.push_str(", ");
-                }
-                out.push_str(&format!("{}-{index}: {}", name.0, what(p)));
-            }
-        }
-        out
     }
 
     /// Waits for every batch and builds the response.
@@ -343,18 +327,13 @@ impl Submitted {
             topics.push((name, partitions));
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let mut results = String::new();
-            for (name, partitions) in &topics {
-                for r in partitions {
-                    if !results.is_empty() {
-                        results.push_str(", ");
-                    }
-                    results.push_str(&match ResponseError::try_from_code(r.error_code) {
-                        None => format!("{}-{}: offset {}", name.0, r.index, r.base_offset),
-                        Some(e) => format!("{}-{}: {e:?}", name.0, r.index),
-                    });
-                }
-            }
+            let results = partition_list(&topics, |r: &PartitionProduceResponse| {
+                let what = match ResponseError::try_from_code(r.error_code) {
+                    None => format!("offset {}", r.base_offset),
+                    Some(e) => format!("{e:?}"),
+                };
+                (r.index, what)
+            });
             tracing::debug!(
                 conn = trace.conn,
                 correlation_id = trace.correlation_id,
@@ -375,6 +354,21 @@ impl Submitted {
                 .collect(),
         )
     }
+}
+
+/// `topic-partition: what` for every partition, in request order, for log lines.
+fn partition_list<T>(topics: &[(TopicName, Vec<T>)], show: impl Fn(&T) -> (i32, String)) -> String {
+    let show = &show;
+    topics
+        .iter()
+        .flat_map(|(name, parts)| {
+            parts.iter().map(move |p| {
+                let (index, what) = show(p);
+                format!("{}-{index}: {what}", name.0)
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn answer_partition(

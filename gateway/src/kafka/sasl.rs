@@ -5,8 +5,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256, Sha512};
 use sluice_metadata::records::ScramCredentialRecord;
 
 use crate::users::Mechanism;
@@ -27,31 +25,9 @@ pub enum SaslError {
     Unavailable,
 }
 
-fn hmac(m: Mechanism, key: &[u8], msg: &[u8]) -> Vec<u8> {
-    macro_rules! run {
-        ($d:ty) => {{
-            let mut mac =
-                Hmac::<$d>::new_from_slice(key).expect("invariant: HMAC takes keys of any length");
-            mac.update(msg);
-            mac.finalize().into_bytes().to_vec()
-        }};
-    }
-    match m {
-        Mechanism::Sha256 => run!(Sha256),
-        Mechanism::Sha512 => run!(Sha512),
-    }
-}
-
-fn hash(m: Mechanism, b: &[u8]) -> Vec<u8> {
-    match m {
-        Mechanism::Sha256 => Sha256::digest(b).to_vec(),
-        Mechanism::Sha512 => Sha512::digest(b).to_vec(),
-    }
-}
-
-/// Equal in constant time (for equal lengths).
+/// Equal, in time that does not depend on where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// A SCRAM `saslname`: `=2C` and `=3D` stand for `,` and `=`.
@@ -201,7 +177,7 @@ impl ScramServer {
         let credential = self.credential.ok_or(SaslError::BadCredentials)?;
         let auth_message = format!("{},{},{without_proof}", self.first.bare, self.server_first);
         let m = self.mechanism;
-        let client_signature = hmac(m, &credential.stored_key, auth_message.as_bytes());
+        let client_signature = m.hmac(&credential.stored_key, auth_message.as_bytes());
         if proof.len() != client_signature.len() {
             return Err(SaslError::BadCredentials);
         }
@@ -210,10 +186,10 @@ impl ScramServer {
             .zip(&client_signature)
             .map(|(a, b)| a ^ b)
             .collect();
-        if !same(&hash(m, &client_key), &credential.stored_key) {
+        if !same(&m.hash(&client_key), &credential.stored_key) {
             return Err(SaslError::BadCredentials);
         }
-        let server_signature = hmac(m, &credential.server_key, auth_message.as_bytes());
+        let server_signature = m.hmac(&credential.server_key, auth_message.as_bytes());
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
     }
 }
@@ -238,9 +214,8 @@ pub fn plain(token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
 
 /// Whether `password` is the one a SCRAM credential was made from.
 pub fn password_matches(m: Mechanism, credential: &ScramCredentialRecord, password: &[u8]) -> bool {
-    let salted =
-        crate::users::salted_password(m, password, &credential.salt, credential.iterations);
-    let (stored_key, _) = crate::users::scram_keys(m, &salted);
+    let salted = m.salted_password(password, &credential.salt, credential.iterations);
+    let (stored_key, _) = m.scram_keys(&salted);
     same(&stored_key, &credential.stored_key)
 }
 
@@ -251,9 +226,8 @@ mod tests {
     /// RFC 7677's example exchange, byte for byte.
     fn rfc7677_credential() -> ScramCredentialRecord {
         let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").expect("base64");
-        let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<Sha256>(b"pencil", &salt, 4096, &mut salted);
-        let (stored_key, server_key) = crate::users::scram_keys(Mechanism::Sha256, &salted);
+        let salted = Mechanism::Sha256.salted_password(b"pencil", &salt, 4096);
+        let (stored_key, server_key) = Mechanism::Sha256.scram_keys(&salted);
         ScramCredentialRecord {
             mechanism: "SCRAM-SHA-256".into(),
             iterations: 4096,

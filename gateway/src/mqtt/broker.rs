@@ -426,12 +426,7 @@ impl Broker {
             let live: std::collections::HashSet<i32> = gateways
                 .kvs
                 .iter()
-                .filter_map(|kv| {
-                    std::str::from_utf8(kv.key.strip_prefix(keys::GATEWAYS_PREFIX.as_bytes())?)
-                        .ok()?
-                        .parse()
-                        .ok()
-                })
+                .filter_map(|kv| keys::parse_gateway(&kv.key))
                 .collect();
             // Only the smallest registered gateway sweeps (and only while registered).
             if live.iter().min() != Some(&ctx.node_id) {

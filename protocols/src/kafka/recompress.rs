@@ -36,7 +36,7 @@ impl Codec {
 
 /// `batch` (exactly one validated batch) with its records compressed by `codec`, or
 /// `None` when it already uses that codec.
-pub fn recompress(batch: &[u8], codec: Codec) -> Result<Option<Bytes>, RecordsError> {
+pub fn recompress(batch: &Bytes, codec: Codec) -> Result<Option<Bytes>, RecordsError> {
     let info = batch::read_header(batch, 0)?;
     if info.size != batch.len() {
         return Err(RecordsError::Malformed("bytes left over after the batch"));
@@ -44,10 +44,7 @@ pub fn recompress(batch: &[u8], codec: Codec) -> Result<Option<Bytes>, RecordsEr
     if info.compression() == codec.id() {
         return Ok(None);
     }
-    let raw = decompress(
-        info.compression(),
-        Bytes::copy_from_slice(&batch[HEADER_SIZE..]),
-    )?;
+    let raw = decompress(info.compression(), batch.slice(HEADER_SIZE..))?;
     let mut out = BytesMut::with_capacity(HEADER_SIZE + raw.len() / 2 + 64);
     out.extend_from_slice(&batch[..HEADER_SIZE]);
     compress(codec, &raw, &mut out)?;
@@ -197,6 +194,6 @@ mod tests {
     #[test]
     fn a_truncated_batch_is_an_error() {
         let b = batch(0);
-        assert!(recompress(&b[..b.len() - 3], Codec::Zstd(3)).is_err());
+        assert!(recompress(&b.slice(..b.len() - 3), Codec::Zstd(3)).is_err());
     }
 }
