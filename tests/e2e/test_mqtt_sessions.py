@@ -159,6 +159,24 @@ def raw_connect(addr, client_id, clean, expiry, will=None):
     return s, bool(body[0] & 1)
 
 
+def test_a_session_is_settled_before_its_client_id_connects_again(sluice):
+    """DISCONNECT, close, connect again at once: a session that ended with its
+    connection is never resumed, one that outlives it always is."""
+    for i in range(40):
+        for expiry, kept in ((0, False), (600, True)):
+            cid = f"again-{expiry}-{i}"
+            s, present = raw_connect(sluice.mqtt, cid, True, expiry)
+            assert not present
+            s.sendall(b"\x82" + varint(2 + 1 + 2 + 5 + 1) + b"\x00\x01\x00" + utf8("agn/#") + b"\x01")
+            assert read_packet(s)[0] == 9
+            s.sendall(b"\xe0\x00")
+            s.close()
+            s, present = raw_connect(sluice.mqtt, cid, False, expiry)
+            assert present is kept, (cid, present)
+            s.sendall(b"\xe0\x00")
+            s.close()
+
+
 def parse_publish(flags, body):
     """(qos, dup, topic, packet id, payload) of a 5.0 PUBLISH body."""
     qos, dup = (flags >> 1) & 3, bool(flags & 8)

@@ -125,8 +125,11 @@ pub struct Live {
     outbox: mpsc::Sender<Box<Delivery>>,
     /// Ends the connection (takeover).
     pub token: CancellationToken,
-    /// Who took the session over, once someone did.
-    claim: Mutex<Option<Claim>>,
+    /// Who took the session over, once someone did; `ending` once the connection has
+    /// asked (a claim made later finds the session in the store once it is `finished`).
+    claim: Mutex<ClaimSlot>,
+    /// Cancelled once the connection's session is handed over, saved or removed.
+    finished: CancellationToken,
     /// The revision of this connection's claim on its session record (0 until written);
     /// claims by others older than it are stale.
     claimed_at: AtomicI64,
@@ -136,6 +139,12 @@ pub struct Live {
     /// where it stands in them; the live tail skips it there.
     catchup: Mutex<HashMap<String, TopicPosition>>,
     catchup_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+#[derive(Debug, Default)]
+struct ClaimSlot {
+    claim: Option<Claim>,
+    ending: bool,
 }
 
 /// Who took a session over from a live connection.
@@ -164,14 +173,31 @@ impl Live {
         if let Some((owner, revision)) = pending
             && revision > claimed_at
         {
-            lock(&self.claim).get_or_insert(Claim::Remote { owner, revision });
+            let mut slot = lock(&self.claim);
+            if !slot.ending {
+                slot.claim.get_or_insert(Claim::Remote { owner, revision });
+            }
+            drop(slot);
             self.token.cancel();
         }
     }
 
     /// Who took the session over, if anyone did; asked once, when the connection ends.
     pub fn take_claim(&self) -> Option<Claim> {
-        lock(&self.claim).take()
+        let mut slot = lock(&self.claim);
+        slot.ending = true;
+        slot.claim.take()
+    }
+
+    /// Hands the session to a connection on this gateway, unless this connection has
+    /// already begun to end (then its session is in the store once it has `finished`).
+    fn offer_claim(&self, claim: Claim) -> bool {
+        let mut slot = lock(&self.claim);
+        if slot.ending {
+            return false;
+        }
+        slot.claim = Some(claim);
+        true
     }
 }
 
@@ -247,7 +273,8 @@ impl Broker {
             client_id: client_id.to_string(),
             outbox: tx,
             token: CancellationToken::new(),
-            claim: Mutex::new(None),
+            claim: Mutex::new(ClaimSlot::default()),
+            finished: CancellationToken::new(),
             claimed_at: AtomicI64::new(0),
             remote_claim: Mutex::new(None),
             catchup: Mutex::new(HashMap::new()),
@@ -274,19 +301,23 @@ impl Broker {
     ) -> Result<Option<SessionRecord>, String> {
         let key = keys::mqtt_session(&live.client_id);
         let mut state = None;
-        let local = previous.is_some();
+        let mut handed = false;
         if let Some(prev) = previous {
             let (tx, rx) = oneshot::channel();
-            *lock(&prev.claim) = Some(Claim::Local(owner.resume.then_some(tx)));
+            handed = prev.offer_claim(Claim::Local(owner.resume.then_some(tx)));
             prev.token.cancel();
-            if owner.resume {
+            if handed && owner.resume {
                 state = tokio::time::timeout(HANDOFF, rx)
                     .await
                     .ok()
                     .and_then(Result::ok);
+            } else if !handed {
+                // The connection was already ending on its own: its session is saved
+                // (or removed) once it has finished.
+                let _ = tokio::time::timeout(HANDOFF, prev.finished.cancelled()).await;
             }
         }
-        if owner.resume && !local {
+        if owner.resume && !handed {
             state = self.load(ctx, &key, owner).await?;
         }
         let state = state.filter(|r| !r.expired(now_ms()));
@@ -484,7 +515,8 @@ impl Broker {
     /// Ends a connection's part in delivery: it stops receiving, its subscriptions go
     /// and, with `positions`, returns where it stands in every followed log topic and
     /// what was queued for it but not taken (every record before a position was handed
-    /// to it, or is among those).
+    /// to it, or is among those). The client id stays this connection's until
+    /// [`Broker::finished`].
     pub async fn detach(
         &self,
         live: &Live,
@@ -492,15 +524,6 @@ impl Broker {
         outbox: &mut mpsc::Receiver<Box<Delivery>>,
         positions: bool,
     ) -> (Vec<TopicPosition>, Vec<Delivery>) {
-        {
-            let mut by_client = lock(&self.by_client);
-            if by_client
-                .get(&live.client_id)
-                .is_some_and(|l| l.session == live.session)
-            {
-                by_client.remove(&live.client_id);
-            }
-        }
         lock(&self.live).remove(&live.session);
         self.changed();
         if let Some(task) = lock(&live.catchup_task).take() {
@@ -557,6 +580,20 @@ impl Broker {
                 id: state.topic_id,
                 next: state.next.iter().map(|(p, o)| (*p, *o)).collect(),
             })
+    }
+
+    /// The connection's session is handed over, saved or removed: a connection of the
+    /// same client id that arrived meanwhile may go on.
+    pub fn finished(&self, live: &Live) {
+        let mut by_client = lock(&self.by_client);
+        if by_client
+            .get(&live.client_id)
+            .is_some_and(|l| l.session == live.session)
+        {
+            by_client.remove(&live.client_id);
+        }
+        drop(by_client);
+        live.finished.cancel();
     }
 
     /// Whether a client whose connection `conn` ended has connected again since, here or

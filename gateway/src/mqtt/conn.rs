@@ -178,6 +178,7 @@ pub async fn serve_stream(
         Err(e) => {
             tracing::warn!(?peer, client = %client_id, error = %e, "mqtt session store unavailable; refusing connection");
             ctx.mqtt.detach(&live, &[], &mut outbox, false).await;
+            ctx.mqtt.finished(&live);
             refuse(&mut socket, reason::SERVER_UNAVAILABLE, version).await;
             return;
         }
@@ -783,6 +784,11 @@ impl Conn {
     /// The connection is over: the session is handed to whoever took it over, kept for
     /// its expiry interval, or ended.
     async fn end(&mut self, outbox: &mut tokio::sync::mpsc::Receiver<Box<Delivery>>) {
+        self.hand_over(outbox).await;
+        self.ctx.mqtt.finished(&self.live);
+    }
+
+    async fn hand_over(&mut self, outbox: &mut tokio::sync::mpsc::Receiver<Box<Delivery>>) {
         let ctx = self.ctx.clone();
         let live = self.live.clone();
         let claim = live.take_claim();
