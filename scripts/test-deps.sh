@@ -30,7 +30,7 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark, paho.mqtt' 2>/dev/null \
+if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark, paho.mqtt, cryptography' 2>/dev/null \
   || ! command -v moto_server >/dev/null; then
   echo "installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt

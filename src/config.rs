@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use sluice_gateway::config::{MqttListener, SecurityProtocol};
+use sluice_gateway::tls::{ClientAuth, PrincipalFrom};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,15 +97,37 @@ pub struct ServeArgs {
     /// `embedded` (in the data directory) or etcd://HOST:PORT[,HOST:PORT]/PREFIX.
     #[arg(long, env = "SLUICE_METADATA", default_value = "embedded")]
     pub metadata: String,
-    /// `HOST:PORT` or `PROTOCOL://HOST:PORT`, PROTOCOL as Kafka names it: `PLAINTEXT` (the
-    /// default) or `SASL_PLAINTEXT` (clients authenticate against the user store).
+    /// Kafka listeners, comma-separated: `PROTOCOL://HOST:PORT` with PROTOCOL as Kafka names
+    /// it, `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` (clients authenticate against the user
+    /// store) or `SASL_SSL`, at most one of each; a bare `HOST:PORT` is `PLAINTEXT`. The
+    /// first is the one other gateways call.
     #[arg(long, env = "SLUICE_KAFKA_LISTEN", default_value = "0.0.0.0:9092")]
-    pub kafka_listen: KafkaListener,
+    pub kafka_listen: KafkaListeners,
+    /// `HOST:PORT`, or `https://HOST:PORT` for HTTPS (MQTT over WebSocket is then `wss://`).
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
-    pub http_listen: SocketAddr,
-    /// A listener for MQTT devices; MQTT is also served on the Kafka listener.
+    pub http_listen: HttpListen,
+    /// Listeners for MQTT devices, comma-separated: `mqtt://HOST:PORT` (or a bare
+    /// `HOST:PORT`) and `mqtts://HOST:PORT` (TLS; 8883 is usual). MQTT is also served on the
+    /// Kafka listeners.
     #[arg(long, env = "SLUICE_MQTT_LISTEN", default_value = "0.0.0.0:1883")]
-    pub mqtt_listen: SocketAddr,
+    pub mqtt_listen: MqttListeners,
+    /// The server certificate of TLS listeners: PEM, the full chain. Read again when it
+    /// changes on disk.
+    #[arg(long, env = "SLUICE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificates (PEM) client certificates must chain to, for mutual TLS.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Whether TLS clients present a certificate: none, optional or required.
+    #[arg(long, env = "SLUICE_TLS_CLIENT_AUTH", default_value = "none")]
+    pub tls_client_auth: ClientAuth,
+    /// A client certificate's principal: its whole subject (`dn`, as Kafka:
+    /// `CN=device-42,O=Acme`) or its common name (`cn`).
+    #[arg(long, env = "SLUICE_TLS_PRINCIPAL", default_value = "dn")]
+    pub tls_principal: PrincipalFrom,
     /// MQTT topic filters to log topics, first match wins: FILTER=TOPIC[,FILTER=TOPIC...].
     #[arg(long, env = "SLUICE_MQTT_TOPIC_MAP", default_value = "")]
     pub mqtt_topic_map: String,
@@ -118,9 +142,10 @@ pub struct ServeArgs {
     /// (gRPC on their Kafka listener), so their delivery need not read the object store.
     #[arg(long, env = "SLUICE_MQTT_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
     pub mqtt_forward: bool,
-    /// HOST:PORT given to clients in metadata responses.
+    /// Addresses given to clients in metadata responses, one per Kafka listener:
+    /// `HOST:PORT,...` in the order of --kafka-listen, or `PROTOCOL://HOST:PORT,...`.
     #[arg(long, env = "SLUICE_ADVERTISE")]
-    pub advertise: Option<String>,
+    pub advertise: Option<Advertised>,
     /// Node id given to clients (default: derived from the advertised address).
     #[arg(long, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
@@ -215,34 +240,145 @@ pub struct ServeArgs {
     pub fault_injection: bool,
 }
 
-/// A Kafka listener: its address and whether clients must authenticate (SASL).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KafkaListener {
-    pub addr: SocketAddr,
-    pub sasl: bool,
-}
+/// `--kafka-listen`: each listener's protocol and address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaListeners(pub Vec<(SecurityProtocol, SocketAddr)>);
 
-impl std::str::FromStr for KafkaListener {
+impl std::str::FromStr for KafkaListeners {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (protocol, addr) = s.split_once("://").unwrap_or(("PLAINTEXT", s));
-        let sasl = match protocol.to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => false,
-            "SASL_PLAINTEXT" => true,
-            "SSL" | "SASL_SSL" => {
+        let mut out: Vec<(SecurityProtocol, SocketAddr)> = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (protocol, addr) = item.split_once("://").unwrap_or(("PLAINTEXT", item));
+            let protocol: SecurityProtocol = protocol.parse()?;
+            let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+            if out.iter().any(|(p, _)| *p == protocol) {
                 return Err(format!(
-                    "{protocol} listeners are not supported yet (no TLS)"
+                    "two {} listeners; one per protocol",
+                    protocol.name()
                 ));
             }
-            other => {
+            out.push((protocol, addr));
+        }
+        if out.is_empty() {
+            return Err("no Kafka listener".into());
+        }
+        Ok(Self(out))
+    }
+}
+
+/// `--advertise`: addresses in listener order, or by listener name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised(pub Vec<(Option<SecurityProtocol>, String, u16)>);
+
+impl std::str::FromStr for Advertised {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (name, addr) = match item.split_once("://") {
+                Some((n, a)) => (Some(n.parse::<SecurityProtocol>()?), a),
+                None => (None, item),
+            };
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{addr}: expected HOST:PORT"))?;
+            let port = port.parse().map_err(|_| format!("{addr}: bad port"))?;
+            out.push((name, host.to_string(), port));
+        }
+        Ok(Self(out))
+    }
+}
+
+impl Advertised {
+    /// The advertised address of each listener, in `listeners`' order.
+    pub fn resolve(
+        &self,
+        listeners: &KafkaListeners,
+    ) -> Result<Vec<Option<(String, u16)>>, String> {
+        let named = self.0.iter().filter(|(n, _, _)| n.is_some()).count();
+        if named == 0 {
+            if self.0.len() != listeners.0.len() {
                 return Err(format!(
-                    "unknown listener protocol {other}; PLAINTEXT or SASL_PLAINTEXT"
+                    "--advertise has {} addresses for {} Kafka listeners",
+                    self.0.len(),
+                    listeners.0.len()
                 ));
             }
+            return Ok(self
+                .0
+                .iter()
+                .map(|(_, h, p)| Some((h.clone(), *p)))
+                .collect());
+        }
+        if named != self.0.len() {
+            return Err("--advertise: name every address (PROTOCOL://HOST:PORT) or none".into());
+        }
+        for (name, _, _) in &self.0 {
+            if !listeners.0.iter().any(|(p, _)| Some(*p) == *name) {
+                return Err(format!(
+                    "--advertise names {}, which is not a --kafka-listen listener",
+                    name.map_or("", SecurityProtocol::name)
+                ));
+            }
+        }
+        Ok(listeners
+            .0
+            .iter()
+            .map(|(p, _)| {
+                self.0
+                    .iter()
+                    .find(|(n, _, _)| *n == Some(*p))
+                    .map(|(_, h, port)| (h.clone(), *port))
+            })
+            .collect())
+    }
+}
+
+/// `--mqtt-listen`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttListeners(pub Vec<MqttListener>);
+
+impl std::str::FromStr for MqttListeners {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (tls, addr) = match item.split_once("://") {
+                Some(("mqtt", a)) => (false, a),
+                Some(("mqtts", a)) => (true, a),
+                Some((other, _)) => return Err(format!("{other}://: mqtt:// or mqtts://")),
+                None => (false, item),
+            };
+            let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+            out.push(MqttListener { addr, tls });
+        }
+        Ok(Self(out))
+    }
+}
+
+/// `--http-listen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpListen {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+impl std::str::FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tls, addr) = match s.split_once("://") {
+            Some(("http", a)) => (false, a),
+            Some(("https", a)) => (true, a),
+            Some((other, _)) => return Err(format!("{other}://: http:// or https://")),
+            None => (false, s),
         };
         let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
-        Ok(Self { addr, sasl })
+        Ok(Self { addr, tls })
     }
 }
 
@@ -334,13 +470,18 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "object_store" => args.object_store = Some(text),
             "metadata" => args.metadata = text,
             "kafka_listen" => args.kafka_listen = text.parse().map_err(bad)?,
-            "http_listen" => args.http_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
-            "mqtt_listen" => args.mqtt_listen = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "http_listen" => args.http_listen = text.parse().map_err(bad)?,
+            "mqtt_listen" => args.mqtt_listen = text.parse().map_err(bad)?,
+            "tls_cert" => args.tls_cert = Some(PathBuf::from(text)),
+            "tls_key" => args.tls_key = Some(PathBuf::from(text)),
+            "tls_client_ca" => args.tls_client_ca = Some(PathBuf::from(text)),
+            "tls_client_auth" => args.tls_client_auth = text.parse().map_err(bad)?,
+            "tls_principal" => args.tls_principal = text.parse().map_err(bad)?,
             "mqtt_topic_map" => args.mqtt_topic_map = text,
             "mqtt_default_topic" => args.mqtt_default_topic = text,
             "mqtt_auth" => args.mqtt_auth = Some(text),
             "mqtt_forward" => args.mqtt_forward = text.parse().map_err(|e| bad(format!("{e}")))?,
-            "advertise" => args.advertise = Some(text),
+            "advertise" => args.advertise = Some(text.parse().map_err(bad)?),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,
             "flush_min_delay" => args.flush_min_delay = parse_duration(&text).map_err(bad)?,
@@ -438,19 +579,70 @@ mod listener_tests {
 
     #[test]
     fn kafka_listeners_are_named_as_kafka_names_them() {
-        let l: KafkaListener = "127.0.0.1:9092".parse().expect("bare");
-        assert!(!l.sasl);
-        let l: KafkaListener = "SASL_PLAINTEXT://127.0.0.1:9092".parse().expect("sasl");
-        assert!(l.sasl && l.addr.port() == 9092);
-        assert!(
-            !"PLAINTEXT://0.0.0.0:1"
-                .parse::<KafkaListener>()
-                .expect("plain")
-                .sasl
+        use SecurityProtocol::*;
+        let addr = |a: &str| a.parse::<SocketAddr>().expect("addr");
+        let l: KafkaListeners = "127.0.0.1:9092".parse().expect("bare");
+        assert_eq!(l.0, [(Plaintext, addr("127.0.0.1:9092"))]);
+        let l: KafkaListeners =
+            "SASL_SSL://0.0.0.0:9093, PLAINTEXT://127.0.0.1:9092,ssl://[::1]:9094"
+                .parse()
+                .expect("list");
+        assert_eq!(
+            l.0,
+            [
+                (SaslSsl, addr("0.0.0.0:9093")),
+                (Plaintext, addr("127.0.0.1:9092")),
+                (Ssl, addr("[::1]:9094"))
+            ]
         );
-        assert!("SSL://0.0.0.0:1".parse::<KafkaListener>().is_err());
-        assert!("FOO://0.0.0.0:1".parse::<KafkaListener>().is_err());
-        assert!("SASL_PLAINTEXT://nohost".parse::<KafkaListener>().is_err());
+        assert!(
+            "SSL://0.0.0.0:1,SSL://0.0.0.0:2"
+                .parse::<KafkaListeners>()
+                .is_err()
+        );
+        assert!("FOO://0.0.0.0:1".parse::<KafkaListeners>().is_err());
+        assert!("SASL_PLAINTEXT://nohost".parse::<KafkaListeners>().is_err());
+        assert!("".parse::<KafkaListeners>().is_err());
+    }
+
+    #[test]
+    fn advertised_addresses_match_listeners_by_order_or_name() {
+        let l: KafkaListeners = "PLAINTEXT://0.0.0.0:9092,SASL_SSL://0.0.0.0:9093"
+            .parse()
+            .expect("list");
+        let a: Advertised = "10.0.0.1:9092,kafka.example.com:443"
+            .parse()
+            .expect("ordered");
+        assert_eq!(
+            a.resolve(&l).expect("resolve"),
+            [
+                Some(("10.0.0.1".into(), 9092)),
+                Some(("kafka.example.com".into(), 443))
+            ]
+        );
+        let a: Advertised = "SASL_SSL://kafka.example.com:443".parse().expect("named");
+        assert_eq!(
+            a.resolve(&l).expect("resolve"),
+            [None, Some(("kafka.example.com".into(), 443))]
+        );
+        let one: Advertised = "10.0.0.1:9092".parse().expect("one");
+        assert!(one.resolve(&l).is_err(), "one address for two listeners");
+        let ssl: Advertised = "SSL://h:1".parse().expect("ssl");
+        assert!(ssl.resolve(&l).is_err(), "no SSL listener");
+        let mixed: Advertised = "SSL://h:1,h:2".parse().expect("mixed");
+        assert!(mixed.resolve(&l).is_err());
+        assert!("h".parse::<Advertised>().is_err());
+    }
+
+    #[test]
+    fn mqtt_and_http_listeners() {
+        let m: MqttListeners = "0.0.0.0:1883,mqtts://0.0.0.0:8883".parse().expect("mqtt");
+        assert_eq!(m.0.iter().map(|l| l.tls).collect::<Vec<_>>(), [false, true]);
+        assert!("ws://0.0.0.0:1".parse::<MqttListeners>().is_err());
+        let h: HttpListen = "https://127.0.0.1:8443".parse().expect("https");
+        assert!(h.tls && h.addr.port() == 8443);
+        assert!(!"127.0.0.1:8080".parse::<HttpListen>().expect("bare").tls);
+        assert!("ftp://127.0.0.1:1".parse::<HttpListen>().is_err());
     }
 }
 
@@ -512,7 +704,7 @@ mod tests {
         assert_eq!(args.flush_max_delay, Duration::from_millis(20));
         assert_eq!(args.default_partitions, 4);
         assert_eq!(
-            args.kafka_listen.addr,
+            args.kafka_listen.0[0].1,
             "127.0.0.1:9999".parse::<SocketAddr>().expect("addr"),
             "the flag wins"
         );

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use sluice_cache::{CacheConfig, RangeCache};
 use sluice_compactor::CompactorConfig;
+use sluice_gateway::config::KafkaListener;
+use sluice_gateway::tls::TlsSettings;
 use sluice_gateway::{CompactorProcess, Gateway, GatewayConfig, Services};
 use sluice_metadata::{EmbeddedStore, EtcdStore, SharedStore};
 use sluice_storage::faults::{Faults, FaultyStore};
@@ -153,18 +155,31 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     )
     .await
     .context("opening the cache")?;
-    let advertise = match &args.advertise {
-        None => None,
-        Some(a) => {
-            let (host, port) = a
-                .rsplit_once(':')
-                .with_context(|| format!("--advertise {a}: expected HOST:PORT"))?;
-            Some((
-                host.to_string(),
-                port.parse()
-                    .with_context(|| format!("--advertise {a}: bad port"))?,
-            ))
-        }
+    let advertised = match &args.advertise {
+        None => vec![None; args.kafka_listen.0.len()],
+        Some(a) => a.resolve(&args.kafka_listen).map_err(anyhow::Error::msg)?,
+    };
+    let kafka_listeners: Vec<KafkaListener> = args
+        .kafka_listen
+        .0
+        .iter()
+        .zip(advertised)
+        .map(|((protocol, addr), advertise)| KafkaListener {
+            protocol: *protocol,
+            addr: *addr,
+            advertise,
+        })
+        .collect();
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsSettings {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+            client_auth: args.tls_client_auth,
+            principal: args.tls_principal,
+        }),
+        (None, None) => None,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
     let services = Services {
         store,
@@ -181,13 +196,15 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         let node = uuid::Uuid::new_v4().simple().to_string();
         let process = CompactorProcess::start(
             compactor_config(&args, node.clone()),
-            args.http_listen,
+            args.http_listen.addr,
+            tls.clone().filter(|_| args.http_listen.tls),
             admin_token,
             services,
         )
         .await?;
         println!("compactor {node}");
         println!("http listening on {}", process.http_addr);
+        println!("ready");
         shutdown_signal().await;
         tracing::info!("shutting down");
         process.shutdown();
@@ -195,10 +212,10 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         return Ok(());
     }
     let config = GatewayConfig {
-        kafka_listen: args.kafka_listen.addr,
-        kafka_sasl: args.kafka_listen.sasl,
-        http_listen: args.http_listen,
-        advertise,
+        kafka_listeners,
+        http_listen: args.http_listen.addr,
+        http_tls: args.http_listen.tls,
+        tls,
         node_id: args.node_id,
         flush_max_delay: args.flush_max_delay,
         flush_min_delay: args.flush_min_delay.min(args.flush_max_delay),
@@ -232,7 +249,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         group_initial_rebalance_delay: args.group_initial_rebalance_delay,
         group_min_session_timeout: args.group_min_session_timeout,
         lease_ttl: args.lease_ttl,
-        mqtt_listen: Some(args.mqtt_listen),
+        mqtt_listeners: args.mqtt_listen.0.clone(),
         mqtt_topic_map: args.mqtt_topic_map.clone(),
         mqtt_default_topic: Some(args.mqtt_default_topic.clone()).filter(|t| !t.is_empty()),
         mqtt_auth: args.mqtt_auth.clone(),
@@ -244,11 +261,17 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     let gateway = Gateway::start(config, services).await?;
     // Tests and scripts read the bound addresses from here (ports may be 0).
     println!("node id {}", gateway.node_id);
-    println!("kafka listening on {}", gateway.kafka_addr);
-    println!("http listening on {}", gateway.http_addr);
-    if let Some(a) = gateway.mqtt_addr {
-        println!("mqtt listening on {a}");
+    for (protocol, addr) in &gateway.kafka_addrs {
+        println!("kafka listening on {addr} {}", protocol.name());
     }
+    println!("http listening on {}", gateway.http_addr);
+    for (tls, addr) in &gateway.mqtt_addrs {
+        println!(
+            "mqtt listening on {addr} {}",
+            if *tls { "mqtts" } else { "mqtt" }
+        );
+    }
+    println!("ready");
     shutdown_signal().await;
     tracing::info!("shutting down: draining connections and the write buffer");
     gateway.shutdown();

@@ -1,8 +1,10 @@
 //! The cluster as Kafka clients see it: the live gateways, and which one leads each
 //! partition.
 //!
-//! Every gateway registers `gateways/<node id>` = `host:port` under its lease (see
-//! [`crate::groups`]) and follows that prefix, so all gateways list the same brokers with the
+//! Every gateway registers `gateways/<node id>` under its lease (see [`crate::groups`]):
+//! `host:port` when it has one Kafka listener (the format of every release before multiple
+//! listeners, which older gateways read), else a versioned JSON record of every listener's
+//! advertised address by name. It follows that prefix, so all gateways list the same brokers with the
 //! same node ids, and a client that moves from one gateway to another (to its group's
 //! coordinator, to a partition's leader) keeps every gateway it knows while that gateway
 //! lives. librdkafka forgets brokers that a Metadata response leaves out; when each
@@ -20,7 +22,7 @@ use sluice_metadata::keys;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::groups::Node;
+use crate::groups::{Endpoint, Node};
 use crate::server::Ctx;
 
 /// The live gateways, sorted by node id; this gateway is always among them.
@@ -38,9 +40,31 @@ impl Cluster {
         }
     }
 
+    /// This gateway.
+    pub fn me(&self) -> &Node {
+        &self.me
+    }
+
     /// The live gateways, sorted by node id.
     pub fn nodes(&self) -> Arc<Vec<Node>> {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The live gateways that have listener `name`, each with that listener's address as
+    /// its `host:port`: what a client that came through `name` is told (Kafka leaves
+    /// brokers without the client's listener out).
+    pub fn nodes_on(&self, name: &str) -> Vec<Node> {
+        self.nodes()
+            .iter()
+            .filter_map(|n| {
+                let (host, port) = n.endpoint(name)?;
+                Some(Node {
+                    host: host.to_string(),
+                    port,
+                    ..n.clone()
+                })
+            })
+            .collect()
     }
 
     /// The gateway with the smallest node id: Kafka's "controller", which clients only
@@ -71,8 +95,8 @@ impl Cluster {
             return;
         };
         let node = if present {
-            match parse_address(value) {
-                Some((host, port)) => Some(Node { id, host, port }),
+            match parse_registration(id, value) {
+                Some(node) => Some(node),
                 None => {
                     tracing::warn!(id, value = %String::from_utf8_lossy(value), "unreadable gateway registration");
                     return;
@@ -98,9 +122,44 @@ impl Cluster {
     }
 }
 
-fn parse_address(value: &[u8]) -> Option<(String, u16)> {
-    let (host, port) = std::str::from_utf8(value).ok()?.rsplit_once(':')?;
-    Some((host.to_string(), port.parse().ok()?))
+/// The registration record with more than one listener.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Registration {
+    version: u32,
+    listeners: Vec<Endpoint>,
+}
+
+const REGISTRATION_VERSION: u32 = 1;
+
+/// What a gateway registers under `gateways/<node id>`.
+pub fn registration(me: &Node) -> String {
+    if me.listeners.len() <= 1 {
+        return format!("{}:{}", me.host, me.port);
+    }
+    let r = Registration {
+        version: REGISTRATION_VERSION,
+        listeners: me.listeners.to_vec(),
+    };
+    serde_json::to_string(&r).expect("invariant: a registration serializes")
+}
+
+fn parse_registration(id: i32, value: &[u8]) -> Option<Node> {
+    let text = std::str::from_utf8(value).ok()?;
+    if text.starts_with('{') {
+        let r: Registration = serde_json::from_str(text).ok()?;
+        if r.version != REGISTRATION_VERSION {
+            return None;
+        }
+        let first = r.listeners.first()?;
+        return Some(Node {
+            id,
+            host: first.host.clone(),
+            port: first.port,
+            listeners: r.listeners.into(),
+        });
+    }
+    let (host, port) = text.rsplit_once(':')?;
+    Some(Node::new(id, host.to_string(), port.parse().ok()?))
 }
 
 /// The leader of a partition among `candidates` (rendezvous hashing: the highest score
@@ -134,11 +193,44 @@ mod tests {
     use super::*;
 
     fn node(id: i32) -> Node {
-        Node {
-            id,
-            host: "127.0.0.1".into(),
-            port: 9000 + id as u16,
-        }
+        Node::new(id, "127.0.0.1".into(), 9000 + id as u16)
+    }
+
+    #[test]
+    fn registrations_golden() {
+        // Gateways of different releases read each other's registrations.
+        let one = node(7);
+        assert_eq!(registration(&one), "127.0.0.1:9007");
+        let endpoint = |name: &str, host: &str, port| Endpoint {
+            name: name.into(),
+            host: host.into(),
+            port,
+        };
+        let two = Node {
+            id: 8,
+            host: "10.0.0.8".into(),
+            port: 9092,
+            listeners: vec![
+                endpoint("PLAINTEXT", "10.0.0.8", 9092),
+                endpoint("SASL_SSL", "kafka-8.example.com", 9093),
+            ]
+            .into(),
+        };
+        let golden = r#"{"version":1,"listeners":[{"name":"PLAINTEXT","host":"10.0.0.8","port":9092},{"name":"SASL_SSL","host":"kafka-8.example.com","port":9093}]}"#;
+        assert_eq!(registration(&two), golden);
+        assert_eq!(parse_registration(8, golden.as_bytes()), Some(two.clone()));
+        assert_eq!(
+            two.endpoint("SASL_SSL"),
+            Some(("kafka-8.example.com", 9093))
+        );
+        assert_eq!(two.endpoint("SSL"), None);
+        let old = parse_registration(7, b"127.0.0.1:9007").expect("host:port");
+        assert_eq!(old, one);
+        assert_eq!(old.endpoint("SASL_SSL"), Some(("127.0.0.1", 9007)));
+        assert_eq!(
+            parse_registration(9, br#"{"version":2,"listeners":[]}"#),
+            None
+        );
     }
 
     #[test]

@@ -1,16 +1,83 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// A Kafka listener's security protocol, as Kafka names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub const ALL: [Self; 4] = [
+        Self::Plaintext,
+        Self::Ssl,
+        Self::SaslPlaintext,
+        Self::SaslSsl,
+    ];
+
+    /// The name Kafka gives it, which is also the listener's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    /// Clients authenticate with SASL before any other request.
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+impl std::str::FromStr for SecurityProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown listener protocol {s}; PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+            })
+    }
+}
+
+/// One Kafka listener: where it binds, how clients connect to it, and the address
+/// Metadata gives clients that came through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaListener {
+    pub protocol: SecurityProtocol,
+    pub addr: SocketAddr,
+    /// Host and port put in metadata responses; the bound address if `None`.
+    pub advertise: Option<(String, u16)>,
+}
+
+/// One MQTT listener (`mqtt://` or `mqtts://`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MqttListener {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
 /// Everything a gateway needs to know besides its services.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    pub kafka_listen: SocketAddr,
-    /// The Kafka listener is `SASL_PLAINTEXT`: clients authenticate against the user store
-    /// before any other request.
-    pub kafka_sasl: bool,
+    /// At least one; one per protocol. The first is the one other gateways call and the
+    /// one whose advertised address names this gateway (and derives its node id).
+    pub kafka_listeners: Vec<KafkaListener>,
     pub http_listen: SocketAddr,
-    /// Host and port put in metadata responses; the bound Kafka address if `None`.
-    pub advertise: Option<(String, u16)>,
+    /// HTTPS (and MQTT over `wss://`) instead of HTTP.
+    pub http_tls: bool,
+    /// The certificate and key of every TLS listener; required when one is TLS.
+    pub tls: Option<crate::tls::TlsSettings>,
     /// Node id reported to clients; derived from the advertised address if `None`, so that
     /// gateways behind one load-balanced address agree.
     pub node_id: Option<i32>,
@@ -45,8 +112,8 @@ pub struct GatewayConfig {
     pub group_max_session_timeout: Duration,
     /// TTL of the gateway's lease: how long its groups stay with it after it dies.
     pub lease_ttl: Duration,
-    /// A listener for MQTT only (MQTT is also served on the Kafka listener).
-    pub mqtt_listen: Option<SocketAddr>,
+    /// Listeners for MQTT only (MQTT is also served on the Kafka listeners).
+    pub mqtt_listeners: Vec<MqttListener>,
     /// MQTT topic filters to log topics: `FILTER=TOPIC,...`, first match wins.
     pub mqtt_topic_map: String,
     /// The log topic of MQTT messages no rule maps; `None` refuses them.
@@ -71,10 +138,14 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
-            kafka_listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
-            kafka_sasl: false,
+            kafka_listeners: vec![KafkaListener {
+                protocol: SecurityProtocol::Plaintext,
+                addr: SocketAddr::from(([0, 0, 0, 0], 9092)),
+                advertise: None,
+            }],
             http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            advertise: None,
+            http_tls: false,
+            tls: None,
             node_id: None,
             flush_max_delay: Duration::from_millis(5),
             flush_target_bytes: 4 << 20,
@@ -90,7 +161,7 @@ impl Default for GatewayConfig {
             group_min_session_timeout: Duration::from_secs(6),
             group_max_session_timeout: Duration::from_secs(1800),
             lease_ttl: Duration::from_secs(10),
-            mqtt_listen: None,
+            mqtt_listeners: Vec::new(),
             mqtt_topic_map: String::new(),
             mqtt_default_topic: Some("mqtt".into()),
             mqtt_auth: None,

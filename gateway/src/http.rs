@@ -129,7 +129,11 @@ async fn compact(ctx: &HttpState, req: &Request<Incoming>) -> Response<Full<Byte
 
 /// MQTT over WebSocket (MQTT 5.0 section 6): a `GET /mqtt` upgrade with the `mqtt`
 /// subprotocol; binary frames carry the MQTT byte stream.
-fn websocket(ctx: &HttpState, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn websocket(
+    ctx: &HttpState,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let Some((gateway, cancel)) = ctx.gateway.clone() else {
         return reply(StatusCode::NOT_FOUND, "no MQTT in this process\n");
     };
@@ -155,7 +159,7 @@ fn websocket(ctx: &HttpState, mut req: Request<Incoming>) -> Response<Full<Bytes
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                crate::mqtt::websocket::serve(gateway, TokioIo::new(upgraded), cancel).await
+                crate::mqtt::websocket::serve(gateway, TokioIo::new(upgraded), peer, cancel).await
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -270,12 +274,18 @@ async fn route(
         }
         (_, "/admin/faults") => faults(&ctx, &req),
         (_, "/admin/compact") => compact(&ctx, &req).await,
-        (&Method::GET, "/mqtt") => websocket(&ctx, req),
+        (&Method::GET, "/mqtt") => websocket(&ctx, req, peer),
         _ => reply(StatusCode::NOT_FOUND, "not found\n"),
     })
 }
 
-pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: CancellationToken) {
+/// Serves HTTP, or HTTPS with `tls`, until `cancel`.
+pub async fn serve(
+    ctx: Arc<HttpState>,
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    cancel: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -290,16 +300,43 @@ pub async fn serve(ctx: Arc<HttpState>, listener: TcpListener, cancel: Cancellat
             }
         };
         let ctx = ctx.clone();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let service = service_fn(move |req| route(ctx.clone(), req, peer));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(socket), service)
-                .with_upgrades()
-                .await
-            {
-                tracing::debug!(error = %e, "http connection error");
+            let Some(acceptor) = acceptor else {
+                return connection(ctx, socket, peer).await;
+            };
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => connection(ctx, stream, peer).await,
+                Ok(Err(e)) => {
+                    crate::metrics::TLS_HANDSHAKE_FAILURES
+                        .with_label_values(&["https"])
+                        .inc();
+                    tracing::warn!(%peer, listener = "https", error = %e, "TLS handshake failed; connection closed");
+                }
+                Err(_) => {
+                    crate::metrics::TLS_HANDSHAKE_FAILURES
+                        .with_label_values(&["https"])
+                        .inc();
+                }
             }
         });
+    }
+}
+
+/// How long an HTTPS client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn connection<S>(ctx: Arc<HttpState>, socket: S, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| route(ctx.clone(), req, peer));
+    if let Err(e) = http1::Builder::new()
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(error = %e, "http connection error");
     }
 }
 

@@ -15,6 +15,7 @@ mod per_ip;
 mod producer_ids;
 mod segments;
 mod server;
+pub mod tls;
 mod topics;
 mod users;
 mod watch;

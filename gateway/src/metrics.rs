@@ -33,6 +33,24 @@ pub static KAFKA_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static TLS_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_tls_reloads_total",
+        "Changes of the TLS certificate files, by whether they loaded",
+        &["result"]
+    )
+    .expect("invariant: metric registered once")
+});
+
+pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_tls_handshake_failures_total",
+        "TLS handshakes that failed (plaintext on a TLS port, untrusted or expired client certificates), by listener",
+        &["listener"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_auth_failures_total",

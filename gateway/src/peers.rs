@@ -130,8 +130,13 @@ impl Peers {
             );
             return;
         }
+        let Some(addr) = ctx.peer_addr.clone() else {
+            tracing::info!(
+                "no Kafka listener without TLS for gateway-to-gateway calls: MQTT deliveries read WAL objects from the object store"
+            );
+            return;
+        };
         let key = sluice_metadata::keys::mqtt_peer(self.node);
-        let addr = format!("{}:{}", ctx.host, ctx.port);
         let sessions = ctx.mqtt.sessions.clone();
         tokio::spawn(async move {
             if let Err(e) = sessions.put(key, addr).await {

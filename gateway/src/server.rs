@@ -10,13 +10,14 @@ use sluice_cache::RangeCache;
 use sluice_metadata::{Compare, MetaError, SharedStore, Txn, TxnOp, keys};
 use sluice_protocols::sniff::{Protocol, SNIFF_BYTES, sniff};
 use sluice_storage::faults::Faults;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batcher::Batcher;
-use crate::config::GatewayConfig;
+use crate::config::{GatewayConfig, SecurityProtocol};
 use crate::groups::group::Limits;
 use crate::groups::{Coordinator, Node};
 use crate::http::HttpState;
@@ -77,9 +78,15 @@ pub(crate) struct Ctx {
     /// Open connections per source address, limited by `max_connections_per_ip`.
     pub per_ip: Arc<crate::per_ip::PerIp>,
     pub node_id: i32,
-    pub host: String,
-    pub port: u16,
     pub cluster_id: String,
+    /// The Kafka listeners' protocols, in the order of the configuration; a connection
+    /// knows its listener by index.
+    pub kafka_listeners: Vec<SecurityProtocol>,
+    /// The server certificate of TLS listeners.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener
+    /// without TLS): the first such listener's advertised address.
+    pub peer_addr: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,13 +102,21 @@ pub enum StartError {
     TopicMap(#[from] crate::mqtt::mapping::MapError),
     #[error("MQTT auth: {0}")]
     Auth(#[from] crate::mqtt::auth::AuthError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A running gateway.
 pub struct Gateway {
+    /// The first Kafka listener's bound address.
     pub kafka_addr: SocketAddr,
+    /// Every Kafka listener's protocol and bound address, in the configured order.
+    pub kafka_addrs: Vec<(SecurityProtocol, SocketAddr)>,
     pub http_addr: SocketAddr,
-    pub mqtt_addr: Option<SocketAddr>,
+    /// Every MQTT listener's bound address, and whether it is TLS.
+    pub mqtt_addrs: Vec<(bool, SocketAddr)>,
     /// The node id clients see for this gateway.
     pub node_id: i32,
     cancel: CancellationToken,
@@ -145,40 +160,61 @@ impl Gateway {
             Some(path) => Some(crate::mqtt::auth::Auth::load(path)?),
             None => None,
         };
-        let kafka_listener = bind(config.kafka_listen).await?;
-        let mqtt_listener = match config.mqtt_listen {
-            Some(addr) => Some(bind(addr).await?),
-            None => None,
-        };
-        let mqtt_addr = match &mqtt_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| StartError::Bind {
-                addr: config.mqtt_listen.unwrap_or(config.kafka_listen),
-                source,
-            })?),
-            None => None,
-        };
+        let tls = tls_for(&config)?;
+        let mut bound = Vec::new();
+        let mut kafka_addrs = Vec::new();
+        let mut endpoints = Vec::new();
+        for (index, l) in config.kafka_listeners.iter().enumerate() {
+            let listener = bind(l.addr).await?;
+            let addr = local_addr(&listener, l.addr)?;
+            kafka_addrs.push((l.protocol, addr));
+            let (host, port) = l.advertise.clone().unwrap_or_else(|| {
+                let ip = addr.ip();
+                let host = if ip.is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    ip.to_string()
+                };
+                (host, addr.port())
+            });
+            endpoints.push(crate::groups::Endpoint {
+                name: l.protocol.name().to_string(),
+                host,
+                port,
+            });
+            bound.push(Bound {
+                listener,
+                serves: Listener::Kafka(index),
+                tls: l.protocol.tls(),
+            });
+        }
+        let mut mqtt_addrs = Vec::new();
+        for l in &config.mqtt_listeners {
+            let listener = bind(l.addr).await?;
+            mqtt_addrs.push((l.tls, local_addr(&listener, l.addr)?));
+            bound.push(Bound {
+                listener,
+                serves: Listener::Mqtt,
+                tls: l.tls,
+            });
+        }
         let http_listener = bind(config.http_listen).await?;
-        let kafka_addr = kafka_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.kafka_listen,
-                source,
-            })?;
-        let http_addr = http_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: config.http_listen,
-                source,
-            })?;
-        let (host, port) = config.advertise.clone().unwrap_or_else(|| {
-            let ip = kafka_addr.ip();
-            let host = if ip.is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                ip.to_string()
-            };
-            (host, kafka_addr.port())
-        });
+        let http_addr = local_addr(&http_listener, config.http_listen)?;
+        let kafka_addr = kafka_addrs[0].1;
+        let peer_addr = config
+            .kafka_listeners
+            .iter()
+            .zip(endpoints.iter())
+            .find(|(l, _)| !l.protocol.tls())
+            .map(|(_, e)| format!("{}:{}", e.host, e.port));
+        let (host, port) = (endpoints[0].host.clone(), endpoints[0].port);
+        let listeners: Arc<[crate::groups::Endpoint]> = endpoints.into();
+        let me = |id| Node {
+            id,
+            host: host.clone(),
+            port,
+            listeners: listeners.clone(),
+        };
         let cancel = CancellationToken::new();
         let cluster_id = cluster_id(&services.store).await?;
         let log = services.follow_log(cancel.child_token()).await?;
@@ -204,11 +240,7 @@ impl Gateway {
         let node_id = config.node_id.unwrap_or_else(|| node_id_for(&host, port));
         let groups = Coordinator::start(
             services.store.clone(),
-            Node {
-                id: node_id,
-                host: host.clone(),
-                port,
-            },
+            me(node_id),
             Limits {
                 min_session_timeout: config.group_min_session_timeout,
                 max_session_timeout: config.group_max_session_timeout,
@@ -238,11 +270,10 @@ impl Gateway {
         let peers = crate::peers::Peers::new(node_id, config.cluster_secret.clone());
         let ctx = Arc::new(Ctx {
             per_ip: crate::per_ip::PerIp::new(config.max_connections_per_ip),
-            cluster: crate::cluster::Cluster::new(Node {
-                id: node_id,
-                host: host.clone(),
-                port,
-            }),
+            cluster: crate::cluster::Cluster::new(me(node_id)),
+            kafka_listeners: config.kafka_listeners.iter().map(|l| l.protocol).collect(),
+            tls: tls.clone(),
+            peer_addr,
             node_id,
             groups,
             config,
@@ -255,8 +286,6 @@ impl Gateway {
             batcher,
             segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
             cache: services.cache,
-            host,
-            port,
             cluster_id,
         });
         let http_state = Arc::new(HttpState {
@@ -280,32 +309,34 @@ impl Gateway {
         ));
         ctx.batcher
             .on_flush(crate::peers::hook(Arc::downgrade(&ctx)));
-        let mqtt_done = CancellationToken::new();
-        match mqtt_listener {
-            Some(l) => {
-                tasks.spawn(accept(
-                    ctx.clone(),
-                    l,
-                    cancel.clone(),
-                    Listener::Mqtt,
-                    mqtt_done.clone(),
-                ));
-            }
-            None => mqtt_done.cancel(),
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(cancel.clone()));
         }
-        tasks.spawn(accept_kafka(
-            ctx.clone(),
-            kafka_listener,
+        let loops: Vec<_> = bound
+            .into_iter()
+            .map(|b| accept(ctx.clone(), b, cancel.clone()))
+            .collect();
+        let drained = ctx.clone();
+        tasks.spawn(async move {
+            futures::future::join_all(loops).await;
+            // Every connection of every listener has answered what it had in flight.
+            batcher_cancel.cancel();
+            // Let the batcher finish its last flush before the runtime goes away.
+            drained.batcher.closed().await;
+        });
+        let http_tls = ctx.config.http_tls.then(|| tls.clone()).flatten();
+        tasks.spawn(http::serve(
+            http_state,
+            http_listener,
+            http_tls,
             cancel.clone(),
-            batcher_cancel,
-            mqtt_done,
         ));
-        tasks.spawn(http::serve(http_state, http_listener, cancel.clone()));
-        tracing::info!(kafka = %kafka_addr, http = %http_addr, advertised = %format!("{}:{}", ctx.host, ctx.port), node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
+        tracing::info!(kafka = ?kafka_addrs, http = %http_addr, advertised = ?listeners, node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
         Ok(Self {
             kafka_addr,
+            kafka_addrs,
             http_addr,
-            mqtt_addr,
+            mqtt_addrs,
             node_id,
             cancel,
             tasks,
@@ -326,57 +357,169 @@ impl Gateway {
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Listener {
-    /// Kafka, and MQTT recognised from a connection's first byte.
-    Kafka,
+    /// Kafka (the configuration's listener at this index), and MQTT recognised from a
+    /// connection's first byte.
+    Kafka(usize),
     /// MQTT only.
     Mqtt,
 }
 
-impl Listener {
-    fn name(self) -> &'static str {
-        match self {
-            Listener::Kafka => "kafka",
-            Listener::Mqtt => "mqtt",
+/// A bound listener.
+struct Bound {
+    listener: TcpListener,
+    serves: Listener,
+    tls: bool,
+}
+
+impl Bound {
+    fn name(&self, ctx: &Ctx) -> &'static str {
+        match (self.serves, self.tls) {
+            (Listener::Kafka(i), _) => ctx.kafka_listeners[i].name(),
+            (Listener::Mqtt, false) => "mqtt",
+            (Listener::Mqtt, true) => "mqtts",
         }
     }
 }
 
-/// Serves one accepted connection, choosing the protocol from its first byte on the Kafka
-/// listener.
-async fn serve(ctx: Arc<Ctx>, socket: TcpStream, cancel: CancellationToken, listener: Listener) {
-    let mqtt = match listener {
-        Listener::Mqtt => true,
-        Listener::Kafka => {
-            let mut first = [0u8; 3];
-            let peeked = tokio::time::timeout(SNIFF_TIMEOUT, socket.peek(&mut first)).await;
-            match peeked {
-                // HTTP/2 prior knowledge ("PRI * HTTP/2.0"): another gateway's gRPC.
-                Ok(Ok(3)) if &first == b"PRI" => {
-                    let _ = ctx.grpc.send(socket).await;
-                    return;
-                }
-                Ok(Ok(n)) if n >= SNIFF_BYTES => sniff(first[0]) == Some(Protocol::Mqtt),
-                _ => return,
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The TLS configuration, loaded if any listener needs it.
+fn tls_for(config: &GatewayConfig) -> Result<Option<Arc<crate::tls::Tls>>, StartError> {
+    let needed = config.http_tls
+        || config.mqtt_listeners.iter().any(|l| l.tls)
+        || config.kafka_listeners.iter().any(|l| l.protocol.tls());
+    let mut protocols = std::collections::HashSet::new();
+    if config.kafka_listeners.is_empty() {
+        return Err(StartError::Config("no Kafka listener".into()));
+    }
+    for l in &config.kafka_listeners {
+        if !protocols.insert(l.protocol) {
+            return Err(StartError::Config(format!(
+                "two {} Kafka listeners; one per protocol",
+                l.protocol.name()
+            )));
+        }
+    }
+    match (&config.tls, needed) {
+        (Some(settings), _) => Ok(Some(crate::tls::Tls::load(settings.clone())?)),
+        (None, true) => Err(StartError::Config(
+            "a TLS listener needs --tls-cert and --tls-key".into(),
+        )),
+        (None, false) => Ok(None),
+    }
+}
+
+/// A connection's first moments: which listener, and who its TLS client certificate names.
+pub(crate) struct Accepted {
+    pub peer: SocketAddr,
+    /// The Kafka listener's index (0 for MQTT listeners).
+    pub listener: usize,
+    /// The principal of a verified client certificate.
+    pub principal: Option<String>,
+}
+
+/// Serves one accepted connection: TLS first on a TLS listener, then the protocol chosen
+/// from the first bytes on a Kafka listener.
+async fn serve(
+    ctx: Arc<Ctx>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+    name: &'static str,
+    serves: Listener,
+    tls: bool,
+) {
+    let _ = socket.set_nodelay(true);
+    let listener = match serves {
+        Listener::Kafka(i) => i,
+        Listener::Mqtt => 0,
+    };
+    if !tls {
+        let accepted = Accepted {
+            peer,
+            listener,
+            principal: None,
+        };
+        if serves == Listener::Mqtt {
+            return crate::mqtt::conn::serve_stream(ctx, socket, accepted, cancel).await;
+        }
+        let mut first = [0u8; 3];
+        let peeked = tokio::time::timeout(SNIFF_TIMEOUT, socket.peek(&mut first)).await;
+        match peeked {
+            // HTTP/2 prior knowledge ("PRI * HTTP/2.0"): another gateway's gRPC.
+            Ok(Ok(3)) if &first == b"PRI" => {
+                let _ = ctx.grpc.send(socket).await;
             }
+            Ok(Ok(n)) if n >= SNIFF_BYTES => {
+                if sniff(first[0]) == Some(Protocol::Mqtt) {
+                    crate::mqtt::conn::serve_stream(ctx, socket, accepted, cancel).await;
+                } else {
+                    kafka::serve_stream(ctx, socket, accepted, cancel).await;
+                }
+            }
+            _ => {}
+        }
+        return;
+    }
+    let Some(acceptor) = ctx.tls.as_ref().map(|t| t.acceptor()) else {
+        return; // tls_for saw to it
+    };
+    let stream = match tokio::time::timeout(SNIFF_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            crate::metrics::TLS_HANDSHAKE_FAILURES
+                .with_label_values(&[name])
+                .inc();
+            tracing::warn!(%peer, listener = name, error = %e, "TLS handshake failed; connection closed");
+            return;
+        }
+        Err(_) => {
+            crate::metrics::TLS_HANDSHAKE_FAILURES
+                .with_label_values(&[name])
+                .inc();
+            tracing::debug!(%peer, listener = name, "no TLS handshake in time; connection closed");
+            return;
         }
     };
-    if mqtt {
-        crate::mqtt::conn::serve_connection(ctx, socket, cancel).await;
+    let principal = {
+        let (_, conn) = stream.get_ref();
+        let from = ctx
+            .tls
+            .as_ref()
+            .map(|t| t.principal_from())
+            .unwrap_or_default();
+        crate::tls::principal(conn.peer_certificates(), from)
+    };
+    let accepted = Accepted {
+        peer,
+        listener,
+        principal,
+    };
+    if serves == Listener::Mqtt {
+        return crate::mqtt::conn::serve_stream(ctx, stream, accepted, cancel).await;
+    }
+    // The protocol, from the first decrypted byte: kept in a small buffer that later reads
+    // (larger than it) bypass.
+    let mut stream = tokio::io::BufReader::with_capacity(SNIFF_BYTES.max(8), stream);
+    let first = match tokio::time::timeout(SNIFF_TIMEOUT, stream.fill_buf()).await {
+        Ok(Ok(b)) if !b.is_empty() => b[0],
+        _ => return,
+    };
+    if sniff(first) == Some(Protocol::Mqtt) {
+        crate::mqtt::conn::serve_stream(ctx, stream, accepted, cancel).await;
     } else {
-        kafka::serve_connection(ctx, socket, cancel).await;
+        kafka::serve_stream(ctx, stream, accepted, cancel).await;
     }
 }
 
-/// Accepts connections until `cancel`, then waits for them to finish; `done` is cancelled
-/// once they have.
-async fn accept(
-    ctx: Arc<Ctx>,
-    listener: TcpListener,
-    cancel: CancellationToken,
-    kind: Listener,
-    done: CancellationToken,
-) {
+/// Accepts connections until `cancel`, then waits for them to finish.
+async fn accept(ctx: Arc<Ctx>, bound: Bound, cancel: CancellationToken) {
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let name = bound.name(&ctx);
     let mut conns = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -388,22 +531,23 @@ async fn accept(
         };
         let accepted = tokio::select! {
             _ = cancel.cancelled() => break,
-            a = listener.accept() => a,
+            a = bound.listener.accept() => a,
         };
         match accepted {
             Ok((socket, peer)) => {
                 let Some(slot) = ctx.per_ip.admit(peer.ip()) else {
                     // Kafka closes such a connection at once; so do we, with a log line.
                     crate::metrics::CONNECTIONS_REFUSED
-                        .with_label_values(&[kind.name(), "per_ip_limit"])
+                        .with_label_values(&[name, "per_ip_limit"])
                         .inc();
-                    tracing::warn!(%peer, listener = kind.name(), limit = ctx.config.max_connections_per_ip, "connection refused: too many from this address");
+                    tracing::warn!(%peer, listener = name, limit = ctx.config.max_connections_per_ip, "connection refused: too many from this address");
                     continue;
                 };
                 let ctx = ctx.clone();
                 let cancel = cancel.clone();
+                let (serves, tls) = (bound.serves, bound.tls);
                 conns.spawn(async move {
-                    serve(ctx, socket, cancel, kind).await;
+                    serve(ctx, socket, peer, cancel, name, serves, tls).await;
                     drop(slot);
                     drop(permit);
                 });
@@ -416,25 +560,8 @@ async fn accept(
         }
         while conns.try_join_next().is_some() {}
     }
-    drop(listener);
+    drop(bound);
     while conns.join_next().await.is_some() {}
-    done.cancel();
-}
-
-async fn accept_kafka(
-    ctx: Arc<Ctx>,
-    listener: TcpListener,
-    cancel: CancellationToken,
-    batcher: CancellationToken,
-    mqtt_done: CancellationToken,
-) {
-    let done = CancellationToken::new();
-    accept(ctx.clone(), listener, cancel, Listener::Kafka, done).await;
-    // Every connection of both listeners has answered what it had in flight.
-    mqtt_done.cancelled().await;
-    batcher.cancel();
-    // Let the batcher finish its last flush before the runtime goes away.
-    ctx.batcher.closed().await;
 }
 
 /// A compactor running as its own process: it follows the log, compacts, and serves HTTP
@@ -449,9 +576,11 @@ impl CompactorProcess {
     pub async fn start(
         config: sluice_compactor::CompactorConfig,
         http_listen: SocketAddr,
+        https: Option<crate::tls::TlsSettings>,
         admin_token: Option<Arc<str>>,
         services: Services,
     ) -> Result<Self, StartError> {
+        let tls = https.map(crate::tls::Tls::load).transpose()?;
         let listener = bind(http_listen).await?;
         let http_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: http_listen,
@@ -476,7 +605,10 @@ impl CompactorProcess {
             gateway: None,
         });
         let mut tasks = JoinSet::new();
-        tasks.spawn(http::serve(state, listener, cancel.clone()));
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(cancel.clone()));
+        }
+        tasks.spawn(http::serve(state, listener, tls, cancel.clone()));
         Ok(Self {
             http_addr,
             cancel,

@@ -54,30 +54,48 @@ class Sluice:
     started = []
     logs = []
 
-    def __init__(self, data_dir, extra_args=(), env=None, mode="serve", kafka_protocol=None):
+    def __init__(self, data_dir, extra_args=(), env=None, mode="serve", kafka_protocol=None,
+                 kafka_listeners=None, mqtt_listeners=("mqtt",), https=False, tls=None):
         self.data_dir = Path(data_dir)
-        # The Kafka listener's protocol as Kafka names it (SASL_PLAINTEXT, ...); None: PLAINTEXT.
-        self.kafka_protocol = kafka_protocol
+        # The Kafka listeners' protocols as Kafka names them (PLAINTEXT, SASL_SSL, ...), the
+        # first one's address being `kafka`; `kafka_protocol` names a single one.
+        self.kafka_protocols = list(kafka_listeners or [kafka_protocol or "PLAINTEXT"])
+        self.kafka_protocol = self.kafka_protocols[0]
+        self.mqtt_schemes = list(mqtt_listeners)
+        self.https = https
+        # A CertSet (see tls.py) for TLS listeners.
+        self.tls = tls
         self.extra_args = list(extra_args)
         self.env = dict(os.environ, **(env or {}))
         self.mode = mode
         self.proc = None
         self.kafka = None
         self.http = None
-        # A restarted server listens where it listened before, as clients expect.
-        self.listen = {"kafka": "127.0.0.1:0", "http": "127.0.0.1:0", "mqtt": "127.0.0.1:0"}
         self.mqtt = None
+        # Every listener's address, by protocol or scheme.
+        self.kafka_by = {}
+        self.mqtt_by = {}
+        # A restarted server listens where it listened before, as clients expect.
+        self.listen = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
     def start(self):
         assert BIN.exists(), f"{BIN} is missing: build with `cargo build` first"
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        listen = self.listen or {
+            "kafka": {p: "127.0.0.1:0" for p in self.kafka_protocols},
+            "mqtt": {m: "127.0.0.1:0" for m in self.mqtt_schemes},
+            "http": "127.0.0.1:0",
+        }
+        kafka = ",".join(f"{p}://{a}" for p, a in listen["kafka"].items())
+        mqtt = ",".join(f"{m}://{a}" for m, a in listen["mqtt"].items())
         args = [
             str(BIN), self.mode,
             "--data-dir", str(self.data_dir),
-            "--kafka-listen", (f"{self.kafka_protocol}://" if self.kafka_protocol else "") + self.listen["kafka"],
-            "--http-listen", self.listen["http"],
-            *(["--mqtt-listen", self.listen["mqtt"]] if self.mode != "compactor" else []),
+            "--kafka-listen", kafka,
+            "--http-listen", ("https://" if self.https else "") + listen["http"],
+            *(["--mqtt-listen", mqtt] if self.mode != "compactor" else []),
+            *(self.tls.server_args() if self.tls else []),
             "--cache-disk", "64MiB",
             "--cache-memory", "64MiB",
             *self.extra_args,
@@ -86,28 +104,31 @@ class Sluice:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=self.env)
         Sluice.started.append(self.proc)
         Sluice.logs.append(self.log_path)
-        # The process prints its bound addresses once it accepts connections.
+        # The process prints its bound addresses, then "ready", once it accepts connections.
         lines = []
-        needs_kafka = self.mode != "compactor"
-        while (needs_kafka and (self.kafka is None or self.mqtt is None)) or self.http is None:
+        while True:
             line = self.proc.stdout.readline().decode()
             if not line:
                 raise AssertionError(f"sluice exited early: {lines}; see {self.log_path}")
             lines.append(line)
+            if line.strip() == "ready":
+                break
             m = re.match(r"node id (-?\d+)", line)
             if m:
                 self.node_id = int(m.group(1))
-            m = re.match(r"kafka listening on (\S+)", line)
+            m = re.match(r"kafka listening on (\S+) (\S+)", line)
             if m:
-                self.kafka = m.group(1)
+                self.kafka_by[m.group(2)] = m.group(1)
             m = re.match(r"http listening on (\S+)", line)
             if m:
                 self.http = m.group(1)
-            m = re.match(r"mqtt listening on (\S+)", line)
+            m = re.match(r"mqtt listening on (\S+) (\S+)", line)
             if m:
-                self.mqtt = m.group(1)
-        self.listen = {"kafka": self.kafka or "127.0.0.1:0", "http": self.http,
-                       "mqtt": self.mqtt or "127.0.0.1:0"}
+                self.mqtt_by[m.group(2)] = m.group(1)
+        self.kafka = self.kafka_by.get(self.kafka_protocol)
+        self.mqtt = self.mqtt_by.get(self.mqtt_schemes[0]) if self.mqtt_schemes else None
+        self.listen = {"kafka": dict(self.kafka_by) or listen["kafka"],
+                       "mqtt": dict(self.mqtt_by) or listen["mqtt"], "http": self.http}
         return self
 
     @property

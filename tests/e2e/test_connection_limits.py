@@ -22,7 +22,7 @@ def test_connections_over_the_limit_are_closed(tmp_dir):
         api_versions(s, i)
     extra = connect(server)
     assert closed_by_server(extra), "a fourth connection from 127.0.0.1 is closed"
-    assert server.metric('sluice_connections_refused_total{listener="kafka",reason="per_ip_limit"}') == 1
+    assert server.metric('sluice_connections_refused_total{listener="PLAINTEXT",reason="per_ip_limit"}') == 1
     # The MQTT listener counts against the same limit.
     host, port = server.mqtt.rsplit(":", 1)
     mqtt = socket.create_connection((host, int(port)), timeout=10)

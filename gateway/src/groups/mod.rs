@@ -23,12 +23,46 @@ use tokio_util::sync::CancellationToken;
 
 use group::{Group, Limits};
 
-/// Where a gateway can be reached.
+/// Where a gateway can be reached: `host:port` is its first listener's advertised
+/// address, `listeners` every listener's, by name (empty: only `host:port` is known, and
+/// serves whichever listener a client asks about).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub id: i32,
     pub host: String,
     pub port: u16,
+    pub listeners: Arc<[Endpoint]>,
+}
+
+/// A listener's advertised address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Node {
+    pub fn new(id: i32, host: String, port: u16) -> Self {
+        Self {
+            id,
+            host,
+            port,
+            listeners: Arc::new([]),
+        }
+    }
+
+    /// The address clients of listener `name` reach this gateway at; `None` if it has no
+    /// such listener.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +321,7 @@ fn parse_claim(v: &[u8]) -> Option<Node> {
     let s = std::str::from_utf8(v).ok()?;
     let mut it = s.split('|');
     Some(Node {
+        listeners: Arc::new([]),
         id: it.next()?.parse().ok()?,
         host: it.next()?.to_string(),
         port: it.next()?.parse().ok()?,
@@ -300,7 +335,7 @@ async fn register(store: &SharedStore, me: &Node, ttl: Duration) -> Result<Lease
         .txn(Txn {
             success: vec![TxnOp::Put {
                 key: keys::gateway(me.id).into(),
-                value: format!("{}:{}", me.host, me.port).into(),
+                value: crate::cluster::registration(me).into(),
                 lease: Some(lease),
             }],
             ..Txn::default()

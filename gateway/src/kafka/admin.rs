@@ -305,15 +305,35 @@ fn broker_configs(ctx: &Ctx) -> Vec<BrokerConfig> {
         ),
         set(
             "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", ctx.host, ctx.port),
+            ctx.cluster
+                .me()
+                .listeners
+                .iter()
+                .map(|e| format!("{}://{}:{}", e.name, e.host, e.port))
+                .collect::<Vec<_>>()
+                .join(","),
             LIST,
             "Where clients reach this gateway (--advertise).",
         ),
         set(
             "listeners",
-            format!("PLAINTEXT://{}", c.kafka_listen),
+            c.kafka_listeners
+                .iter()
+                .map(|l| format!("{}://{}", l.protocol.name(), l.addr))
+                .collect::<Vec<_>>()
+                .join(","),
             LIST,
-            "The Kafka listener (--kafka-listen).",
+            "The Kafka listeners (--kafka-listen).",
+        ),
+        set(
+            "listener.security.protocol.map",
+            c.kafka_listeners
+                .iter()
+                .map(|l| format!("{0}:{0}", l.protocol.name()))
+                .collect::<Vec<_>>()
+                .join(","),
+            LIST,
+            "Each listener's security protocol (its name).",
         ),
         set(
             "auto.create.topics.enable",
@@ -554,8 +574,9 @@ pub async fn describe_cluster(
     ctx: &Ctx,
     req: DescribeClusterRequest,
     _version: i16,
+    listener: &str,
 ) -> DescribeClusterResponse {
-    let nodes = ctx.cluster.nodes();
+    let nodes = ctx.cluster.nodes_on(listener);
     DescribeClusterResponse::default()
         .with_cluster_authorized_operations(super::authorized::cluster(
             req.include_cluster_authorized_operations,

@@ -129,7 +129,7 @@ impl Auth {
             }
             Err(e) => {
                 crate::metrics::AUTH_FAILURES
-                    .with_label_values(&["kafka", mechanism])
+                    .with_label_values(&[conn.listener, mechanism])
                     .inc();
                 tracing::warn!(conn = conn.id, peer = ?conn.peer, mechanism, error = %e, "kafka authentication failed");
                 let resp = SaslAuthenticateResponse::default()

@@ -18,8 +18,7 @@ use sluice_protocols::kafka::frame::take_frame;
 use sluice_protocols::kafka::header::{
     HeaderError, decode_body, decode_header, encode_response, peek_prefix,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::authn::{AUTH_TIMEOUT, Auth, MAX_UNAUTHENTICATED_REQUEST};
@@ -70,16 +69,28 @@ static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 pub(crate) struct ConnInfo {
     pub id: u64,
     pub peer: Option<std::net::SocketAddr>,
+    /// The listener's name (its protocol, as Kafka names it).
+    pub listener: &'static str,
 }
 
-pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: CancellationToken) {
+/// Serves one Kafka connection over TCP or TLS.
+pub async fn serve_stream<S>(
+    ctx: Arc<Ctx>,
+    mut socket: S,
+    accepted: crate::server::Accepted,
+    cancel: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let protocol = ctx.kafka_listeners[accepted.listener];
     let conn = ConnInfo {
         id: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        peer: socket.peer_addr().ok(),
+        peer: Some(accepted.peer),
+        listener: protocol.name(),
     };
-    let _ = socket.set_nodelay(true);
-    tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection accepted");
-    match run(&ctx, &mut socket, &cancel, conn).await {
+    tracing::debug!(conn = conn.id, peer = ?conn.peer, listener = conn.listener, principal = ?accepted.principal, "kafka connection accepted");
+    let auth = Auth::new(protocol.sasl());
+    match run(&ctx, &mut socket, &cancel, conn, auth).await {
         Ok(()) => tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed"),
         Err(ConnError::Io(e)) => {
             tracing::debug!(conn = conn.id, peer = ?conn.peer, error = %e, "kafka connection dropped")
@@ -93,17 +104,19 @@ pub async fn serve_connection(ctx: Arc<Ctx>, mut socket: TcpStream, cancel: Canc
 type Pending =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ConnError>> + Send>>;
 
-async fn run(
+async fn run<S>(
     ctx: &Arc<Ctx>,
-    socket: &mut TcpStream,
+    socket: &mut S,
     cancel: &CancellationToken,
     conn: ConnInfo,
-) -> Result<(), ConnError> {
-    let (mut reader, mut writer) = socket.split();
+    mut auth: Auth,
+) -> Result<(), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut eof = false;
-    let mut auth = Auth::new(ctx.config.kafka_sasl);
     let auth_deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
     loop {
         if eof && pending.is_empty() {
@@ -112,10 +125,10 @@ async fn run(
         tokio::select! {
             _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
             _ = tokio::time::sleep_until(auth_deadline), if !auth.is_done() && !eof => {
-                crate::metrics::AUTH_FAILURES.with_label_values(&["kafka", "timeout"]).inc();
+                crate::metrics::AUTH_FAILURES.with_label_values(&[conn.listener, "timeout"]).inc();
                 return Err(ConnError::AuthTimeout(AUTH_TIMEOUT));
             }
-            n = reader.read_buf(&mut buf), if !eof && pending.len() < MAX_IN_FLIGHT => {
+            n = socket.read_buf(&mut buf), if !eof && pending.len() < MAX_IN_FLIGHT => {
                 if n? == 0 {
                     eof = true;
                     continue;
@@ -140,7 +153,7 @@ async fn run(
             }
             Some(response) = pending.next() => {
                 if let Some(bytes) = response? {
-                    writer.write_all(&bytes).await?;
+                    socket.write_all(&bytes).await?;
                 }
             }
         }
@@ -272,6 +285,12 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
             let resp = $handler(&ctx, req, version).await;
             encode_response(cid, header_version, &resp, version)?
         }};
+        // Handlers whose answer names gateways: at the client's listener's addresses.
+        ($req:ty, $handler:expr, listener) => {{
+            let req: $req = body(&mut frame, key, version)?;
+            let resp = $handler(&ctx, req, version, conn.listener).await;
+            encode_response(cid, header_version, &resp, version)?
+        }};
     }
     let out = match key {
         ApiKey::ApiVersions => {
@@ -280,7 +299,7 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
         }
         ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
         ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
-        ApiKey::Metadata => serve!(MetadataRequest, metadata::handle),
+        ApiKey::Metadata => serve!(MetadataRequest, metadata::handle, listener),
         ApiKey::CreateTopics => serve!(CreateTopicsRequest, admin::create_topics),
         ApiKey::DeleteTopics => serve!(DeleteTopicsRequest, admin::delete_topics),
         ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, admin::create_partitions),
@@ -288,9 +307,13 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
         ApiKey::IncrementalAlterConfigs => {
             serve!(IncrementalAlterConfigsRequest, admin::alter_configs)
         }
-        ApiKey::DescribeCluster => serve!(DescribeClusterRequest, admin::describe_cluster),
+        ApiKey::DescribeCluster => {
+            serve!(DescribeClusterRequest, admin::describe_cluster, listener)
+        }
         ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
-        ApiKey::FindCoordinator => serve!(FindCoordinatorRequest, groups::find_coordinator),
+        ApiKey::FindCoordinator => {
+            serve!(FindCoordinatorRequest, groups::find_coordinator, listener)
+        }
         ApiKey::JoinGroup => {
             let req: JoinGroupRequest = body(&mut frame, key, version)?;
             let caller = Caller {
@@ -320,7 +343,8 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
         ApiKey::DescribeTopicPartitions => serve!(
             DescribeTopicPartitionsRequest,
-            describe_topic_partitions::handle
+            describe_topic_partitions::handle,
+            listener
         ),
         ApiKey::AlterConfigs => serve!(AlterConfigsRequest, admin::alter_configs_legacy),
         ApiKey::DescribeUserScramCredentials => {

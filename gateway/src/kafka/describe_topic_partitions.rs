@@ -23,8 +23,9 @@ pub async fn handle(
     ctx: &Ctx,
     req: DescribeTopicPartitionsRequest,
     _version: i16,
+    listener: &str,
 ) -> DescribeTopicPartitionsResponse {
-    let nodes = ctx.cluster.nodes();
+    let nodes = ctx.cluster.nodes_on(listener);
     let mut budget = req.response_partition_limit.clamp(1, MAX_PARTITIONS) as usize;
     // Every topic when none is named; sorted by name either way.
     let mut names: Vec<String> = if req.topics.is_empty() {

@@ -64,6 +64,7 @@ pub async fn find_coordinator(
     ctx: &Ctx,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let keys: Vec<String> = if version >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()
@@ -86,6 +87,14 @@ pub async fn find_coordinator(
                 group_error(&e)
             })
         };
+        // The coordinator at the address of the client's listener.
+        let r = r.map(|n| {
+            ctx.cluster
+                .nodes_on(listener)
+                .into_iter()
+                .find(|m| m.id == n.id)
+                .unwrap_or(n)
+        });
         found.push(match r {
             Ok(n) => out
                 .with_node_id(BrokerId(n.id))

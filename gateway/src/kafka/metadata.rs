@@ -51,8 +51,13 @@ fn error_topic(name: Option<&str>, id: uuid::Uuid, code: ResponseError) -> Metad
         .with_error_code(code.code())
 }
 
-pub async fn handle(ctx: &Ctx, req: MetadataRequest, version: i16) -> MetadataResponse {
-    let nodes = ctx.cluster.nodes();
+pub async fn handle(
+    ctx: &Ctx,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
+    let nodes = ctx.cluster.nodes_on(listener);
     // v8-v10 can ask for the cluster's operations, v8+ for each topic's.
     let topic_ops = version >= 8 && req.include_topic_authorized_operations;
     let cluster_ops = (8..=10).contains(&version) && req.include_cluster_authorized_operations;

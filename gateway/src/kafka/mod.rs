@@ -16,7 +16,7 @@ mod sasl;
 mod scram;
 mod versions;
 
-pub use conn::serve_connection;
+pub use conn::serve_stream;
 
 /// Wall-clock milliseconds, for the timestamps Kafka puts on the wire (LogAppendTime,
 /// offset commit times, the arrival time of MQTT messages).

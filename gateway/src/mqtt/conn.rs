@@ -22,7 +22,6 @@ use sluice_protocols::mqtt::{
     UnsubAck, Version, decode, encode, encoded_len, reason, topic,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{Refused, Rules};
@@ -82,12 +81,6 @@ enum End {
     KeepAlive,
 }
 
-pub async fn serve_connection(ctx: Arc<Ctx>, socket: TcpStream, cancel: CancellationToken) {
-    let peer = socket.peer_addr().ok();
-    let _ = socket.set_nodelay(true);
-    serve_stream(ctx, socket, peer, cancel).await;
-}
-
 /// The byte streams an MQTT connection runs on: TCP, or a WebSocket's payloads.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -96,9 +89,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub async fn serve_stream(
     ctx: Arc<Ctx>,
     mut socket: impl Stream,
-    peer: Option<std::net::SocketAddr>,
+    accepted: crate::server::Accepted,
     cancel: CancellationToken,
 ) {
+    let peer = Some(accepted.peer);
     // Grows for larger packets; idle connections keep little.
     let mut buf = BytesMut::with_capacity(1024);
     let connect = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut socket, &mut buf)).await;

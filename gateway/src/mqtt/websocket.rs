@@ -15,14 +15,19 @@ use crate::server::Ctx;
 /// Bytes buffered between the WebSocket and the MQTT connection, each way.
 const PIPE: usize = 256 << 10;
 
-pub async fn serve<S>(ctx: Arc<Ctx>, io: S, cancel: CancellationToken)
+pub async fn serve<S>(ctx: Arc<Ctx>, io: S, peer: std::net::SocketAddr, cancel: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
     let (mut ws_out, mut ws_in) = ws.split();
     let (ours, theirs) = tokio::io::duplex(PIPE);
-    let conn = tokio::spawn(super::conn::serve_stream(ctx, theirs, None, cancel));
+    let accepted = crate::server::Accepted {
+        peer,
+        listener: 0,
+        principal: None,
+    };
+    let conn = tokio::spawn(super::conn::serve_stream(ctx, theirs, accepted, cancel));
     let (mut from_conn, mut to_conn) = tokio::io::split(ours);
     let inbound = async move {
         while let Some(msg) = ws_in.next().await {
