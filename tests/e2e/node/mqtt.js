@@ -1,13 +1,16 @@
 // mqtt.js against Sluice: a 5.0 subscriber and a 3.1.1 publisher, each at its own URL
 // (mqtt://HOST:PORT, or ws://HOST:PORT/mqtt); prints what the subscriber received as JSON.
 //
-// usage: node mqtt.js SUB_URL PUB_URL
+// usage: node mqtt.js SUB_URL PUB_URL   (MQTT_CA=FILE: the CA of mqtts:// and wss:// URLs)
 
+const fs = require('fs')
 const mqtt = require('mqtt')
+
+const tls = process.env.MQTT_CA ? { ca: fs.readFileSync(process.env.MQTT_CA) } : {}
 
 async function main() {
   const [subUrl, pubUrl] = process.argv.slice(2)
-  const sub = await mqtt.connectAsync(subUrl, { protocolVersion: 5, clientId: 'js-sub', clean: true })
+  const sub = await mqtt.connectAsync(subUrl, { protocolVersion: 5, clientId: 'js-sub', clean: true, ...tls })
   const got = []
   const all = new Promise(resolve => {
     sub.on('message', (topic, payload, packet) => {
@@ -16,7 +19,7 @@ async function main() {
     })
   })
   await sub.subscribeAsync('js/#', { qos: 2 })
-  const pub = await mqtt.connectAsync(pubUrl, { protocolVersion: 4, clientId: 'js-pub', clean: true })
+  const pub = await mqtt.connectAsync(pubUrl, { protocolVersion: 4, clientId: 'js-pub', clean: true, ...tls })
   for (let i = 0; i < 10; i++) {
     await pub.publishAsync(`js/${i % 3}`, `m${i}`, { qos: 1 })
   }

@@ -1,15 +1,17 @@
-// kafkajs over SASL_PLAINTEXT: produces one record, then reads the topic from the start.
-// Prints {"count": N}.
+// kafkajs over SASL_PLAINTEXT, or SASL_SSL when given a CA file: produces one record, then
+// reads the topic from the start. Prints {"count": N}.
 //
-// usage: node sasl.js BOOTSTRAP MECHANISM USER PASSWORD TOPIC
+// usage: node sasl.js BOOTSTRAP MECHANISM USER PASSWORD TOPIC [CA_FILE]
 
+const fs = require('fs')
 const { Kafka, logLevel } = require('kafkajs')
 
 async function main() {
-  const [bootstrap, mechanism, username, password, topic] = process.argv.slice(2)
+  const [bootstrap, mechanism, username, password, topic, ca] = process.argv.slice(2)
   const kafka = new Kafka({
     clientId: 'sasl-e2e', brokers: [bootstrap], logLevel: logLevel.WARN,
     sasl: { mechanism, username, password },
+    ssl: ca ? { ca: [fs.readFileSync(ca)] } : false,
   })
   const producer = kafka.producer()
   await producer.connect()
