@@ -41,11 +41,11 @@ class Server:
         self.listen = {}
         for line in self.proc.stdout:
             words = line.decode().split()
-            if len(words) == 4 and words[1:3] == ["listening", "on"]:
+            if len(words) >= 4 and words[1:3] == ["listening", "on"] and words[0] not in self.listen:
                 self.listen[words[0]] = words[3]
                 if words[0] == "kafka":
                     self.startup_ms = (time.perf_counter() - t0) * 1000
-            if {"kafka", "http", "mqtt"} <= self.listen.keys():
+            if words == ["ready"]:
                 break
         else:
             raise SystemExit(f"sluice did not start; see {self.dir / 'sluice.log'}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when it is missing: etcd, protoc, kcat, the mosquitto
-# clients, Java, and make and a C compiler (librdkafka for the load generator) from Debian;
+# clients, Java, and make, a C compiler and OpenSSL's headers (librdkafka for the load
+# generator) from Debian;
 # the Python clients, moto's S3 server, the Parquet readers (PyArrow, DuckDB, Polars,
 # PySpark), paho-mqtt and pytest from PyPI; kafkajs and mqtt.js from npm.
 set -euo pipefail
@@ -20,6 +21,9 @@ command -v curl >/dev/null || apt_missing+=(curl)
 # The load generator links librdkafka, built from source by rdkafka-sys.
 command -v make >/dev/null || apt_missing+=(make)
 command -v cc >/dev/null || apt_missing+=(gcc)
+# ...with TLS and SASL SCRAM from OpenSSL.
+[ -f /usr/include/openssl/ssl.h ] || apt_missing+=(libssl-dev)
+command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
 # Spark (a reader of the Parquet segments) runs on Java.
 command -v java >/dev/null || apt_missing+=(openjdk-17-jre-headless)
 if [ ${#apt_missing[@]} -gt 0 ]; then

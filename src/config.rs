@@ -138,6 +138,12 @@ pub struct ServeArgs {
     /// without it, MQTT clients are not authenticated.
     #[arg(long, env = "SLUICE_MQTT_AUTH")]
     pub mqtt_auth: Option<String>,
+    /// Check MQTT user names and passwords against the user store (users the --mqtt-auth
+    /// file lists keep its passwords and rules), accept a verified TLS client certificate
+    /// in place of a user name, and refuse clients with neither unless the file lets
+    /// anonymous clients in. Always so for MQTT on a SASL Kafka listener.
+    #[arg(long, env = "SLUICE_MQTT_USER_STORE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub mqtt_user_store: bool,
     /// Forward WAL objects holding MQTT data to the gateways that deliver MQTT messages
     /// (gRPC on their Kafka listener), so their delivery need not read the object store.
     #[arg(long, env = "SLUICE_MQTT_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
@@ -480,6 +486,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "mqtt_topic_map" => args.mqtt_topic_map = text,
             "mqtt_default_topic" => args.mqtt_default_topic = text,
             "mqtt_auth" => args.mqtt_auth = Some(text),
+            "mqtt_user_store" => {
+                args.mqtt_user_store = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
             "mqtt_forward" => args.mqtt_forward = text.parse().map_err(|e| bad(format!("{e}")))?,
             "advertise" => args.advertise = Some(text.parse().map_err(bad)?),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),

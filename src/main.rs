@@ -254,6 +254,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_default_topic: Some(args.mqtt_default_topic.clone()).filter(|t| !t.is_empty()),
         mqtt_auth: args.mqtt_auth.clone(),
         mqtt_forward: args.mqtt_forward,
+        mqtt_user_store: args.mqtt_user_store,
         compactor: (role == Role::All)
             .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()

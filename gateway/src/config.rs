@@ -120,6 +120,9 @@ pub struct GatewayConfig {
     pub mqtt_default_topic: Option<String>,
     /// A TOML file of MQTT users and what they may do; `None`: no authentication.
     pub mqtt_auth: Option<String>,
+    /// Check MQTT user names and passwords against the user store too, and refuse clients
+    /// with neither a user name nor a client certificate (unless the file allows them).
+    pub mqtt_user_store: bool,
     /// Forward WAL objects holding MQTT data to the gateways that deliver MQTT messages.
     pub mqtt_forward: bool,
     /// Run a compactor in the gateway's process (`sluice serve`).
@@ -165,6 +168,7 @@ impl Default for GatewayConfig {
             mqtt_topic_map: String::new(),
             mqtt_default_topic: Some("mqtt".into()),
             mqtt_auth: None,
+            mqtt_user_store: false,
             mqtt_forward: true,
             compactor: None,
             admin_token: None,

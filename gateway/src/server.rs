@@ -420,6 +420,8 @@ pub(crate) struct Accepted {
     pub listener: usize,
     /// The principal of a verified client certificate.
     pub principal: Option<String>,
+    /// A SASL Kafka listener: MQTT clients on it authenticate against the user store too.
+    pub sasl: bool,
 }
 
 /// Serves one accepted connection: TLS first on a TLS listener, then the protocol chosen
@@ -434,15 +436,16 @@ async fn serve(
     tls: bool,
 ) {
     let _ = socket.set_nodelay(true);
-    let listener = match serves {
-        Listener::Kafka(i) => i,
-        Listener::Mqtt => 0,
+    let (listener, sasl) = match serves {
+        Listener::Kafka(i) => (i, ctx.kafka_listeners[i].sasl()),
+        Listener::Mqtt => (0, false),
     };
     if !tls {
         let accepted = Accepted {
             peer,
             listener,
             principal: None,
+            sasl,
         };
         if serves == Listener::Mqtt {
             return crate::mqtt::conn::serve_stream(ctx, socket, accepted, cancel).await;
@@ -498,6 +501,7 @@ async fn serve(
         peer,
         listener,
         principal,
+        sasl,
     };
     if serves == Listener::Mqtt {
         return crate::mqtt::conn::serve_stream(ctx, stream, accepted, cancel).await;

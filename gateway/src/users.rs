@@ -366,6 +366,36 @@ pub async fn credential(
         .and_then(|(r, _)| r.scram.into_iter().find(|c| c.mechanism == m.name())))
 }
 
+/// Whether `password` is `name`'s: checked against the user's SCRAM-SHA-512 credential, or
+/// SCRAM-SHA-256 if it has only that (PBKDF2 off the async workers). `Ok(false)` for a
+/// user without credentials.
+pub async fn verify_password(
+    store: &SharedStore,
+    name: &str,
+    password: Vec<u8>,
+) -> Result<bool, UserError> {
+    let Some((record, _)) = read(store, name).await? else {
+        return Ok(false);
+    };
+    for m in [Mechanism::Sha512, Mechanism::Sha256] {
+        if let Some(c) = record.scram.iter().find(|c| c.mechanism == m.name()) {
+            let c = c.clone();
+            let matches = tokio::task::spawn_blocking(move || password_matches(m, &c, &password))
+                .await
+                .unwrap_or(false);
+            return Ok(matches);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `password` is the one a SCRAM credential was made from.
+pub fn password_matches(m: Mechanism, credential: &ScramCredentialRecord, password: &[u8]) -> bool {
+    let salted = m.salted_password(password, &credential.salt, credential.iterations);
+    let (stored_key, _) = m.scram_keys(&salted);
+    subtle::ConstantTimeEq::ct_eq(stored_key.as_slice(), credential.stored_key.as_slice()).into()
+}
+
 fn credentials(r: &UserRecord) -> Vec<(Mechanism, u32)> {
     r.scram
         .iter()

@@ -8,11 +8,14 @@
 //! sluice-bench e2e --bootstrap 127.0.0.1:9092 --rate 20000 --seconds 20
 //! sluice-bench mqtt --addr 127.0.0.1:1883 --qos 1 --rate 20000
 //! sluice-bench mqtt-idle --addr 127.0.0.1:1883 --connections 10000 --server-pid PID
+//! sluice-bench connect --bootstrap 127.0.0.1:9093 --ca ca.pem --mechanism SCRAM-SHA-256 \
+//!     --user bench --password secret
 //! ```
 //!
 //! Progress goes to stderr once a second; the result is one JSON object on stdout (and in
 //! `--json FILE`).
 
+mod connect;
 mod kafka;
 mod mqtt;
 mod report;
@@ -68,6 +71,11 @@ enum Mode {
         #[command(flatten)]
         args: mqtt::PubSubArgs,
     },
+    /// Kafka connections set up (TLS and SCRAM if asked) and closed; connections per second.
+    Connect {
+        #[command(flatten)]
+        args: connect::ConnectArgs,
+    },
     /// Idle MQTT connections held open; the broker's memory per connection.
     MqttIdle {
         #[command(flatten)]
@@ -85,6 +93,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Consume { common, args } => kafka::consume(common, args, q)?,
         Mode::E2e { common, args } => kafka::end_to_end(common, args, q)?,
         Mode::Mqtt { common, args } => runtime()?.block_on(mqtt::pubsub(common, args, q))?,
+        Mode::Connect { args } => runtime()?.block_on(connect::run(args, q))?,
         Mode::MqttIdle { common, args } => runtime()?.block_on(mqtt::idle(common, args, q))?,
     };
     report::emit(&report, cli.json.as_deref())

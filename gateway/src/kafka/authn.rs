@@ -177,20 +177,11 @@ async fn scram_first(
 /// credential.
 async fn plain(ctx: &Ctx, token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
     let (user, password) = sasl::plain(token)?;
-    for m in [Mechanism::Sha512, Mechanism::Sha256] {
-        if let Some(c) = credential(ctx, &user, m).await? {
-            let matches =
-                tokio::task::spawn_blocking(move || sasl::password_matches(m, &c, &password))
-                    .await
-                    .unwrap_or(false);
-            return if matches {
-                Ok((user, Vec::new()))
-            } else {
-                Err(SaslError::BadCredentials)
-            };
-        }
+    match crate::users::verify_password(&ctx.store, &user, password.into()).await {
+        Ok(true) => Ok((user, Vec::new())),
+        Ok(false) => Err(SaslError::BadCredentials),
+        Err(_) => Err(SaslError::Unavailable),
     }
-    Err(SaslError::BadCredentials)
 }
 
 /// A salt for a user without credentials, the same each time within this process, so a

@@ -212,13 +212,6 @@ pub fn plain(token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
     Ok((user.to_string(), password.to_vec()))
 }
 
-/// Whether `password` is the one a SCRAM credential was made from.
-pub fn password_matches(m: Mechanism, credential: &ScramCredentialRecord, password: &[u8]) -> bool {
-    let salted = m.salted_password(password, &credential.salt, credential.iterations);
-    let (stored_key, _) = m.scram_keys(&salted);
-    same(&stored_key, &credential.stored_key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,8 +304,16 @@ mod tests {
         let c = rfc7677_credential();
         let (user, password) = plain(b"\0user\0pencil").expect("parses");
         assert_eq!(user, "user");
-        assert!(password_matches(Mechanism::Sha256, &c, &password));
-        assert!(!password_matches(Mechanism::Sha256, &c, b"pencil2"));
+        assert!(crate::users::password_matches(
+            Mechanism::Sha256,
+            &c,
+            &password
+        ));
+        assert!(!crate::users::password_matches(
+            Mechanism::Sha256,
+            &c,
+            b"pencil2"
+        ));
         assert!(plain(b"user\0pencil").is_err());
         assert!(plain(b"\0\0pencil").is_err());
     }

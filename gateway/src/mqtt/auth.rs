@@ -149,6 +149,8 @@ pub fn covers(allowed: &str, requested: &str) -> bool {
 pub enum Refused {
     BadCredentials,
     NotAuthorized,
+    /// The user store could not be read.
+    Unavailable,
 }
 
 #[derive(Debug)]
@@ -189,6 +191,16 @@ impl Auth {
             anonymous: file.anonymous,
             users,
         })
+    }
+
+    /// Whether the file lists this user.
+    pub fn has_user(&self, name: &str) -> bool {
+        self.users.contains_key(name)
+    }
+
+    /// What anonymous clients may do, if they may connect.
+    pub fn anonymous(&self) -> Option<&Rules> {
+        self.allow_anonymous.then_some(&self.anonymous)
     }
 
     /// The rules of a client that connects with these credentials.

@@ -81,6 +81,54 @@ enum End {
     KeepAlive,
 }
 
+/// Who a connecting client is and what it may do: `Ok(None)` is everything.
+///
+/// A user the `--mqtt-auth` file lists is checked against the file, with its rules. With
+/// `store` (`--mqtt-user-store`, or a SASL Kafka listener), any other user name is checked
+/// against the user store (a SCRAM credential verifies the password), a client without one
+/// is known by its verified TLS certificate, and one with neither is refused unless the
+/// file lets anonymous clients in. Without it, the file (if any) decides alone, as before
+/// the user store existed.
+async fn login(
+    ctx: &Ctx,
+    connect: &Connect,
+    principal: Option<&str>,
+    store: bool,
+) -> Result<Option<Rules>, Refused> {
+    let file = ctx.mqtt.auth.as_ref();
+    let user = connect.username.as_deref();
+    let password = connect.password.as_deref();
+    if !store {
+        return match file {
+            None => Ok(None),
+            Some(auth) => auth.authenticate(user, password).map(Some),
+        };
+    }
+    match (user, file) {
+        (Some(name), Some(auth)) if auth.has_user(name) => {
+            auth.authenticate(user, password).map(Some)
+        }
+        (Some(name), _) => {
+            let password = password.ok_or(Refused::BadCredentials)?.to_vec();
+            match crate::users::verify_password(&ctx.store, name, password).await {
+                Ok(true) => Ok(None),
+                Ok(false) => Err(Refused::BadCredentials),
+                Err(e) => {
+                    tracing::warn!(user = name, error = %e, "reading the user store failed");
+                    Err(Refused::Unavailable)
+                }
+            }
+        }
+        (None, _) if principal.is_some() => Ok(None),
+        (None, Some(auth)) => auth
+            .anonymous()
+            .cloned()
+            .map(Some)
+            .ok_or(Refused::NotAuthorized),
+        (None, None) => Err(Refused::NotAuthorized),
+    }
+}
+
 /// The byte streams an MQTT connection runs on: TCP, or a WebSocket's payloads.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
@@ -127,27 +175,32 @@ pub async fn serve_stream(
         client_id = format!("sluice-{}", uuid::Uuid::new_v4().simple());
         assigned = Some(client_id.clone());
     }
-    let rules = match &ctx.mqtt.auth {
-        None => None,
-        Some(auth) => {
-            let verdict = auth
-                .authenticate(connect.username.as_deref(), connect.password.as_deref())
-                .and_then(|rules| match &connect.will {
-                    Some(w) if !rules.may_publish(&w.topic) => Err(Refused::NotAuthorized),
-                    _ => Ok(rules),
-                });
-            match verdict {
-                Ok(rules) => Some(rules),
-                Err(refused) => {
-                    tracing::warn!(?peer, client = %client_id, user = ?connect.username, ?refused, "mqtt connection refused");
-                    let code = match refused {
-                        Refused::BadCredentials => reason::BAD_USER_NAME_OR_PASSWORD,
-                        Refused::NotAuthorized => reason::NOT_AUTHORIZED,
-                    };
-                    refuse(&mut socket, code, version).await;
-                    return;
-                }
-            }
+    let store = ctx.config.mqtt_user_store || accepted.sasl;
+    let verdict = login(&ctx, &connect, accepted.principal.as_deref(), store)
+        .await
+        .and_then(|rules| match (&rules, &connect.will) {
+            (Some(r), Some(w)) if !r.may_publish(&w.topic) => Err(Refused::NotAuthorized),
+            _ => Ok(rules),
+        });
+    let rules = match verdict {
+        Ok(rules) => rules,
+        Err(refused) => {
+            let mechanism = if connect.username.is_some() {
+                "password"
+            } else {
+                "anonymous"
+            };
+            crate::metrics::AUTH_FAILURES
+                .with_label_values(&["mqtt", mechanism])
+                .inc();
+            tracing::warn!(?peer, client = %client_id, user = ?connect.username, ?refused, "mqtt connection refused");
+            let code = match refused {
+                Refused::BadCredentials => reason::BAD_USER_NAME_OR_PASSWORD,
+                Refused::NotAuthorized => reason::NOT_AUTHORIZED,
+                Refused::Unavailable => reason::SERVER_UNAVAILABLE,
+            };
+            refuse(&mut socket, code, version).await;
+            return;
         }
     };
     // 3.1.1: Clean Session 0 keeps the session for good; 5.0: as the client asks.

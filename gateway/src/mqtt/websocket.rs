@@ -26,6 +26,7 @@ where
         peer,
         listener: 0,
         principal: None,
+        sasl: false,
     };
     let conn = tokio::spawn(super::conn::serve_stream(ctx, theirs, accepted, cancel));
     let (mut from_conn, mut to_conn) = tokio::io::split(ours);
