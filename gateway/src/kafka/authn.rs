@@ -177,7 +177,7 @@ async fn scram_first(
 /// credential.
 async fn plain(ctx: &Ctx, token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
     let (user, password) = sasl::plain(token)?;
-    match crate::users::verify_password(&ctx.store, &user, password.into()).await {
+    match crate::users::verify_password(&ctx.store, &user, password).await {
         Ok(true) => Ok((user, Vec::new())),
         Ok(false) => Err(SaslError::BadCredentials),
         Err(_) => Err(SaslError::Unavailable),
