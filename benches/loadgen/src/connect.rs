@@ -91,11 +91,14 @@ impl Sha {
     }
 }
 
+/// Salted passwords by (salt, iterations).
+type SaltedCache = std::sync::Mutex<HashMap<(Vec<u8>, u32), Vec<u8>>>;
+
 struct Shared {
     args: ConnectArgs,
     tls: Option<tokio_rustls::TlsConnector>,
     sha: Option<Sha>,
-    salted: std::sync::Mutex<HashMap<(Vec<u8>, u32), Vec<u8>>>,
+    salted: SaltedCache,
     done: AtomicU64,
     failed: AtomicU64,
     latency: Latency,
