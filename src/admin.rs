@@ -1,5 +1,6 @@
-//! A small Kafka admin client for `sluice topic`: it speaks the Kafka protocol, so it works
-//! against any Sluice gateway (and any Kafka broker).
+//! A small Kafka admin client for `sluice topic` and `sluice user`: it speaks the Kafka
+//! protocol (over TLS and with SASL SCRAM when asked), so it works against any Sluice
+//! gateway (and any Kafka broker).
 
 use std::fmt::Write as _;
 
@@ -13,11 +14,17 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sluice_protocols::kafka::scram::{ClientExchange, Mechanism};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::Connection;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: Box<dyn Stream>,
     correlation: i32,
 }
 
@@ -36,14 +43,60 @@ fn name(s: &str) -> TopicName {
 }
 
 impl Client {
-    pub async fn connect(addr: &str) -> Result<Self> {
-        let stream = TcpStream::connect(addr)
+    /// Connects as `c` says: TLS on SSL and SASL_SSL, then SASL SCRAM on SASL_PLAINTEXT and
+    /// SASL_SSL.
+    pub async fn connect(c: &Connection) -> Result<Self> {
+        let addr = &c.server;
+        let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connecting to {addr}"))?;
-        Ok(Self {
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn Stream> = if c.security_protocol.tls() {
+            Box::new(tls(c, tcp).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let mut client = Self {
             stream,
             correlation: 0,
-        })
+        };
+        if c.security_protocol.sasl() {
+            client.authenticate(c).await?;
+        }
+        Ok(client)
+    }
+
+    async fn authenticate(&mut self, c: &Connection) -> Result<()> {
+        let m = Mechanism::from_name(&c.sasl_mechanism)
+            .with_context(|| format!("{}: SCRAM-SHA-256 or SCRAM-SHA-512", c.sasl_mechanism))?;
+        let user = c
+            .sasl_user
+            .as_deref()
+            .context("--sasl-user is needed on a SASL listener")?;
+        let password = std::env::var("SLUICE_SASL_PASSWORD")
+            .context("SLUICE_SASL_PASSWORD holds the password on a SASL listener")?;
+        let req =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(m.name()));
+        let resp: SaslHandshakeResponse = self.call(ApiKey::SaslHandshake, 1, &req).await?;
+        check(resp.error_code, "SASL handshake", None)?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let mut exchange = ClientExchange::new(m, user, password.as_bytes(), &nonce);
+        let server_first = self.sasl_step(exchange.first()).await?;
+        let last = exchange.respond(&server_first)?;
+        let server_final = self.sasl_step(last).await?;
+        exchange.verify(&server_final)?;
+        Ok(())
+    }
+
+    async fn sasl_step(&mut self, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        let req = SaslAuthenticateRequest::default().with_auth_bytes(bytes.into());
+        let resp: SaslAuthenticateResponse = self.call(ApiKey::SaslAuthenticate, 1, &req).await?;
+        check(
+            resp.error_code,
+            "SASL authentication",
+            resp.error_message.as_ref(),
+        )?;
+        Ok(resp.auth_bytes.to_vec())
     }
 
     async fn call<Req: Encodable, Resp: Decodable>(
@@ -221,6 +274,146 @@ impl Client {
                 writeln!(out, "  {}={v}{source}", c.name.as_str())?;
             }
         }
+        Ok(out)
+    }
+}
+
+/// TLS to the broker, trusting `--ca` (or the system's roots without it).
+async fn tls(c: &Connection, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    match &c.ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading {}", path.display()))?
+            {
+                roots.add(cert?)?;
+            }
+        }
+        None => bail!("--ca is needed for TLS (the CA certificates the broker's chain ends in)"),
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = c
+        .server
+        .rsplit_once(':')
+        .map_or(c.server.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    Ok(connector.connect(name, tcp).await?)
+}
+
+/// What `sluice user list` prints for a user: its mechanisms and their iterations.
+pub type UserCredentials = (String, Vec<(String, i32)>);
+
+impl Client {
+    /// Sets `user`'s password for each of `mechanisms`, with fresh random salts (the
+    /// salted password is computed here, as Kafka's admin clients do).
+    pub async fn set_user(
+        &mut self,
+        user: &str,
+        password: &str,
+        mechanisms: &[Mechanism],
+        iterations: i32,
+    ) -> Result<()> {
+        use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialUpsertion;
+        let upsertions = mechanisms
+            .iter()
+            .map(|m| {
+                let salt: [u8; 32] = rand::random();
+                let salted = m.salted_password(password.as_bytes(), &salt, iterations as u32);
+                ScramCredentialUpsertion::default()
+                    .with_name(StrBytes::from_string(user.to_string()))
+                    .with_mechanism(m.code())
+                    .with_iterations(iterations)
+                    .with_salt(salt.to_vec().into())
+                    .with_salted_password(salted.into())
+            })
+            .collect();
+        let req = AlterUserScramCredentialsRequest::default().with_upsertions(upsertions);
+        self.alter_users(req).await
+    }
+
+    /// Removes `user`'s credentials of `mechanisms` (all it has when empty).
+    pub async fn delete_user(&mut self, user: &str, mechanisms: &[Mechanism]) -> Result<()> {
+        use kafka_protocol::messages::alter_user_scram_credentials_request::ScramCredentialDeletion;
+        let mechanisms: Vec<Mechanism> = if mechanisms.is_empty() {
+            let users = self.list_users(Some(user)).await?;
+            let (_, creds) = users.first().context("no such user")?;
+            creds
+                .iter()
+                .filter_map(|(m, _)| Mechanism::from_name(m))
+                .collect()
+        } else {
+            mechanisms.to_vec()
+        };
+        let deletions = mechanisms
+            .iter()
+            .map(|m| {
+                ScramCredentialDeletion::default()
+                    .with_name(StrBytes::from_string(user.to_string()))
+                    .with_mechanism(m.code())
+            })
+            .collect();
+        let req = AlterUserScramCredentialsRequest::default().with_deletions(deletions);
+        self.alter_users(req).await
+    }
+
+    async fn alter_users(&mut self, req: AlterUserScramCredentialsRequest) -> Result<()> {
+        let resp: AlterUserScramCredentialsResponse = self
+            .call(ApiKey::AlterUserScramCredentials, 0, &req)
+            .await?;
+        for r in &resp.results {
+            check(
+                r.error_code,
+                &format!("user {}", r.user.as_str()),
+                r.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every user (or only `user`) with its mechanisms and iterations, sorted by name.
+    pub async fn list_users(&mut self, user: Option<&str>) -> Result<Vec<UserCredentials>> {
+        use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+        let req =
+            DescribeUserScramCredentialsRequest::default().with_users(user.map(|u| {
+                vec![UserName::default().with_name(StrBytes::from_string(u.to_string()))]
+            }));
+        let resp: DescribeUserScramCredentialsResponse = self
+            .call(ApiKey::DescribeUserScramCredentials, 0, &req)
+            .await?;
+        check(
+            resp.error_code,
+            "describe users",
+            resp.error_message.as_ref(),
+        )?;
+        let mut out = Vec::new();
+        for r in resp.results {
+            check(
+                r.error_code,
+                &format!("user {}", r.user.as_str()),
+                r.error_message.as_ref(),
+            )?;
+            let creds = r
+                .credential_infos
+                .iter()
+                .map(|c| {
+                    let name = Mechanism::from_code(c.mechanism).map_or_else(
+                        || format!("mechanism {}", c.mechanism),
+                        |m| m.name().to_string(),
+                    );
+                    (name, c.iterations)
+                })
+                .collect();
+            out.push((r.user.to_string(), creds));
+        }
+        out.sort();
         Ok(out)
     }
 }

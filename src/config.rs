@@ -53,6 +53,37 @@ pub enum Command {
         #[command(subcommand)]
         action: TopicCommand,
     },
+    /// Manage the users Kafka and MQTT clients authenticate as, on a running broker.
+    User {
+        #[command(subcommand)]
+        action: UserCommand,
+    },
+}
+
+/// How `sluice topic` and `sluice user` reach a running broker: any Kafka listener, with
+/// TLS and SASL SCRAM as the listener asks (the password in SLUICE_SASL_PASSWORD).
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// A Kafka listener's HOST:PORT.
+    #[arg(
+        long,
+        visible_alias = "bootstrap",
+        env = "SLUICE_SERVER",
+        default_value = "127.0.0.1:9092"
+    )]
+    pub server: String,
+    /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, as the listener is.
+    #[arg(long, env = "SLUICE_SECURITY_PROTOCOL", default_value = "PLAINTEXT")]
+    pub security_protocol: SecurityProtocol,
+    /// CA certificates (PEM) the broker's certificate chain ends in (SSL, SASL_SSL).
+    #[arg(long, env = "SLUICE_CA")]
+    pub ca: Option<PathBuf>,
+    /// SCRAM-SHA-256 or SCRAM-SHA-512.
+    #[arg(long, env = "SLUICE_SASL_MECHANISM", default_value = "SCRAM-SHA-512")]
+    pub sasl_mechanism: String,
+    /// The user to authenticate as (SASL listeners); its password in SLUICE_SASL_PASSWORD.
+    #[arg(long, env = "SLUICE_SASL_USER")]
+    pub sasl_user: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,22 +95,52 @@ pub enum TopicCommand {
         /// Topic config as key=value; repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
+        #[command(flatten)]
+        conn: Connection,
     },
     List {
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
+        #[command(flatten)]
+        conn: Connection,
     },
     Describe {
         name: String,
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
+        #[command(flatten)]
+        conn: Connection,
     },
     Delete {
         name: String,
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        bootstrap: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Creates a user or changes its password (read from SLUICE_USER_PASSWORD, or the
+    /// first line of stdin), with a fresh salt per mechanism.
+    Set {
+        name: String,
+        /// SCRAM-SHA-256 and/or SCRAM-SHA-512 (repeatable; default both).
+        #[arg(long = "mechanism")]
+        mechanisms: Vec<String>,
+        /// PBKDF2 iterations, 4096 to 16384.
+        #[arg(long, default_value_t = 4096)]
+        iterations: i32,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Removes a user's credentials (of the given mechanisms; default all).
+    Delete {
+        name: String,
+        #[arg(long = "mechanism")]
+        mechanisms: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Lists the users and their mechanisms.
+    List {
+        #[command(flatten)]
+        conn: Connection,
     },
 }
 

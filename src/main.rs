@@ -20,11 +20,12 @@ use sluice_gateway::config::KafkaListener;
 use sluice_gateway::tls::TlsSettings;
 use sluice_gateway::{CompactorProcess, Gateway, GatewayConfig, Services};
 use sluice_metadata::{EmbeddedStore, EtcdStore, SharedStore};
+use sluice_protocols::kafka::scram::Mechanism;
 use sluice_storage::faults::{Faults, FaultyStore};
 use sluice_storage::segment::SegmentOptions;
 use sluice_storage::{ObjectStoreUrl, open_object_store};
 
-use crate::config::{Command, MetadataUrl, ServeArgs, TopicCommand};
+use crate::config::{Command, MetadataUrl, ServeArgs, TopicCommand, UserCommand};
 
 /// The disk tier of the cache in front of a remote object store.
 const DEFAULT_CACHE_DISK: u64 = 1 << 30;
@@ -52,6 +53,7 @@ fn main() -> Result<()> {
             Command::Gateway(args) => serve(args, Role::Gateway).await,
             Command::Compactor(args) => serve(args, Role::Compactor).await,
             Command::Topic { action } => topic(action).await,
+            Command::User { action } => user(action).await,
             Command::Compact {
                 server,
                 topic,
@@ -337,13 +339,73 @@ async fn compact(server: &str, topic: Option<&str>, token: Option<&str>) -> Resu
     Ok(())
 }
 
+fn mechanisms(names: &[String]) -> Result<Vec<Mechanism>> {
+    names
+        .iter()
+        .map(|n| {
+            Mechanism::from_name(n).with_context(|| format!("{n}: SCRAM-SHA-256 or SCRAM-SHA-512"))
+        })
+        .collect()
+}
+
+async fn user(action: UserCommand) -> Result<()> {
+    match action {
+        UserCommand::Set {
+            name,
+            mechanisms: names,
+            iterations,
+            conn,
+        } => {
+            let mut chosen = mechanisms(&names)?;
+            if chosen.is_empty() {
+                chosen = vec![Mechanism::Sha256, Mechanism::Sha512];
+            }
+            let password = match std::env::var("SLUICE_USER_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            if password.is_empty() {
+                anyhow::bail!("no password: set SLUICE_USER_PASSWORD or give it on stdin");
+            }
+            let mut client = admin::Client::connect(&conn).await?;
+            client
+                .set_user(&name, &password, &chosen, iterations)
+                .await?;
+            let names: Vec<&str> = chosen.iter().map(|m| m.name()).collect();
+            println!("user {name} set ({})", names.join(", "));
+        }
+        UserCommand::Delete {
+            name,
+            mechanisms: names,
+            conn,
+        } => {
+            let chosen = mechanisms(&names)?;
+            let mut client = admin::Client::connect(&conn).await?;
+            client.delete_user(&name, &chosen).await?;
+            println!("user {name} deleted");
+        }
+        UserCommand::List { conn } => {
+            let mut client = admin::Client::connect(&conn).await?;
+            for (name, creds) in client.list_users(None).await? {
+                let creds: Vec<String> = creds.iter().map(|(m, i)| format!("{m}:{i}")).collect();
+                println!("{name}\t{}", creds.join(","));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn topic(action: TopicCommand) -> Result<()> {
     match action {
         TopicCommand::Create {
             name,
             partitions,
             configs,
-            bootstrap,
+            conn,
         } => {
             let mut pairs = Vec::new();
             for c in configs {
@@ -352,22 +414,22 @@ async fn topic(action: TopicCommand) -> Result<()> {
                     .with_context(|| format!("--config {c}: expected KEY=VALUE"))?;
                 pairs.push((k.to_string(), v.to_string()));
             }
-            let mut client = admin::Client::connect(&bootstrap).await?;
+            let mut client = admin::Client::connect(&conn).await?;
             let id = client.create_topic(&name, partitions, &pairs).await?;
             println!("created topic {name} ({id}) with {partitions} partitions");
         }
-        TopicCommand::List { bootstrap } => {
-            let mut client = admin::Client::connect(&bootstrap).await?;
+        TopicCommand::List { conn } => {
+            let mut client = admin::Client::connect(&conn).await?;
             for (name, partitions, id) in client.list_topics().await? {
                 println!("{name}\t{partitions}\t{id}");
             }
         }
-        TopicCommand::Describe { name, bootstrap } => {
-            let mut client = admin::Client::connect(&bootstrap).await?;
+        TopicCommand::Describe { name, conn } => {
+            let mut client = admin::Client::connect(&conn).await?;
             print!("{}", client.describe_topic(&name).await?);
         }
-        TopicCommand::Delete { name, bootstrap } => {
-            let mut client = admin::Client::connect(&bootstrap).await?;
+        TopicCommand::Delete { name, conn } => {
+            let mut client = admin::Client::connect(&conn).await?;
             client.delete_topic(&name).await?;
             println!("deleted topic {name}");
         }

@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use hmac::{Hmac, Mac};
 use kafka_protocol::ResponseError;
-use sha2::{Digest, Sha256, Sha512};
 use sluice_metadata::records::{ScramCredentialRecord, USER_VERSION, UserRecord};
 use sluice_metadata::{Compare, MetaError, Revision, SharedStore, Txn, TxnOp, keys};
 
@@ -15,93 +13,7 @@ use sluice_metadata::{Compare, MetaError, Revision, SharedStore, Txn, TxnOp, key
 pub const MIN_ITERATIONS: i32 = 4096;
 pub const MAX_ITERATIONS: i32 = 16384;
 
-/// The SCRAM mechanisms, with Kafka's wire codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Mechanism {
-    Sha256,
-    Sha512,
-}
-
-impl Mechanism {
-    pub fn from_code(code: i8) -> Option<Self> {
-        match code {
-            1 => Some(Mechanism::Sha256),
-            2 => Some(Mechanism::Sha512),
-            _ => None,
-        }
-    }
-
-    pub fn code(self) -> i8 {
-        match self {
-            Mechanism::Sha256 => 1,
-            Mechanism::Sha512 => 2,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Mechanism::Sha256 => "SCRAM-SHA-256",
-            Mechanism::Sha512 => "SCRAM-SHA-512",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        [Mechanism::Sha256, Mechanism::Sha512]
-            .into_iter()
-            .find(|m| m.name() == name)
-    }
-}
-
-impl Mechanism {
-    /// HMAC with this mechanism's hash.
-    pub fn hmac(self, key: &[u8], msg: &[u8]) -> Vec<u8> {
-        macro_rules! run {
-            ($d:ty) => {{
-                let mut mac = Hmac::<$d>::new_from_slice(key)
-                    .expect("invariant: HMAC takes keys of any length");
-                mac.update(msg);
-                mac.finalize().into_bytes().to_vec()
-            }};
-        }
-        match self {
-            Mechanism::Sha256 => run!(Sha256),
-            Mechanism::Sha512 => run!(Sha512),
-        }
-    }
-
-    /// This mechanism's hash.
-    pub fn hash(self, b: &[u8]) -> Vec<u8> {
-        match self {
-            Mechanism::Sha256 => Sha256::digest(b).to_vec(),
-            Mechanism::Sha512 => Sha512::digest(b).to_vec(),
-        }
-    }
-
-    /// PBKDF2 of a password, as a SCRAM client computes it (RFC 5802 `Hi`).
-    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        match self {
-            Mechanism::Sha256 => {
-                let mut out = vec![0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
-                out
-            }
-            Mechanism::Sha512 => {
-                let mut out = vec![0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
-                out
-            }
-        }
-    }
-
-    /// `(StoredKey, ServerKey)` from a salted password (RFC 5802 section 3).
-    pub fn scram_keys(self, salted_password: &[u8]) -> (Vec<u8>, Vec<u8>) {
-        let client_key = self.hmac(salted_password, b"Client Key");
-        (
-            self.hash(&client_key),
-            self.hmac(salted_password, b"Server Key"),
-        )
-    }
-}
+pub use sluice_protocols::kafka::scram::Mechanism;
 
 /// Why one user's alterations were not applied.
 #[derive(Debug, thiserror::Error)]

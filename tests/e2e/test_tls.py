@@ -387,3 +387,52 @@ def test_two_gateways_advertise_each_listener(tmp_dir, etcd, s3, certs):
     finally:
         for g in gws:
             g.stop()
+
+
+def test_sluice_user_manages_users_over_sasl_ssl(tmp_dir, certs):
+    from conftest import BIN
+    s = Sluice(tmp_dir / "data", ["--admin-user", "admin"], env={"SLUICE_ADMIN_PASSWORD": "admin-secret"},
+               kafka_listeners=["SASL_SSL"], tls=certs).start()
+    try:
+        conn = ["--server", s.bootstrap, "--security-protocol", "SASL_SSL", "--ca", str(certs.ca_path),
+                "--sasl-user", "admin"]
+        env = dict(os.environ, SLUICE_SASL_PASSWORD="admin-secret")
+
+        def user(*args, password=None, sasl_password="admin-secret"):
+            e = dict(env, SLUICE_SASL_PASSWORD=sasl_password)
+            if password:
+                e["SLUICE_USER_PASSWORD"] = password
+            return subprocess.run([str(BIN), "user", *args, *conn], capture_output=True, text=True,
+                                  timeout=60, env=e)
+
+        out = user("set", "bob", password="builder")
+        assert out.returncode == 0, out.stderr
+        out = user("set", "carol", "--mechanism", "SCRAM-SHA-256", "--iterations", "8192", password="c")
+        assert out.returncode == 0, out.stderr
+        out = user("list")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.splitlines() == [
+            "admin\tSCRAM-SHA-256:4096,SCRAM-SHA-512:4096",
+            "bob\tSCRAM-SHA-256:4096,SCRAM-SHA-512:4096",
+            "carol\tSCRAM-SHA-256:8192",
+        ]
+        bob = {**ssl_conf(s.bootstrap, certs, "SASL_SSL"), "sasl.mechanism": "SCRAM-SHA-512",
+               "sasl.username": "bob", "sasl.password": "builder"}
+        p = Producer(bob)
+        p.produce("bobs", b"built", partition=0)
+        assert p.flush(30) == 0
+        out = user("delete", "bob")
+        assert out.returncode == 0, out.stderr
+        assert [line.split("\t")[0] for line in user("list").stdout.splitlines()] == ["admin", "carol"]
+        errors = []
+        p = Producer({**bob, "error_cb": errors.append, "message.timeout.ms": 5000})
+        p.produce("bobs", b"x")
+        p.flush(10)
+        assert errors
+        # The wrong administrator password, and an unacceptable iteration count.
+        out = user("list", sasl_password="wrong")
+        assert out.returncode != 0 and "SASL" in out.stderr, out.stderr
+        out = user("set", "dave", "--iterations", "100", password="d")
+        assert out.returncode != 0 and "UnacceptableCredential" in out.stderr, out.stderr
+    finally:
+        s.stop()

@@ -11,15 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use clap::Args;
-use hmac::{Hmac, Mac};
 use rustls::pki_types::ServerName;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256, Sha512};
+use sluice_protocols::kafka::scram::{ClientExchange, Mechanism};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,58 +43,13 @@ pub struct ConnectArgs {
     pub seconds: u64,
 }
 
-#[derive(Clone, Copy)]
-enum Sha {
-    S256,
-    S512,
-}
-
-impl Sha {
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
-        match self {
-            Sha::S256 => {
-                let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            }
-            Sha::S512 => {
-                let mut m = Hmac::<Sha512>::new_from_slice(key).expect("any key length");
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            }
-        }
-    }
-
-    fn hash(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            Sha::S256 => Sha256::digest(data).to_vec(),
-            Sha::S512 => Sha512::digest(data).to_vec(),
-        }
-    }
-
-    fn salted(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
-        match self {
-            Sha::S256 => {
-                let mut out = vec![0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
-                out
-            }
-            Sha::S512 => {
-                let mut out = vec![0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, &mut out);
-                out
-            }
-        }
-    }
-}
-
 /// Salted passwords by (salt, iterations).
 type SaltedCache = std::sync::Mutex<HashMap<(Vec<u8>, u32), Vec<u8>>>;
 
 struct Shared {
     args: ConnectArgs,
     tls: Option<tokio_rustls::TlsConnector>,
-    sha: Option<Sha>,
+    mechanism: Option<Mechanism>,
     salted: SaltedCache,
     done: AtomicU64,
     failed: AtomicU64,
@@ -121,16 +73,17 @@ pub async fn run(args: &ConnectArgs, quiet: bool) -> anyhow::Result<Value> {
             Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
         }
     };
-    let sha = match args.mechanism.as_deref() {
+    let mechanism = match args.mechanism.as_deref() {
         None => None,
-        Some("SCRAM-SHA-256") => Some(Sha::S256),
-        Some("SCRAM-SHA-512") => Some(Sha::S512),
-        Some(other) => bail!("{other}: SCRAM-SHA-256 or SCRAM-SHA-512"),
+        Some(name) => match Mechanism::from_name(name) {
+            Some(m) => Some(m),
+            None => bail!("{name}: SCRAM-SHA-256 or SCRAM-SHA-512"),
+        },
     };
     let shared = Arc::new(Shared {
         args: args.clone(),
         tls,
-        sha,
+        mechanism,
         salted: std::sync::Mutex::new(HashMap::new()),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
@@ -217,62 +170,32 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
     n: u64,
 ) -> anyhow::Result<()> {
     let mut correlation = 0;
-    if let (Some(sha), Some(mech)) = (shared.sha, shared.args.mechanism.as_deref()) {
+    if let Some(m) = shared.mechanism {
         // SaslHandshake v1.
-        let resp = call(&mut s, 17, 1, &mut correlation, &string(mech)).await?;
+        let resp = call(&mut s, 17, 1, &mut correlation, &string(m.name())).await?;
         if i16::from_be_bytes([resp[0], resp[1]]) != 0 {
             bail!(
                 "SaslHandshake error {}",
                 i16::from_be_bytes([resp[0], resp[1]])
             );
         }
-        let nonce = B64.encode(format!("{worker:08x}{n:016x}bench"));
-        let first_bare = format!("n={},r={nonce}", shared.args.user);
-        let server_first = authenticate(
-            &mut s,
-            &mut correlation,
-            format!("n,,{first_bare}").as_bytes(),
-        )
-        .await?;
-        let server_first = String::from_utf8(server_first)?;
-        let mut r = None;
-        let mut salt = None;
-        let mut iterations = None;
-        for part in server_first.split(',') {
-            match part.split_at_checked(2) {
-                Some(("r=", v)) => r = Some(v.to_string()),
-                Some(("s=", v)) => salt = Some(B64.decode(v)?),
-                Some(("i=", v)) => iterations = Some(v.parse::<u32>()?),
-                _ => {}
-            }
-        }
-        let (Some(r), Some(salt), Some(iterations)) = (r, salt, iterations) else {
-            bail!("unexpected server-first-message {server_first}");
-        };
-        let key = (salt.clone(), iterations);
-        let cached = shared.salted.lock().ok().and_then(|m| m.get(&key).cloned());
-        let salted = match cached {
-            Some(s) => s,
-            None => {
-                let s = sha.salted(shared.args.password.as_bytes(), &salt, iterations);
-                if let Ok(mut m) = shared.salted.lock() {
-                    m.insert(key, s.clone());
+        let nonce = format!("{worker:08x}{n:016x}bench");
+        let password = shared.args.password.as_bytes();
+        let mut exchange = ClientExchange::new(m, &shared.args.user, password, &nonce);
+        let server_first = authenticate(&mut s, &mut correlation, &exchange.first()).await?;
+        let last = exchange.respond_with(&server_first, |salt, iterations| {
+            let key = (salt.to_vec(), iterations);
+            let cached = shared.salted.lock().ok().and_then(|c| c.get(&key).cloned());
+            cached.unwrap_or_else(|| {
+                let salted = m.salted_password(password, salt, iterations);
+                if let Ok(mut c) = shared.salted.lock() {
+                    c.insert(key, salted.clone());
                 }
-                s
-            }
-        };
-        let without_proof = format!("c=biws,r={r}");
-        let auth_message = format!("{first_bare},{server_first},{without_proof}");
-        let client_key = sha.hmac(&salted, b"Client Key");
-        let stored = sha.hash(&client_key);
-        let signature = sha.hmac(&stored, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let last = format!("{without_proof},p={}", B64.encode(proof));
-        authenticate(&mut s, &mut correlation, last.as_bytes()).await?;
+                salted
+            })
+        })?;
+        let server_final = authenticate(&mut s, &mut correlation, &last).await?;
+        exchange.verify(&server_final)?;
     }
     // ApiVersions v0: the connection serves requests.
     call(&mut s, 18, 0, &mut correlation, &[]).await?;

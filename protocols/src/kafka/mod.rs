@@ -7,5 +7,6 @@ pub mod header;
 pub mod partitioner;
 pub mod recompress;
 pub mod records;
+pub mod scram;
 
 pub use kafka_protocol;
