@@ -293,6 +293,18 @@ pub struct ServeArgs {
     /// A file holding the first administrator's password.
     #[arg(long, env = "SLUICE_ADMIN_PASSWORD_FILE")]
     pub admin_password_file: Option<PathBuf>,
+    /// `none` (every client may do everything, as Kafka without an authorizer) or `acl`
+    /// (Kafka's ACLs, made with CreateAcls from any admin client).
+    #[arg(long, env = "SLUICE_AUTHORIZER", default_value = "none", value_parser = ["none", "acl"])]
+    pub authorizer: String,
+    /// Principals allowed everything, `User:NAME`, separated by `;` (as Kafka's
+    /// super.users); --admin-user is one of them.
+    #[arg(long, env = "SLUICE_SUPER_USERS", default_value = "")]
+    pub super_users: String,
+    /// With --authorizer acl, resources no ACL names are open to everyone (Kafka's
+    /// allow.everyone.if.no.acl.found).
+    #[arg(long, env = "SLUICE_ALLOW_EVERYONE_IF_NO_ACL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_everyone_if_no_acl: bool,
     /// Open Kafka and MQTT connections allowed from one source address (0: no limit), as
     /// Kafka's max.connections.per.ip.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
@@ -597,6 +609,11 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "cluster_secret_file" => args.cluster_secret_file = Some(PathBuf::from(text)),
             "admin_user" => args.admin_user = Some(text),
             "admin_password_file" => args.admin_password_file = Some(PathBuf::from(text)),
+            "authorizer" => args.authorizer = text,
+            "super_users" => args.super_users = text,
+            "allow_everyone_if_no_acl" => {
+                args.allow_everyone_if_no_acl = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
             "max_connections_per_ip" => {
                 args.max_connections_per_ip = text.parse().map_err(|e| bad(format!("{e}")))?
             }

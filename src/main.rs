@@ -16,6 +16,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use sluice_cache::{CacheConfig, RangeCache};
 use sluice_compactor::CompactorConfig;
+use sluice_gateway::acl::AclConfig;
 use sluice_gateway::config::KafkaListener;
 use sluice_gateway::tls::TlsSettings;
 use sluice_gateway::{CompactorProcess, Gateway, GatewayConfig, Services};
@@ -257,6 +258,18 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_auth: args.mqtt_auth.clone(),
         mqtt_forward: args.mqtt_forward,
         mqtt_user_store: args.mqtt_user_store,
+        acl: AclConfig {
+            enabled: args.authorizer == "acl",
+            super_users: args
+                .super_users
+                .split(';')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(String::from)
+                .chain(args.admin_user.iter().map(|a| format!("User:{a}")))
+                .collect(),
+            allow_everyone_if_no_acl: args.allow_everyone_if_no_acl,
+        },
         compactor: (role == Role::All)
             .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()

@@ -120,6 +120,8 @@ pub struct GatewayConfig {
     pub mqtt_default_topic: Option<String>,
     /// A TOML file of MQTT users and what they may do; `None`: no authentication.
     pub mqtt_auth: Option<String>,
+    /// Kafka ACLs (`--authorizer acl`); disabled by default, as Kafka without an authorizer.
+    pub acl: crate::acl::AclConfig,
     /// Check MQTT user names and passwords against the user store too, and refuse clients
     /// with neither a user name nor a client certificate (unless the file allows them).
     pub mqtt_user_store: bool,
@@ -169,6 +171,7 @@ impl Default for GatewayConfig {
             mqtt_default_topic: Some("mqtt".into()),
             mqtt_auth: None,
             mqtt_user_store: false,
+            acl: crate::acl::AclConfig::default(),
             mqtt_forward: true,
             compactor: None,
             admin_token: None,

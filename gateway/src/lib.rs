@@ -2,6 +2,7 @@
 //! the HTTP endpoints. Everything it keeps in memory can be rebuilt from metadata and the
 //! object store, so any gateway can serve any client for any partition.
 
+pub mod acl;
 mod batcher;
 mod cluster;
 pub mod config;

@@ -35,6 +35,9 @@ const SEGMENT_MEMORY: usize = 64 << 20;
 /// How long a new connection may take to send its first byte.
 const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// The read buffer under a TLS connection.
+const TLS_READ_BUFFER: usize = 64 << 10;
+
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 10_000;
 
@@ -84,6 +87,8 @@ pub(crate) struct Ctx {
     pub kafka_listeners: Vec<SecurityProtocol>,
     /// The server certificate of TLS listeners.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// ACL bindings, followed from metadata.
+    pub acl: Arc<crate::acl::Authorizer>,
     /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener
     /// without TLS): the first such listener's advertised address.
     pub peer_addr: Option<String>,
@@ -273,6 +278,7 @@ impl Gateway {
             cluster: crate::cluster::Cluster::new(me(node_id)),
             kafka_listeners: config.kafka_listeners.iter().map(|l| l.protocol).collect(),
             tls: tls.clone(),
+            acl: Arc::new(crate::acl::Authorizer::new(config.acl.clone())),
             peer_addr,
             node_id,
             groups,
@@ -297,6 +303,9 @@ impl Gateway {
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(crate::cluster::Cluster::watch(ctx.clone(), cancel.clone()));
+        if ctx.acl.enabled() {
+            tasks.spawn(crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()));
+        }
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
@@ -468,6 +477,53 @@ async fn serve(
         }
         return;
     }
+    // rustls reads the socket 4 KiB at a time: a buffer below it saves most of those
+    // system calls on a busy Kafka connection (MQTT devices keep their memory instead).
+    let conn = Conn {
+        ctx,
+        peer,
+        cancel,
+        name,
+        serves,
+        listener,
+        sasl,
+    };
+    if serves == Listener::Mqtt {
+        serve_tls(conn, socket).await;
+    } else {
+        serve_tls(
+            conn,
+            tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, socket),
+        )
+        .await;
+    }
+}
+
+/// What a TLS connection's service needs to know.
+struct Conn {
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    cancel: CancellationToken,
+    name: &'static str,
+    serves: Listener,
+    listener: usize,
+    sasl: bool,
+}
+
+/// The TLS handshake, then the protocol the first decrypted byte names.
+async fn serve_tls<S>(c: Conn, socket: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    let Conn {
+        ctx,
+        peer,
+        cancel,
+        name,
+        serves,
+        listener,
+        sasl,
+    } = c;
     let Some(acceptor) = ctx.tls.as_ref().map(|t| t.acceptor()) else {
         return; // tls_for saw to it
     };

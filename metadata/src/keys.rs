@@ -130,6 +130,13 @@ pub fn user(name: &str) -> String {
     format!("{USERS_PREFIX}{}", escape_group(name))
 }
 
+pub const ACLS_PREFIX: &str = "acls/";
+
+/// An ACL binding's key: `acls/` and a digest of the binding, so one is stored once.
+pub fn acl(digest: &str) -> String {
+    format!("{ACLS_PREFIX}{digest}")
+}
+
 pub fn gateway(node_id: i32) -> String {
     format!("{GATEWAYS_PREFIX}{node_id}")
 }

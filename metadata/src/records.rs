@@ -393,10 +393,56 @@ impl UserRecord {
     }
 }
 
+pub const ACL_VERSION: u16 = 1;
+
+/// One ACL binding, as Kafka's model has it, under `acls/<digest of the binding>` (so one
+/// binding is stored once). Names are Kafka's: `resource_type` `Topic`, `Group`, `Cluster`
+/// or `TransactionalId`; `pattern` `Literal` or `Prefixed`; `principal` `User:NAME` or
+/// `User:*`; `host` an address or `*`; `operation` `All`, `Read`, `Write`, `Create`,
+/// `Delete`, `Alter`, `Describe`, `ClusterAction`, `DescribeConfigs`, `AlterConfigs` or
+/// `IdempotentWrite`; `permission` `Allow` or `Deny`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AclRecord {
+    pub v: u16,
+    pub resource_type: String,
+    pub resource_name: String,
+    pub pattern: String,
+    pub principal: String,
+    pub host: String,
+    pub operation: String,
+    pub permission: String,
+}
+
+impl AclRecord {
+    pub fn encode(&self) -> Bytes {
+        encode_json(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
+        decode_json(b, "ACL record", ACL_VERSION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::golden::check_golden;
+
+    #[test]
+    fn acl_record_golden_v1() {
+        let a = AclRecord {
+            v: ACL_VERSION,
+            resource_type: "Topic".into(),
+            resource_name: "orders-".into(),
+            pattern: "Prefixed".into(),
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: "Write".into(),
+            permission: "Allow".into(),
+        };
+        let golden = check_golden("acl-v1.json", &a.encode());
+        assert_eq!(AclRecord::decode(&golden).expect("decode"), a);
+        assert!(AclRecord::decode(br#"{"v":2}"#).is_err());
+    }
 
     fn plain(size: u32, records: u32, max_timestamp: i64) -> BatchMeta {
         BatchMeta {

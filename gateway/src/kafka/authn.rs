@@ -15,6 +15,7 @@ use sluice_metadata::records::ScramCredentialRecord;
 
 use super::conn::ConnInfo;
 use super::sasl::{self, MECHANISMS, SaslError, ScramServer};
+use crate::acl::Principal;
 use crate::server::Ctx;
 use crate::users::Mechanism;
 
@@ -26,16 +27,17 @@ pub const MAX_UNAUTHENTICATED_REQUEST: usize = 512 << 10;
 
 /// Where a connection is in authenticating.
 pub(crate) enum Auth {
-    /// A listener without SASL: nothing to do.
-    Open,
+    /// A listener without SASL: the client is its TLS certificate's principal, or
+    /// anonymous.
+    Open(Principal),
     /// Waiting for SaslHandshake.
     Handshake,
     /// Mechanism chosen, waiting for the first SaslAuthenticate.
     Chosen(SaslMechanism),
     /// A SCRAM exchange waiting for the client's final message.
     Scram(Box<ScramServer>),
-    /// Authenticated (the user is logged; nothing is authorized by it yet).
-    Authenticated,
+    /// Authenticated as this user.
+    Authenticated(Principal),
 }
 
 /// A SASL mechanism offered by the listener.
@@ -46,13 +48,26 @@ pub(crate) enum SaslMechanism {
 }
 
 impl Auth {
-    pub fn new(sasl: bool) -> Self {
-        if sasl { Auth::Handshake } else { Auth::Open }
+    /// A connection's start: SASL first on a SASL listener; else it is `open_as`.
+    pub fn new(sasl: bool, open_as: Principal) -> Self {
+        if sasl {
+            Auth::Handshake
+        } else {
+            Auth::Open(open_as)
+        }
     }
 
     /// Whether requests other than ApiVersions and SASL may be served.
     pub fn is_done(&self) -> bool {
-        matches!(self, Auth::Open | Auth::Authenticated)
+        matches!(self, Auth::Open(_) | Auth::Authenticated(_))
+    }
+
+    /// Who the client is, once known.
+    pub fn principal(&self) -> Option<&Principal> {
+        match self {
+            Auth::Open(p) | Auth::Authenticated(p) => Some(p),
+            _ => None,
+        }
     }
 
     pub fn handshake(&mut self, req: &SaslHandshakeRequest, version: i16) -> SaslHandshakeResponse {
@@ -124,7 +139,7 @@ impl Auth {
         match result {
             Ok((user, reply)) => {
                 tracing::debug!(conn = conn.id, peer = ?conn.peer, user, mechanism, "kafka client authenticated");
-                *self = Auth::Authenticated;
+                *self = Auth::Authenticated(Principal::user(&user, conn.peer.map(|a| a.ip())));
                 (ok(reply), false)
             }
             Err(e) => {

@@ -25,11 +25,13 @@ use super::authn::{AUTH_TIMEOUT, Auth, MAX_UNAUTHENTICATED_REQUEST};
 use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
 use super::{
-    admin, delete_records, describe_topic_partitions, fetch, groups, init_producer_id,
-    list_offsets, metadata, produce, scram,
+    acls, admin, authorize, delete_records, describe_topic_partitions, fetch, groups,
+    init_producer_id, list_offsets, metadata, produce, scram,
 };
+use crate::acl::{Operation, Principal};
 use crate::metrics;
 use crate::server::Ctx;
+use kafka_protocol::protocol::StrBytes;
 
 /// Requests of one connection being worked on at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -89,7 +91,12 @@ pub async fn serve_stream<S>(
         listener: protocol.name(),
     };
     tracing::debug!(conn = conn.id, peer = ?conn.peer, listener = conn.listener, principal = ?accepted.principal, "kafka connection accepted");
-    let auth = Auth::new(protocol.sasl());
+    let host = Some(accepted.peer.ip());
+    let open_as = match &accepted.principal {
+        Some(subject) => Principal::user(subject, host),
+        None => Principal::anonymous(host),
+    };
+    let auth = Auth::new(protocol.sasl(), open_as);
     match run(&ctx, &mut socket, &cancel, conn, auth).await {
         Ok(()) => tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed"),
         Err(ConnError::Io(e)) => {
@@ -154,6 +161,8 @@ where
             Some(response) = pending.next() => {
                 if let Some(bytes) = response? {
                     socket.write_all(&bytes).await?;
+                    // TLS keeps what the socket did not take until flushed.
+                    socket.flush().await?;
                 }
             }
         }
@@ -236,18 +245,24 @@ async fn start(
         frame,
         arrived: Instant::now(),
     };
+    let principal = auth
+        .principal()
+        .cloned()
+        .unwrap_or_else(|| Principal::anonymous(conn.peer.map(|p| p.ip())));
     if key == ApiKey::Produce {
         let req: ProduceRequest = body(&mut request.frame, key, version)?;
         let trace = produce::Trace {
             conn: conn.id,
             correlation_id: cid,
         };
+        let checked = authorize::produce(ctx, &principal, req);
+        let req = checked.req.unwrap_or_default();
         let submitted = produce::submit(ctx, req, version, trace).await;
         let ctx = ctx.clone();
         return Ok((
             Box::pin(async move {
                 let acks = submitted.acks();
-                let resp = submitted.answer(&ctx).await;
+                let resp = (checked.finish)(submitted.answer(&ctx).await);
                 let out = if acks == 0 {
                     None
                 } else {
@@ -259,7 +274,10 @@ async fn start(
             false,
         ));
     }
-    Ok((Box::pin(serve(ctx.clone(), request, conn)), false))
+    Ok((
+        Box::pin(serve(ctx.clone(), request, conn, principal)),
+        false,
+    ))
 }
 
 /// A response already encoded.
@@ -274,48 +292,105 @@ fn observe(r: &Request) {
 }
 
 /// Serves every request but Produce.
-async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<Bytes>, ConnError> {
+async fn serve(
+    ctx: Arc<Ctx>,
+    mut r: Request,
+    conn: ConnInfo,
+    principal: Principal,
+) -> Result<Option<Bytes>, ConnError> {
     let (key, version) = (r.key, r.version);
     let mut frame = std::mem::take(&mut r.frame);
     let cid = r.header.correlation_id;
     let header_version = key.response_header_version(version);
     macro_rules! serve {
-        ($req:ty, $handler:expr) => {{
+        // Handlers that authorize themselves.
+        ($req:ty, $handler:expr, principal) => {{
             let req: $req = body(&mut frame, key, version)?;
-            let resp = $handler(&ctx, req, version).await;
+            let resp = $handler(&ctx, req, version, &principal).await;
             encode_response(cid, header_version, &resp, version)?
+        }};
+        // Checked: what `$check` refuses is answered by it, the rest by the handler.
+        ($req:ty, $handler:expr, $check:expr) => {{
+            let req: $req = body(&mut frame, key, version)?;
+            let checked = $check(&*ctx, &principal, req);
+            let resp = match checked.req {
+                Some(req) => $handler(&ctx, req, version).await,
+                None => Default::default(),
+            };
+            encode_response(cid, header_version, &(checked.finish)(resp), version)?
         }};
         // Handlers whose answer names gateways: at the client's listener's addresses.
-        ($req:ty, $handler:expr, listener) => {{
+        ($req:ty, $handler:expr, $check:expr, listener) => {{
             let req: $req = body(&mut frame, key, version)?;
-            let resp = $handler(&ctx, req, version, conn.listener).await;
-            encode_response(cid, header_version, &resp, version)?
+            let checked = $check(&*ctx, &principal, req);
+            let resp = match checked.req {
+                Some(req) => $handler(&ctx, req, version, conn.listener).await,
+                None => Default::default(),
+            };
+            encode_response(cid, header_version, &(checked.finish)(resp), version)?
         }};
     }
+    use authorize as az;
     let out = match key {
         ApiKey::ApiVersions => {
             let _: ApiVersionsRequest = body(&mut frame, key, version)?;
             encode_response(cid, header_version, &api_versions(0), version)?
         }
-        ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
-        ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
-        ApiKey::Metadata => serve!(MetadataRequest, metadata::handle, listener),
-        ApiKey::CreateTopics => serve!(CreateTopicsRequest, admin::create_topics),
-        ApiKey::DeleteTopics => serve!(DeleteTopicsRequest, admin::delete_topics),
-        ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, admin::create_partitions),
-        ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, admin::describe_configs),
-        ApiKey::IncrementalAlterConfigs => {
-            serve!(IncrementalAlterConfigsRequest, admin::alter_configs)
+        ApiKey::Fetch => serve!(FetchRequest, fetch::handle, az::fetch),
+        ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle, az::list_offsets),
+        ApiKey::Metadata => serve!(
+            MetadataRequest,
+            metadata::handle,
+            |c, p, r| az::metadata(c, p, r, version),
+            listener
+        ),
+        ApiKey::CreateTopics => {
+            serve!(CreateTopicsRequest, admin::create_topics, az::create_topics)
         }
-        ApiKey::DescribeCluster => {
-            serve!(DescribeClusterRequest, admin::describe_cluster, listener)
+        ApiKey::DeleteTopics => {
+            serve!(DeleteTopicsRequest, admin::delete_topics, az::delete_topics)
         }
-        ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
-        ApiKey::FindCoordinator => {
-            serve!(FindCoordinatorRequest, groups::find_coordinator, listener)
-        }
+        ApiKey::CreatePartitions => serve!(
+            CreatePartitionsRequest,
+            admin::create_partitions,
+            az::create_partitions
+        ),
+        ApiKey::DescribeConfigs => serve!(
+            DescribeConfigsRequest,
+            admin::describe_configs,
+            az::describe_configs
+        ),
+        ApiKey::IncrementalAlterConfigs => serve!(
+            IncrementalAlterConfigsRequest,
+            admin::alter_configs,
+            az::incremental_alter_configs
+        ),
+        ApiKey::DescribeCluster => serve!(
+            DescribeClusterRequest,
+            admin::describe_cluster,
+            |c, p, r| az::cluster(c, p, r, Operation::Describe, refused_cluster),
+            listener
+        ),
+        ApiKey::InitProducerId => serve!(
+            InitProducerIdRequest,
+            init_producer_id::handle,
+            az::init_producer_id
+        ),
+        ApiKey::FindCoordinator => serve!(
+            FindCoordinatorRequest,
+            groups::find_coordinator,
+            |c, p, r| az::find_coordinator(c, p, r, version),
+            listener
+        ),
         ApiKey::JoinGroup => {
             let req: JoinGroupRequest = body(&mut frame, key, version)?;
+            let checked = az::group_read(
+                &ctx,
+                &principal,
+                req,
+                |r| &r.group_id,
+                |r: JoinGroupResponse| r.with_error_code(GROUP_DENIED).with_generation_id(-1),
+            );
             let caller = Caller {
                 client_id: r
                     .header
@@ -328,36 +403,123 @@ async fn serve(ctx: Arc<Ctx>, mut r: Request, conn: ConnInfo) -> Result<Option<B
                     .map(|p| format!("/{}", p.ip()))
                     .unwrap_or_default(),
             };
-            let resp = groups::join_group(&ctx, req, version, &caller).await;
-            encode_response(cid, header_version, &resp, version)?
+            let resp = match checked.req {
+                Some(req) => groups::join_group(&ctx, req, version, &caller).await,
+                None => Default::default(),
+            };
+            encode_response(cid, header_version, &(checked.finish)(resp), version)?
         }
-        ApiKey::SyncGroup => serve!(SyncGroupRequest, groups::sync_group),
-        ApiKey::Heartbeat => serve!(HeartbeatRequest, groups::heartbeat),
-        ApiKey::LeaveGroup => serve!(LeaveGroupRequest, groups::leave_group),
-        ApiKey::OffsetCommit => serve!(OffsetCommitRequest, groups::offset_commit),
-        ApiKey::OffsetFetch => serve!(OffsetFetchRequest, groups::offset_fetch),
-        ApiKey::ListGroups => serve!(ListGroupsRequest, groups::list_groups),
-        ApiKey::DescribeGroups => serve!(DescribeGroupsRequest, groups::describe_groups),
-        ApiKey::DeleteGroups => serve!(DeleteGroupsRequest, groups::delete_groups),
-        ApiKey::OffsetDelete => serve!(OffsetDeleteRequest, groups::offset_delete),
-        ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
+        ApiKey::SyncGroup => serve!(SyncGroupRequest, groups::sync_group, |c, p, r| {
+            az::group_read(
+                c,
+                p,
+                r,
+                |r: &SyncGroupRequest| &r.group_id,
+                |r: SyncGroupResponse| r.with_error_code(GROUP_DENIED),
+            )
+        }),
+        ApiKey::Heartbeat => serve!(HeartbeatRequest, groups::heartbeat, |c, p, r| {
+            az::group_read(
+                c,
+                p,
+                r,
+                |r: &HeartbeatRequest| &r.group_id,
+                |r: HeartbeatResponse| r.with_error_code(GROUP_DENIED),
+            )
+        }),
+        ApiKey::LeaveGroup => serve!(LeaveGroupRequest, groups::leave_group, |c, p, r| {
+            az::group_read(
+                c,
+                p,
+                r,
+                |r: &LeaveGroupRequest| &r.group_id,
+                |r: LeaveGroupResponse| r.with_error_code(GROUP_DENIED),
+            )
+        }),
+        ApiKey::OffsetCommit => serve!(
+            OffsetCommitRequest,
+            groups::offset_commit,
+            az::offset_commit
+        ),
+        ApiKey::OffsetFetch => serve!(OffsetFetchRequest, groups::offset_fetch, |c, p, r| {
+            az::offset_fetch(c, p, r, version)
+        }),
+        ApiKey::ListGroups => serve!(ListGroupsRequest, groups::list_groups, az::list_groups),
+        ApiKey::DescribeGroups => serve!(
+            DescribeGroupsRequest,
+            groups::describe_groups,
+            az::describe_groups
+        ),
+        ApiKey::DeleteGroups => serve!(
+            DeleteGroupsRequest,
+            groups::delete_groups,
+            az::delete_groups
+        ),
+        ApiKey::OffsetDelete => serve!(
+            OffsetDeleteRequest,
+            groups::offset_delete,
+            az::offset_delete
+        ),
+        ApiKey::DeleteRecords => serve!(
+            DeleteRecordsRequest,
+            delete_records::handle,
+            az::delete_records
+        ),
         ApiKey::DescribeTopicPartitions => serve!(
             DescribeTopicPartitionsRequest,
             describe_topic_partitions::handle,
+            az::describe_topic_partitions,
             listener
         ),
-        ApiKey::AlterConfigs => serve!(AlterConfigsRequest, admin::alter_configs_legacy),
-        ApiKey::DescribeUserScramCredentials => {
-            serve!(DescribeUserScramCredentialsRequest, scram::describe)
-        }
-        ApiKey::AlterUserScramCredentials => {
-            serve!(AlterUserScramCredentialsRequest, scram::alter)
-        }
+        ApiKey::AlterConfigs => serve!(
+            AlterConfigsRequest,
+            admin::alter_configs_legacy,
+            az::alter_configs
+        ),
+        ApiKey::DescribeUserScramCredentials => serve!(
+            DescribeUserScramCredentialsRequest,
+            scram::describe,
+            |c, p, r| az::cluster(c, p, r, Operation::Describe, refused_cluster)
+        ),
+        ApiKey::AlterUserScramCredentials => serve!(
+            AlterUserScramCredentialsRequest,
+            scram::alter,
+            az::alter_user_scram
+        ),
+        ApiKey::CreateAcls => serve!(CreateAclsRequest, acls::create_acls, principal),
+        ApiKey::DescribeAcls => serve!(DescribeAclsRequest, acls::describe_acls, principal),
+        ApiKey::DeleteAcls => serve!(DeleteAclsRequest, acls::delete_acls, principal),
         // Produce is started in `start`; anything else is not advertised.
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
     observe(&r);
     Ok(Some(out))
+}
+
+const GROUP_DENIED: i16 = 30;
+
+/// A response refused as a whole for want of a cluster permission: the responses that
+/// carry a top-level error code get CLUSTER_AUTHORIZATION_FAILED there.
+fn refused_cluster<R: ClusterRefusal>(r: R) -> R {
+    r.refused()
+}
+
+trait ClusterRefusal {
+    fn refused(self) -> Self;
+}
+
+impl ClusterRefusal for DescribeClusterResponse {
+    fn refused(self) -> Self {
+        self.with_error_code(31)
+            .with_error_message(Some(StrBytes::from_static_str("not authorized")))
+    }
+}
+
+impl ClusterRefusal for DescribeUserScramCredentialsResponse {
+    fn refused(self) -> Self {
+        self.with_error_code(31)
+            .with_error_message(Some(StrBytes::from_static_str("not authorized")))
+    }
 }
 
 fn body<T: kafka_protocol::protocol::Decodable>(

@@ -1,7 +1,9 @@
 //! The Kafka protocol: one task per connection, requests pipelined and answered in order.
 
+mod acls;
 mod admin;
 mod authn;
+mod authorize;
 mod authorized;
 mod conn;
 mod delete_records;

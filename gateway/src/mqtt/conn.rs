@@ -361,6 +361,7 @@ async fn refuse(socket: &mut impl Stream, code: u8, version: Version) {
     });
     encode(&nack, version, &mut out);
     let _ = socket.write_all(&out).await;
+    let _ = socket.flush().await;
 }
 
 async fn read_connect(
@@ -458,6 +459,8 @@ impl Conn {
         if !self.out.is_empty() {
             socket.write_all(&self.out).await?;
             self.out.clear();
+            // TLS keeps what the socket did not take until flushed.
+            socket.flush().await?;
         }
         Ok(())
     }
