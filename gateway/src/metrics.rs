@@ -51,6 +51,15 @@ pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static MQTT_DENIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_mqtt_denied_total",
+        "MQTT publishes and subscriptions refused by topic rules or ACLs (a 3.1.1 QoS 0 publish is dropped)",
+        &["action"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_auth_failures_total",

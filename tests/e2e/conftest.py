@@ -279,7 +279,7 @@ def s3(tmp_dir):
     s.stop()
 
 
-def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), **kwargs):
+def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), env_extra=None, **kwargs):
     """`count` gateways sharing one etcd (under `namespace`), one bucket prefix and one
     cluster secret (which signs their calls to each other)."""
     secret = tmp_dir / f"{namespace}-cluster-secret"
@@ -290,6 +290,6 @@ def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), **kwargs):
             "--object-store", f"s3://{s3.bucket}/{namespace}",
             "--cluster-secret-file", str(secret),
             *extra,
-        ], env=s3.env(), mode="gateway", **kwargs).start()
+        ], env={**s3.env(), **(env_extra or {})}, mode="gateway", **kwargs).start()
         for i in range(count)
     ]

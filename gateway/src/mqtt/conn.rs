@@ -81,6 +81,36 @@ enum End {
     KeepAlive,
 }
 
+/// Whether Kafka's ACLs let `p` publish on `topic`: Write on the log topic it maps to.
+fn may_write(ctx: &Ctx, p: &crate::acl::Principal, topic: &str) -> bool {
+    if !ctx.acl.enabled() {
+        return true;
+    }
+    match ctx.mqtt.map.log_topic(topic) {
+        Some(log) => ctx.acl.allows(
+            p,
+            crate::acl::Operation::Write,
+            crate::acl::ResourceType::Topic,
+            log,
+        ),
+        None => true, // refused later: no log topic takes it
+    }
+}
+
+/// Whether Kafka's ACLs let `p` subscribe to `filter`: Read on every log topic the
+/// filter's messages may come from.
+fn may_read(ctx: &Ctx, p: &crate::acl::Principal, filter: &str) -> bool {
+    !ctx.acl.enabled()
+        || ctx.mqtt.map.log_topics_of(filter).iter().all(|log| {
+            ctx.acl.allows(
+                p,
+                crate::acl::Operation::Read,
+                crate::acl::ResourceType::Topic,
+                log,
+            )
+        })
+}
+
 /// Who a connecting client is and what it may do: `Ok(None)` is everything.
 ///
 /// A user the `--mqtt-auth` file lists is checked against the file, with its rules. With
@@ -176,10 +206,18 @@ pub async fn serve_stream(
         assigned = Some(client_id.clone());
     }
     let store = ctx.config.mqtt_user_store || accepted.sasl;
+    let host = Some(accepted.peer.ip());
+    // Who the client is, for ACLs: its user name, else its certificate, else anonymous.
+    let principal = match (&connect.username, &accepted.principal) {
+        (Some(user), _) => crate::acl::Principal::user(user, host),
+        (None, Some(subject)) => crate::acl::Principal::user(subject, host),
+        (None, None) => crate::acl::Principal::anonymous(host),
+    };
     let verdict = login(&ctx, &connect, accepted.principal.as_deref(), store)
         .await
         .and_then(|rules| match (&rules, &connect.will) {
             (Some(r), Some(w)) if !r.may_publish(&w.topic) => Err(Refused::NotAuthorized),
+            (_, Some(w)) if !may_write(&ctx, &principal, &w.topic) => Err(Refused::NotAuthorized),
             _ => Ok(rules),
         });
     let rules = match verdict {
@@ -275,6 +313,7 @@ pub async fn serve_stream(
             .map_or(usize::MAX, |m| m as usize),
         aliases: HashMap::new(),
         rules,
+        principal,
         client_id: client_id.clone(),
         out: BytesMut::new(),
     };
@@ -421,6 +460,8 @@ struct Conn {
     aliases: HashMap<u16, String>,
     /// What the client may publish and subscribe to; `None`: everything.
     rules: Option<Rules>,
+    /// Who the client is, for Kafka's ACLs on the log topics.
+    principal: crate::acl::Principal,
     client_id: String,
     out: BytesMut,
 }
@@ -943,8 +984,12 @@ impl Conn {
                     let code = match inner {
                         None => reason::TOPIC_FILTER_INVALID,
                         Some(inner)
-                            if self.rules.as_ref().is_some_and(|r| !r.may_subscribe(inner)) =>
+                            if self.rules.as_ref().is_some_and(|r| !r.may_subscribe(inner))
+                                || !may_read(&self.ctx, &self.principal, inner) =>
                         {
+                            crate::metrics::MQTT_DENIED
+                                .with_label_values(&["subscribe"])
+                                .inc();
                             reason::NOT_AUTHORIZED
                         }
                         Some(_) => {
@@ -1104,9 +1149,13 @@ impl Conn {
             .rules
             .as_ref()
             .is_some_and(|r| !r.may_publish(&p.topic))
+            || !may_write(&self.ctx, &self.principal, &p.topic)
         {
             // Not stored. 5.0 says so in the acknowledgement; 3.1.1 has no way to, and the
             // specification allows a positive acknowledgement.
+            crate::metrics::MQTT_DENIED
+                .with_label_values(&["publish"])
+                .inc();
             tracing::warn!(client = %self.client_id, topic = %p.topic, "mqtt publish not authorized");
             if let Some(id) = p.packet_id {
                 let ack = Ack {

@@ -79,12 +79,47 @@ impl TopicMap {
             .or(self.default.as_deref())
     }
 
+    /// The log topics messages matching subscription `filter` may be in: those of the
+    /// rules whose filters share a topic with it, and the default unless one rule takes
+    /// every topic the filter matches.
+    pub fn log_topics_of(&self, filter: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .rules
+            .iter()
+            .filter(|(f, _)| overlap(f, filter))
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let covered = self
+            .rules
+            .iter()
+            .any(|(f, _)| super::auth::covers(f, filter));
+        if !covered && let Some(d) = &self.default {
+            out.push(d);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Every log topic MQTT messages may go to (what MQTT subscribers read from).
     pub fn log_topics(&self) -> impl Iterator<Item = &str> {
         self.rules
             .iter()
             .map(|(_, t)| t.as_str())
             .chain(self.default.as_deref())
+    }
+}
+
+/// Whether some topic name matches both filters.
+fn overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('/');
+    let mut b = b.split('/');
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+            (Some(x), Some(y)) if x == y || x == "+" || y == "+" => {}
+            _ => return false,
+        }
     }
 }
 
@@ -233,6 +268,20 @@ pub fn publish_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_topics_a_subscription_reads() {
+        let m =
+            TopicMap::parse("sensors/#=sensors,alerts/+/high=alerts", Some("mqtt")).expect("map");
+        assert_eq!(m.log_topics_of("sensors/a/b"), ["sensors"]);
+        assert_eq!(m.log_topics_of("sensors/#"), ["sensors"]);
+        assert_eq!(m.log_topics_of("alerts/x/high"), ["alerts"]);
+        assert_eq!(m.log_topics_of("alerts/#"), ["alerts", "mqtt"]);
+        assert_eq!(m.log_topics_of("#"), ["alerts", "mqtt", "sensors"]);
+        assert_eq!(m.log_topics_of("other/+"), ["mqtt"]);
+        assert!(overlap("a/+/c", "a/b/#") && !overlap("a/b", "a/c") && overlap("a/#", "a"));
+        assert!(!overlap("a/b/c", "a/b"));
+    }
 
     #[test]
     fn rules_pick_the_first_matching_filter_then_the_default() {
