@@ -97,9 +97,13 @@ def main():
                 topic = f"{listener.lower()}-{r}"
                 common = ["--bootstrap", s.kafka[listener], "--topic", topic, "--partitions", "8",
                           *props[listener]]
+                cpu = s.cpu_seconds()
                 p = bench("produce", *common, "--size", "1024", "--seconds", str(a.seconds))
+                p["server_cpu_seconds"] = s.cpu_seconds() - cpu
                 reports["produce"].append({"listener": listener, "round": r, **p})
+                cpu = s.cpu_seconds()
                 c = bench("consume", *common, "--consumers", "1")
+                c["server_cpu_seconds"] = s.cpu_seconds() - cpu
                 reports["consume"].append({"listener": listener, "round": r, **c})
         for label, args in [
             ("TCP", ["--bootstrap", s.kafka["PLAINTEXT"]]),
@@ -125,13 +129,21 @@ def main():
         runs = [r[kind]["mb_per_s"] for r in reports[kind] if r["listener"] == listener]
         return runs, sum(runs) / len(runs)
 
-    print("| | PLAINTEXT MB/s (each round) | SASL_SSL MB/s (each round) | SASL_SSL / PLAINTEXT |")
-    print("|---|---|---|---|")
+    def cpu_per_gb(listener, kind):
+        runs = [r for r in reports[kind] if r["listener"] == listener]
+        cpu = sum(r["server_cpu_seconds"] for r in runs)
+        gb = sum(r[kind]["bytes"] for r in runs) / 1e9
+        return cpu / gb
+
+    print("| | PLAINTEXT MB/s (each round) | SASL_SSL MB/s (each round) | SASL_SSL / PLAINTEXT "
+          "| server CPU s per GB, PLAINTEXT / SASL_SSL |")
+    print("|---|---|---|---|---|")
     for kind in ["produce", "consume"]:
         plain, plain_avg = mb("PLAINTEXT", kind)
         tls, tls_avg = mb("SASL_SSL", kind)
         print(f"| {kind} | {', '.join(f'{x:.1f}' for x in plain)} | {', '.join(f'{x:.1f}' for x in tls)} "
-              f"| {tls_avg / plain_avg * 100:.0f}% |")
+              f"| {tls_avg / plain_avg * 100:.0f}% | {cpu_per_gb('PLAINTEXT', kind):.2f} / "
+              f"{cpu_per_gb('SASL_SSL', kind):.2f} |")
     print()
     print("| connection setup | connections/s | server CPU s | connections per server CPU second | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
