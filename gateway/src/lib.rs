@@ -6,6 +6,7 @@ pub mod acl;
 mod batcher;
 mod cluster;
 pub mod config;
+mod failed_logins;
 mod groups;
 mod http;
 mod kafka;

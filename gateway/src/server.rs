@@ -89,6 +89,8 @@ pub(crate) struct Ctx {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// ACL bindings, followed from metadata.
     pub acl: Arc<crate::acl::Authorizer>,
+    /// Recent failed logins, which slow down the next ones.
+    pub failed_logins: crate::failed_logins::FailedLogins,
     /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener
     /// without TLS): the first such listener's advertised address.
     pub peer_addr: Option<String>,
@@ -279,6 +281,7 @@ impl Gateway {
             kafka_listeners: config.kafka_listeners.iter().map(|l| l.protocol).collect(),
             tls: tls.clone(),
             acl: Arc::new(crate::acl::Authorizer::new(config.acl.clone())),
+            failed_logins: Default::default(),
             peer_addr,
             node_id,
             groups,
@@ -529,18 +532,18 @@ where
     };
     let stream = match tokio::time::timeout(SNIFF_TIMEOUT, acceptor.accept(socket)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        failed => {
             crate::metrics::TLS_HANDSHAKE_FAILURES
                 .with_label_values(&[name])
                 .inc();
-            tracing::warn!(%peer, listener = name, error = %e, "TLS handshake failed; connection closed");
-            return;
-        }
-        Err(_) => {
-            crate::metrics::TLS_HANDSHAKE_FAILURES
-                .with_label_values(&[name])
-                .inc();
-            tracing::debug!(%peer, listener = name, "no TLS handshake in time; connection closed");
+            match failed {
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, listener = name, error = %e, "TLS handshake failed; connection closed")
+                }
+                _ => {
+                    tracing::debug!(%peer, listener = name, "no TLS handshake in time; connection closed")
+                }
+            }
             return;
         }
     };

@@ -121,3 +121,38 @@ def test_a_client_that_never_authenticates_is_closed(server):
     # Nothing more: the gateway closes it after its authentication timeout (10 s).
     assert closed_by_server(s)
     assert server.metric('sluice_auth_failures_total{listener="SASL_PLAINTEXT",mechanism="timeout"}') == 1
+
+
+def test_repeated_failures_are_answered_ever_later(server):
+    """PLAIN over the raw protocol: each wrong password for one user from one address is
+    refused after twice the delay of the one before (100 ms, 200, 400, ...); another user
+    is not slowed down by them, and the right password still gets in."""
+    import time
+
+    def attempt(user, password):
+        s = connect(server)
+        s.settimeout(30)
+        s.sendall(frame(header(17, 1, 1) + struct.pack(">h", 5) + b"PLAIN"))
+        assert struct.unpack(">h", read_frame(s)[4:6])[0] == 0
+        token = b"\0" + user.encode() + b"\0" + password.encode()
+        started = time.monotonic()
+        s.sendall(frame(header(36, 1, 2) + struct.pack(">i", len(token)) + token))
+        code = struct.unpack(">h", read_frame(s)[4:6])[0]
+        elapsed = time.monotonic() - started
+        s.close()
+        return code, elapsed
+
+    took = []
+    for _ in range(5):
+        code, elapsed = attempt("admin", "guess")
+        assert code == 58  # SASL_AUTHENTICATION_FAILED
+        took.append(elapsed)
+    # 100, 200, 400, 800 and 1600 ms at least.
+    for i, t in enumerate(took):
+        assert t >= 0.1 * 2 ** i, took
+    code, elapsed = attempt("nobody", "guess")
+    assert code == 58 and elapsed < 1.6, elapsed
+    code, _ = attempt("admin", "admin-secret")
+    assert code == 0
+    code, elapsed = attempt("admin", "guess")
+    assert code == 58 and elapsed < 1.6, elapsed

@@ -105,6 +105,19 @@ impl Auth {
         conn: ConnInfo,
     ) -> (SaslAuthenticateResponse, bool) {
         let state = std::mem::replace(self, Auth::Handshake);
+        // Who is trying, for slowing down repeated failures ("" when the token is too
+        // broken to say).
+        let attempted = match &state {
+            Auth::Chosen(SaslMechanism::Plain) => sasl::plain(&req.auth_bytes)
+                .map(|(u, _)| u)
+                .unwrap_or_default(),
+            Auth::Chosen(SaslMechanism::Scram(_)) => sasl::client_first(&req.auth_bytes)
+                .map(|f| f.user)
+                .unwrap_or_default(),
+            Auth::Scram(server) => server.user().to_string(),
+            _ => String::new(),
+        };
+        let addr = conn.peer.map(|a| a.ip());
         let (result, mechanism) = match state {
             Auth::Chosen(SaslMechanism::Plain) => (plain(ctx, &req.auth_bytes).await, "PLAIN"),
             Auth::Chosen(SaslMechanism::Scram(m)) => {
@@ -139,6 +152,7 @@ impl Auth {
         match result {
             Ok((user, reply)) => {
                 tracing::debug!(conn = conn.id, peer = ?conn.peer, user, mechanism, "kafka client authenticated");
+                ctx.failed_logins.succeeded(&user, addr);
                 *self = Auth::Authenticated(Principal::user(&user, conn.peer.map(|a| a.ip())));
                 (ok(reply), false)
             }
@@ -146,7 +160,9 @@ impl Auth {
                 crate::metrics::AUTH_FAILURES
                     .with_label_values(&[conn.listener, mechanism])
                     .inc();
-                tracing::warn!(conn = conn.id, peer = ?conn.peer, mechanism, error = %e, "kafka authentication failed");
+                let delay = ctx.failed_logins.failed(&attempted, addr);
+                tracing::warn!(conn = conn.id, peer = ?conn.peer, user = attempted, mechanism, error = %e, delay_ms = delay.as_millis() as u64, "kafka authentication failed");
+                tokio::time::sleep(delay).await;
                 let resp = SaslAuthenticateResponse::default()
                     .with_error_code(ResponseError::SaslAuthenticationFailed.code())
                     .with_error_message(Some(StrBytes::from_string(format!(

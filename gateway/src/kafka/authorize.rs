@@ -440,6 +440,28 @@ fn config_resource(c: &Check<'_>, op: Operation, resource_type: i8, name: &str) 
     }
 }
 
+/// Takes the config resources `op` is not allowed on out of `resources`: their type,
+/// name and refusing code.
+fn refused_configs<R>(
+    c: &Check<'_>,
+    op: Operation,
+    resources: &mut Vec<R>,
+    key: impl Fn(&R) -> (i8, &StrBytes),
+) -> Vec<(i8, StrBytes, i16)> {
+    let mut denied = Vec::new();
+    resources.retain(|r| {
+        let (rt, name) = key(r);
+        match config_resource(c, op, rt, name) {
+            Ok(()) => true,
+            Err(code) => {
+                denied.push((rt, name.clone(), code));
+                false
+            }
+        }
+    });
+    denied
+}
+
 pub(crate) fn describe_configs(
     ctx: &Ctx,
     p: &Principal,
@@ -449,30 +471,17 @@ pub(crate) fn describe_configs(
     if !c.on() {
         return Checked::pass(req);
     }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        match config_resource(
-            &c,
-            Operation::DescribeConfigs,
-            r.resource_type,
-            &r.resource_name,
-        ) {
-            Ok(()) => true,
-            Err(code) => {
-                denied.push((r.resource_type, r.resource_name.clone(), code));
-                false
-            }
-        }
+    let denied = refused_configs(&c, Operation::DescribeConfigs, &mut req.resources, |r| {
+        (r.resource_type, &r.resource_name)
     });
     Checked::partial(req, move |mut resp: DescribeConfigsResponse| {
-        for (rt, name, code) in denied {
-            resp.results.push(
+        resp.results
+            .extend(denied.into_iter().map(|(rt, name, code)| {
                 describe_configs_response::DescribeConfigsResult::default()
                     .with_resource_type(rt)
                     .with_resource_name(name)
-                    .with_error_code(code),
-            );
-        }
+                    .with_error_code(code)
+            }));
         resp
     })
 }
@@ -486,30 +495,17 @@ pub(crate) fn incremental_alter_configs(
     if !c.on() {
         return Checked::pass(req);
     }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        match config_resource(
-            &c,
-            Operation::AlterConfigs,
-            r.resource_type,
-            &r.resource_name,
-        ) {
-            Ok(()) => true,
-            Err(code) => {
-                denied.push((r.resource_type, r.resource_name.clone(), code));
-                false
-            }
-        }
+    let denied = refused_configs(&c, Operation::AlterConfigs, &mut req.resources, |r| {
+        (r.resource_type, &r.resource_name)
     });
     Checked::partial(req, move |mut resp: IncrementalAlterConfigsResponse| {
-        for (rt, name, code) in denied {
-            resp.responses.push(
+        resp.responses
+            .extend(denied.into_iter().map(|(rt, name, code)| {
                 incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(rt)
                     .with_resource_name(name)
-                    .with_error_code(code),
-            );
-        }
+                    .with_error_code(code)
+            }));
         resp
     })
 }
@@ -523,30 +519,17 @@ pub(crate) fn alter_configs(
     if !c.on() {
         return Checked::pass(req);
     }
-    let mut denied = Vec::new();
-    req.resources.retain(|r| {
-        match config_resource(
-            &c,
-            Operation::AlterConfigs,
-            r.resource_type,
-            &r.resource_name,
-        ) {
-            Ok(()) => true,
-            Err(code) => {
-                denied.push((r.resource_type, r.resource_name.clone(), code));
-                false
-            }
-        }
+    let denied = refused_configs(&c, Operation::AlterConfigs, &mut req.resources, |r| {
+        (r.resource_type, &r.resource_name)
     });
     Checked::partial(req, move |mut resp: AlterConfigsResponse| {
-        for (rt, name, code) in denied {
-            resp.responses.push(
+        resp.responses
+            .extend(denied.into_iter().map(|(rt, name, code)| {
                 alter_configs_response::AlterConfigsResourceResponse::default()
                     .with_resource_type(rt)
                     .with_resource_name(name)
-                    .with_error_code(code),
-            );
-        }
+                    .with_error_code(code)
+            }));
         resp
     })
 }

@@ -221,7 +221,12 @@ pub async fn serve_stream(
             _ => Ok(rules),
         });
     let rules = match verdict {
-        Ok(rules) => rules,
+        Ok(rules) => {
+            if let Some(user) = &connect.username {
+                ctx.failed_logins.succeeded(user, Some(accepted.peer.ip()));
+            }
+            rules
+        }
         Err(refused) => {
             let mechanism = if connect.username.is_some() {
                 "password"
@@ -231,7 +236,15 @@ pub async fn serve_stream(
             crate::metrics::AUTH_FAILURES
                 .with_label_values(&["mqtt", mechanism])
                 .inc();
-            tracing::warn!(?peer, client = %client_id, user = ?connect.username, ?refused, "mqtt connection refused");
+            let delay = match refused {
+                Refused::BadCredentials => ctx.failed_logins.failed(
+                    connect.username.as_deref().unwrap_or_default(),
+                    Some(accepted.peer.ip()),
+                ),
+                _ => std::time::Duration::ZERO,
+            };
+            tracing::warn!(?peer, client = %client_id, user = ?connect.username, ?refused, delay_ms = delay.as_millis() as u64, "mqtt connection refused");
+            tokio::time::sleep(delay).await;
             let code = match refused {
                 Refused::BadCredentials => reason::BAD_USER_NAME_OR_PASSWORD,
                 Refused::NotAuthorized => reason::NOT_AUTHORIZED,
