@@ -15,9 +15,13 @@ pub const WINDOW: Duration = Duration::from_secs(600);
 /// Pairs kept at most; past it, those whose last failure is oldest go first.
 const MAX_TRACKED: usize = 100_000;
 
+/// A user name and the address it logged in from.
+type Who = (String, Option<IpAddr>);
+
 #[derive(Debug, Default)]
 pub struct FailedLogins {
-    recent: Mutex<HashMap<(String, Option<IpAddr>), (u32, Instant)>>,
+    /// Failures in a row, and when the last one was.
+    recent: Mutex<HashMap<Who, (u32, Instant)>>,
 }
 
 impl FailedLogins {
