@@ -293,6 +293,11 @@ pub struct ServeArgs {
     /// A file holding the first administrator's password.
     #[arg(long, env = "SLUICE_ADMIN_PASSWORD_FILE")]
     pub admin_password_file: Option<PathBuf>,
+    /// How long an authenticated Kafka session lasts before the client must authenticate
+    /// again on its connection (KIP-368, Kafka's connections.max.reauth.ms); 0: as long as
+    /// the connection.
+    #[arg(long, env = "SLUICE_CONNECTIONS_MAX_REAUTH", default_value = "0", value_parser = parse_duration)]
+    pub connections_max_reauth: Duration,
     /// `none` (every client may do everything, as Kafka without an authorizer) or `acl`
     /// (Kafka's ACLs, made with CreateAcls from any admin client).
     #[arg(long, env = "SLUICE_AUTHORIZER", default_value = "none", value_parser = ["none", "acl"])]
@@ -610,6 +615,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "admin_user" => args.admin_user = Some(text),
             "admin_password_file" => args.admin_password_file = Some(PathBuf::from(text)),
             "authorizer" => args.authorizer = text,
+            "connections_max_reauth" => {
+                args.connections_max_reauth = parse_duration(&text).map_err(bad)?
+            }
             "super_users" => args.super_users = text,
             "allow_everyone_if_no_acl" => {
                 args.allow_everyone_if_no_acl = text.parse().map_err(|e| bad(format!("{e}")))?

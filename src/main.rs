@@ -258,6 +258,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_auth: args.mqtt_auth.clone(),
         mqtt_forward: args.mqtt_forward,
         mqtt_user_store: args.mqtt_user_store,
+        sasl_session_lifetime: Some(args.connections_max_reauth).filter(|d| !d.is_zero()),
         acl: AclConfig {
             enabled: args.authorizer == "acl",
             super_users: args

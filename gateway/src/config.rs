@@ -120,6 +120,9 @@ pub struct GatewayConfig {
     pub mqtt_default_topic: Option<String>,
     /// A TOML file of MQTT users and what they may do; `None`: no authentication.
     pub mqtt_auth: Option<String>,
+    /// How long an authenticated Kafka session lasts before the client must re-authenticate
+    /// (KIP-368, Kafka's `connections.max.reauth.ms`); `None`: as long as the connection.
+    pub sasl_session_lifetime: Option<Duration>,
     /// Kafka ACLs (`--authorizer acl`); disabled by default, as Kafka without an authorizer.
     pub acl: crate::acl::AclConfig,
     /// Check MQTT user names and passwords against the user store too, and refuse clients
@@ -172,6 +175,7 @@ impl Default for GatewayConfig {
             mqtt_auth: None,
             mqtt_user_store: false,
             acl: crate::acl::AclConfig::default(),
+            sasl_session_lifetime: None,
             mqtt_forward: true,
             compactor: None,
             admin_token: None,

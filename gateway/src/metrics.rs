@@ -60,6 +60,14 @@ pub static MQTT_DENIED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static REAUTHENTICATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "sluice_kafka_reauthentications_total",
+        "Kafka sessions renewed by re-authentication on their connection (KIP-368)"
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_auth_failures_total",

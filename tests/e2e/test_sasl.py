@@ -156,3 +156,71 @@ def test_repeated_failures_are_answered_ever_later(server):
     assert code == 0
     code, elapsed = attempt("admin", "guess")
     assert code == 58 and elapsed < 1.6, elapsed
+
+
+def test_sessions_are_renewed_by_reauthentication(tmp_dir):
+    """KIP-368 with --connections-max-reauth 2s: SaslAuthenticate tells the session's
+    lifetime; librdkafka re-authenticates on its connections and keeps producing; a raw
+    client that does not is closed at its first request after the session ended, and one
+    that re-authenticates as someone else is closed too."""
+    import time
+    from confluent_kafka.admin import AdminClient as Admin
+    from conftest import wait_for
+
+    s = Sluice(tmp_dir / "data", ["--admin-user", "admin", "--connections-max-reauth", "2s"],
+               env={"SLUICE_ADMIN_PASSWORD": "admin-secret"}, kafka_protocol="SASL_PLAINTEXT").start()
+    try:
+        admin = Admin(conf(s, "SCRAM-SHA-256", "admin", "admin-secret"))
+        for f in admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion("bob", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"b"),
+        ]).values():
+            f.result(30)
+        errors = []
+        p = Producer({**conf(s, "SCRAM-SHA-512", "admin", "admin-secret"), "error_cb": errors.append})
+        delivered = []
+
+        def produce_until_renewed():
+            p.produce("renewed", b"x", partition=0, on_delivery=lambda err, m: delivered.append(err))
+            p.flush(10)
+            return s.metric("sluice_kafka_reauthentications_total") >= 2
+
+        wait_for("two renewed sessions", produce_until_renewed, timeout=60)
+        assert delivered and all(e is None for e in delivered), delivered
+        assert not [e for e in errors if e.code() == KafkaError._AUTHENTICATION], errors
+
+        def plain_login(sock, user, password, correlation):
+            sock.sendall(frame(header(17, 1, correlation) + struct.pack(">h", 5) + b"PLAIN"))
+            assert struct.unpack(">h", read_frame(sock)[4:6])[0] == 0
+            token = b"\0" + user + b"\0" + password
+            sock.sendall(frame(header(36, 1, correlation + 1) + struct.pack(">i", len(token)) + token))
+            body = read_frame(sock)[4:]
+            code, msg_len = struct.unpack(">hh", body[:4])
+            assert code == 0, code
+            rest = body[4 + max(msg_len, 0):]
+            auth_len = struct.unpack(">i", rest[:4])[0]
+            return struct.unpack(">q", rest[4 + auth_len:12 + auth_len])[0]
+
+        sock = connect(s)
+        sock.settimeout(30)
+        assert plain_login(sock, b"admin", b"admin-secret", 1) == 2000
+        # Renewed as the same user: the connection goes on.
+        assert plain_login(sock, b"admin", b"admin-secret", 3) == 2000
+        sock.sendall(frame(header(3, 1, 5) + struct.pack(">i", -1)))
+        assert struct.unpack(">i", read_frame(sock)[:4])[0] == 5
+        # The session's end is a matter of time passing: wait it out.
+        time.sleep(2.2)
+        sock.sendall(frame(header(3, 1, 6) + struct.pack(">i", -1)))
+        assert closed_by_server(sock)
+        assert s.metric('sluice_auth_failures_total{listener="SASL_PLAINTEXT",mechanism="session_expired"}') == 1
+        # Re-authenticating as someone else closes the connection.
+        sock = connect(s)
+        sock.settimeout(30)
+        plain_login(sock, b"admin", b"admin-secret", 1)
+        sock.sendall(frame(header(17, 1, 3) + struct.pack(">h", 5) + b"PLAIN"))
+        assert struct.unpack(">h", read_frame(sock)[4:6])[0] == 0
+        token = b"\0bob\0b"
+        sock.sendall(frame(header(36, 1, 4) + struct.pack(">i", len(token)) + token))
+        assert struct.unpack(">h", read_frame(sock)[4:6])[0] == 58
+        assert closed_by_server(sock)
+    finally:
+        s.stop()

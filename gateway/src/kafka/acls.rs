@@ -40,17 +40,11 @@ fn refused(ctx: &Ctx, p: &Principal, op: Operation) -> Option<(ResponseError, &'
 }
 
 /// A binding to create, or why it cannot be.
-fn creation(c: &create_acls_request::AclCreation, version: i16) -> Result<Binding, String> {
+fn creation(c: &create_acls_request::AclCreation) -> Result<Binding, String> {
     let resource_type = ResourceType::from_code(c.resource_type)
         .ok_or_else(|| format!("resource type {} is not supported", c.resource_type))?;
-    // v0 has no pattern type: LITERAL.
-    let pattern_code = if version == 0 {
-        3
-    } else {
-        c.resource_pattern_type
-    };
-    let pattern = PatternType::from_code(pattern_code)
-        .ok_or_else(|| format!("pattern type {pattern_code} cannot be stored"))?;
+    let pattern = PatternType::from_code(c.resource_pattern_type)
+        .ok_or_else(|| format!("pattern type {} cannot be stored", c.resource_pattern_type))?;
     let operation = Operation::from_code(c.operation)
         .ok_or_else(|| format!("operation {} is not supported", c.operation))?;
     let permission = Permission::from_code(c.permission_type)
@@ -87,7 +81,7 @@ fn creation(c: &create_acls_request::AclCreation, version: i16) -> Result<Bindin
 pub async fn create_acls(
     ctx: &Ctx,
     req: CreateAclsRequest,
-    version: i16,
+    _version: i16,
     p: &Principal,
 ) -> CreateAclsResponse {
     let refusal = refused(ctx, p, Operation::Alter);
@@ -98,7 +92,7 @@ pub async fn create_acls(
             results.push(r.with_error_code(e.code()).with_error_message(Some(s(why))));
             continue;
         }
-        let binding = match creation(c, version) {
+        let binding = match creation(c) {
             Ok(b) => b,
             Err(why) => {
                 results.push(
@@ -127,7 +121,6 @@ pub async fn create_acls(
 }
 
 /// A DescribeAcls or DeleteAcls filter, or why it matches nothing it could.
-#[allow(clippy::too_many_arguments)]
 fn filter(
     resource_type: i8,
     name: Option<&StrBytes>,
@@ -136,14 +129,13 @@ fn filter(
     host: Option<&StrBytes>,
     operation: i8,
     permission: i8,
-    version: i16,
 ) -> Result<Filter, String> {
     // 1 is ANY in every field.
     let resource_type = match resource_type {
         1 => None,
         code => Some(ResourceType::from_code(code).ok_or_else(|| format!("resource type {code}"))?),
     };
-    let pattern = match if version == 0 { 3 } else { pattern } {
+    let pattern = match pattern {
         1 => PatternFilter::Any,
         2 => PatternFilter::Match,
         code => PatternFilter::Exactly(
@@ -190,7 +182,7 @@ async fn stored(ctx: &Ctx) -> Result<Vec<(String, Binding)>, String> {
 pub async fn describe_acls(
     ctx: &Ctx,
     req: DescribeAclsRequest,
-    version: i16,
+    _version: i16,
     p: &Principal,
 ) -> DescribeAclsResponse {
     let resp = DescribeAclsResponse::default();
@@ -207,7 +199,6 @@ pub async fn describe_acls(
         req.host_filter.as_ref(),
         req.operation,
         req.permission_type,
-        version,
     ) {
         Ok(f) => f,
         Err(why) => {
@@ -259,7 +250,7 @@ pub async fn describe_acls(
 pub async fn delete_acls(
     ctx: &Ctx,
     req: DeleteAclsRequest,
-    version: i16,
+    _version: i16,
     p: &Principal,
 ) -> DeleteAclsResponse {
     let refusal = refused(ctx, p, Operation::Alter);
@@ -269,7 +260,7 @@ pub async fn delete_acls(
     };
     let mut results = Vec::with_capacity(req.filters.len());
     for f in &req.filters {
-        results.push(delete_one(ctx, f, version, refusal, &all, p).await);
+        results.push(delete_one(ctx, f, refusal, &all, p).await);
     }
     DeleteAclsResponse::default().with_filter_results(results)
 }
@@ -277,7 +268,6 @@ pub async fn delete_acls(
 async fn delete_one(
     ctx: &Ctx,
     f: &DeleteAclsFilter,
-    version: i16,
     refusal: Option<(ResponseError, &'static str)>,
     all: &Result<Vec<(String, Binding)>, String>,
     p: &Principal,
@@ -302,7 +292,6 @@ async fn delete_one(
         f.host_filter.as_ref(),
         f.operation,
         f.permission_type,
-        version,
     ) {
         Ok(f) => f,
         Err(why) => {

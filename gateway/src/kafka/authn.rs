@@ -1,9 +1,16 @@
-//! A Kafka connection's authentication: on a `SASL_PLAINTEXT` listener a client must
-//! complete SaslHandshake (v1) and SaslAuthenticate before any request but ApiVersions, as
-//! Kafka requires; anything else closes the connection. The mechanisms' state machines
+//! A Kafka connection's authentication: on a SASL listener a client must complete
+//! SaslHandshake (v1) and SaslAuthenticate before any request but ApiVersions, as Kafka
+//! requires; anything else closes the connection.
+//!
+//! Re-authentication (KIP-368): with a session lifetime (`--connections-max-reauth`, Kafka's
+//! `connections.max.reauth.ms`), SaslAuthenticate tells the client how long its session
+//! lasts; the client authenticates again on the same connection before then (its requests
+//! go on meanwhile under the old session), as the same principal. A request other than
+//! ApiVersions or SASL after the session ended closes the connection. The mechanisms' state machines
 //! are in [`super::sasl`]; credentials come from the user store.
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -26,7 +33,17 @@ pub const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10)
 pub const MAX_UNAUTHENTICATED_REQUEST: usize = 512 << 10;
 
 /// Where a connection is in authenticating.
-pub(crate) enum Auth {
+pub(crate) struct Auth {
+    state: State,
+    /// While re-authenticating: the session being renewed, which requests still use.
+    renewing: Option<Principal>,
+    /// When the authenticated session ends, if it does.
+    expires: Option<Instant>,
+    /// How long a session lasts (KIP-368); `None`: as long as the connection.
+    lifetime: Option<Duration>,
+}
+
+enum State {
     /// A listener without SASL: the client is its TLS certificate's principal, or
     /// anonymous.
     Open(Principal),
@@ -48,25 +65,36 @@ pub(crate) enum SaslMechanism {
 }
 
 impl Auth {
-    /// A connection's start: SASL first on a SASL listener; else it is `open_as`.
-    pub fn new(sasl: bool, open_as: Principal) -> Self {
-        if sasl {
-            Auth::Handshake
-        } else {
-            Auth::Open(open_as)
+    /// A connection's start: SASL first on a SASL listener (sessions lasting `lifetime`);
+    /// else it is `open_as`.
+    pub fn new(sasl: bool, open_as: Principal, lifetime: Option<Duration>) -> Self {
+        Self {
+            state: if sasl {
+                State::Handshake
+            } else {
+                State::Open(open_as)
+            },
+            renewing: None,
+            expires: None,
+            lifetime,
         }
     }
 
     /// Whether requests other than ApiVersions and SASL may be served.
     pub fn is_done(&self) -> bool {
-        matches!(self, Auth::Open(_) | Auth::Authenticated(_))
+        self.principal().is_some()
+    }
+
+    /// Whether the authenticated session has ended (KIP-368) without being renewed.
+    pub fn expired(&self) -> bool {
+        self.expires.is_some_and(|at| Instant::now() >= at)
     }
 
     /// Who the client is, once known.
     pub fn principal(&self) -> Option<&Principal> {
-        match self {
-            Auth::Open(p) | Auth::Authenticated(p) => Some(p),
-            _ => None,
+        match &self.state {
+            State::Open(p) | State::Authenticated(p) => Some(p),
+            _ => self.renewing.as_ref(),
         }
     }
 
@@ -79,9 +107,15 @@ impl Auth {
         if version == 0 {
             return resp.with_error_code(ResponseError::UnsupportedVersion.code());
         }
-        if !matches!(self, Auth::Handshake) {
-            // A listener without SASL, or a second handshake.
-            return resp.with_error_code(ResponseError::IllegalSaslState.code());
+        match std::mem::replace(&mut self.state, State::Handshake) {
+            State::Handshake => {}
+            // Re-authentication (KIP-368): the session goes on until this one succeeds.
+            State::Authenticated(p) if self.lifetime.is_some() => self.renewing = Some(p),
+            other => {
+                // A listener without SASL, or a handshake in the middle of an exchange.
+                self.state = other;
+                return resp.with_error_code(ResponseError::IllegalSaslState.code());
+            }
         }
         let chosen = match req.mechanism.as_str() {
             "PLAIN" => SaslMechanism::Plain,
@@ -92,7 +126,7 @@ impl Auth {
                 }
             },
         };
-        *self = Auth::Chosen(chosen);
+        self.state = State::Chosen(chosen);
         resp
     }
 
@@ -104,32 +138,32 @@ impl Auth {
         req: &SaslAuthenticateRequest,
         conn: ConnInfo,
     ) -> (SaslAuthenticateResponse, bool) {
-        let state = std::mem::replace(self, Auth::Handshake);
+        let state = std::mem::replace(&mut self.state, State::Handshake);
         // Who is trying, for slowing down repeated failures ("" when the token is too
         // broken to say).
         let attempted = match &state {
-            Auth::Chosen(SaslMechanism::Plain) => sasl::plain(&req.auth_bytes)
+            State::Chosen(SaslMechanism::Plain) => sasl::plain(&req.auth_bytes)
                 .map(|(u, _)| u)
                 .unwrap_or_default(),
-            Auth::Chosen(SaslMechanism::Scram(_)) => sasl::client_first(&req.auth_bytes)
+            State::Chosen(SaslMechanism::Scram(_)) => sasl::client_first(&req.auth_bytes)
                 .map(|f| f.user)
                 .unwrap_or_default(),
-            Auth::Scram(server) => server.user().to_string(),
+            State::Scram(server) => server.user().to_string(),
             _ => String::new(),
         };
         let addr = conn.peer.map(|a| a.ip());
         let (result, mechanism) = match state {
-            Auth::Chosen(SaslMechanism::Plain) => (plain(ctx, &req.auth_bytes).await, "PLAIN"),
-            Auth::Chosen(SaslMechanism::Scram(m)) => {
+            State::Chosen(SaslMechanism::Plain) => (plain(ctx, &req.auth_bytes).await, "PLAIN"),
+            State::Chosen(SaslMechanism::Scram(m)) => {
                 match scram_first(ctx, m, &req.auth_bytes).await {
                     Ok((server, reply)) => {
-                        *self = Auth::Scram(Box::new(server));
-                        return (ok(reply), false);
+                        self.state = State::Scram(Box::new(server));
+                        return (ok(reply, None), false);
                     }
                     Err(e) => (Err(e), m.name()),
                 }
             }
-            Auth::Scram(server) => {
+            State::Scram(server) => {
                 let user = server.user().to_string();
                 let m = server.mechanism();
                 (
@@ -138,7 +172,7 @@ impl Auth {
                 )
             }
             other => {
-                *self = other;
+                self.state = other;
                 return (
                     SaslAuthenticateResponse::default()
                         .with_error_code(ResponseError::IllegalSaslState.code())
@@ -149,12 +183,24 @@ impl Auth {
                 );
             }
         };
+        // Re-authentication must keep the principal, as Kafka requires.
+        let result = match (result, self.renewing.take()) {
+            (Ok((user, _)), Some(old)) if Principal::user(&user, addr).name != old.name => {
+                Err(SaslError::PrincipalChanged)
+            }
+            (result, _) => result,
+        };
         match result {
             Ok((user, reply)) => {
-                tracing::debug!(conn = conn.id, peer = ?conn.peer, user, mechanism, "kafka client authenticated");
+                let renewed = self.expires.is_some();
+                tracing::debug!(conn = conn.id, peer = ?conn.peer, user, mechanism, renewed, "kafka client authenticated");
                 ctx.failed_logins.succeeded(&user, addr);
-                *self = Auth::Authenticated(Principal::user(&user, conn.peer.map(|a| a.ip())));
-                (ok(reply), false)
+                self.state = State::Authenticated(Principal::user(&user, addr));
+                self.expires = self.lifetime.map(|l| Instant::now() + l);
+                if renewed {
+                    crate::metrics::REAUTHENTICATIONS.inc();
+                }
+                (ok(reply, self.lifetime), false)
             }
             Err(e) => {
                 crate::metrics::AUTH_FAILURES
@@ -174,9 +220,13 @@ impl Auth {
     }
 }
 
-fn ok(reply: Vec<u8>) -> SaslAuthenticateResponse {
-    // Session lifetime 0: no re-authentication is required (KIP-368).
-    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply))
+/// A successful step; the last one tells how long the session lasts (KIP-368; 0: as long
+/// as the connection).
+fn ok(reply: Vec<u8>, lifetime: Option<Duration>) -> SaslAuthenticateResponse {
+    let ms = lifetime.map_or(0, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX));
+    SaslAuthenticateResponse::default()
+        .with_auth_bytes(Bytes::from(reply))
+        .with_session_lifetime_ms(ms)
 }
 
 /// The user's credential of mechanism `m`, if any.

@@ -61,6 +61,8 @@ enum ConnError {
     Unauthenticated(ApiKey),
     #[error("not authenticated within {0:?}")]
     AuthTimeout(std::time::Duration),
+    #[error("{0:?} after the authenticated session ended (KIP-368)")]
+    SessionExpired(ApiKey),
 }
 
 /// Connections accepted so far: each gets the next number, which names it in log lines.
@@ -96,7 +98,7 @@ pub async fn serve_stream<S>(
         Some(subject) => Principal::user(subject, host),
         None => Principal::anonymous(host),
     };
-    let auth = Auth::new(protocol.sasl(), open_as);
+    let auth = Auth::new(protocol.sasl(), open_as, ctx.config.sasl_session_lifetime);
     match run(&ctx, &mut socket, &cancel, conn, auth).await {
         Ok(()) => tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed"),
         Err(ConnError::Io(e)) => {
@@ -218,6 +220,17 @@ async fn start(
         )
     {
         return Err(ConnError::Unauthenticated(key));
+    }
+    if auth.expired()
+        && !matches!(
+            key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        crate::metrics::AUTH_FAILURES
+            .with_label_values(&[conn.listener, "session_expired"])
+            .inc();
+        return Err(ConnError::SessionExpired(key));
     }
     let header = decode_header(key, version, &mut frame)?;
     metrics::KAFKA_REQUESTS

@@ -23,6 +23,8 @@ pub enum SaslError {
     ChannelBinding,
     #[error("the user store could not be read")]
     Unavailable,
+    #[error("re-authentication as another principal")]
+    PrincipalChanged,
 }
 
 /// Equal, in time that does not depend on where they differ.

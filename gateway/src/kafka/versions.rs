@@ -38,9 +38,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
     // ACLs (SECURITY_DISABLED without --authorizer acl, as Kafka without an authorizer).
-    (ApiKey::DescribeAcls, 0, 3),
-    (ApiKey::CreateAcls, 0, 3),
-    (ApiKey::DeleteAcls, 0, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
     // SASL (answered with ILLEGAL_SASL_STATE on a listener without it). Handshake v0 is
     // advertised because librdkafka before 2.2 looks for it, but answered with
     // UNSUPPORTED_VERSION: its raw tokens travel outside Kafka's framing.
