@@ -7,6 +7,11 @@ over rumqttc), which counts deliveries, not sends.
 
 Prints a Markdown table for docs/benchmarks.md. Needs `mosquitto` (apt-get install
 mosquitto); raises its own open-file limit for the idle-connection run.
+
+    python3 benches/mqtt_bench.py --tls [--seconds 10] [--idle 10000]
+
+runs both over TLS (`mqtts://`, an ECDSA P-256 certificate made with tests/e2e/tls.py):
+Mosquitto with a TLS listener, Sluice with an mqtts listener.
 """
 
 import argparse
@@ -23,8 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SLUICE = ROOT / "target" / "release" / "sluice"
-LOAD = ROOT / "target" / "release" / "sluice-bench"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+SLUICE = TARGET / "sluice"
+LOAD = TARGET / "sluice-bench"
+# With --tls: the certificates both brokers serve, and the CA the load generator trusts.
+CERTS = None
 
 
 def free_port():
@@ -47,8 +55,10 @@ def wait_port(port, timeout=30):
 def start_mosquitto(work):
     port = free_port()
     conf = work / "mosquitto.conf"
+    tls = (f"cafile {CERTS.ca_path}\ncertfile {CERTS.cert_path}\nkeyfile {CERTS.key_path}\n"
+           if CERTS else "")
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        f"listener {port} 127.0.0.1\n{tls}allow_anonymous true\npersistence false\n"
         # As many unacknowledged deliveries and queued messages per client as Sluice allows.
         "max_inflight_messages 1024\nmax_queued_messages 100000\n"
         "log_dest none\n")
@@ -57,11 +67,17 @@ def start_mosquitto(work):
     return proc, f"127.0.0.1:{port}"
 
 
+def tls_args():
+    return ["--ca", str(CERTS.ca_path)] if CERTS else []
+
+
 def start_sluice(work):
     shutil.rmtree(work / "sluice", ignore_errors=True)
     proc = subprocess.Popen(
         [str(SLUICE), "serve", "--data-dir", str(work / "sluice"),
-         "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"],
+         "--kafka-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+         "--mqtt-listen", ("mqtts://" if CERTS else "") + "127.0.0.1:0",
+         *(["--tls-cert", str(CERTS.cert_path), "--tls-key", str(CERTS.key_path)] if CERTS else [])],
         stdout=subprocess.PIPE, stderr=open(work / "sluice.log", "ab"))
     while True:
         line = proc.stdout.readline().decode()
@@ -73,7 +89,7 @@ def start_sluice(work):
 
 
 def load(addr, *args):
-    out = subprocess.run([str(LOAD), "mqtt", "-q", "--addr", addr, *args], capture_output=True, text=True,
+    out = subprocess.run([str(LOAD), "mqtt", "-q", "--addr", addr, *tls_args(), *args], capture_output=True, text=True,
                          timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -82,7 +98,7 @@ def load(addr, *args):
 
 def idle_memory(proc, addr, n):
     """Broker RSS growth per connection with `n` idle connections open."""
-    out = subprocess.run([str(LOAD), "mqtt-idle", "-q", "--addr", addr, "--connections", str(n), "--hold", "3",
+    out = subprocess.run([str(LOAD), "mqtt-idle", "-q", "--addr", addr, *tls_args(), "--connections", str(n), "--hold", "3",
                           "--server-pid", str(proc.pid)], capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
@@ -134,7 +150,13 @@ def main():
     ap.add_argument("--idle", type=int, default=10_000)
     ap.add_argument("--cross-gateway", action="store_true",
                     help="instead: two gateways on etcd and S3, with and without forwarding")
+    ap.add_argument("--tls", action="store_true", help="both brokers over TLS")
     a = ap.parse_args()
+    if a.tls:
+        global CERTS
+        sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+        from tls import CertSet  # noqa: E402
+        CERTS = CertSet(Path(tempfile.mkdtemp(prefix="mqtt-bench-certs-")))
     if a.cross_gateway:
         return cross_gateway(a.seconds)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

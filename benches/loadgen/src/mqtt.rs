@@ -18,6 +18,30 @@ pub struct MqttCommon {
     /// The broker's MQTT address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub addr: String,
+    /// Connect with TLS, trusting this CA (PEM).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl MqttCommon {
+    /// The TLS client configuration, when `--ca` asks for TLS.
+    fn tls(&self) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let Some(path) = &self.ca else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(path)? {
+            roots.add(c?)?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(Arc::new(config)))
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -48,7 +72,12 @@ pub struct PubSubArgs {
     pub topic: String,
 }
 
-fn options(addr: &str, id: &str, max_packet: usize) -> anyhow::Result<MqttOptions> {
+fn options(
+    addr: &str,
+    id: &str,
+    max_packet: usize,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> anyhow::Result<MqttOptions> {
     let (host, port) = addr
         .rsplit_once(':')
         .with_context(|| format!("expected HOST:PORT, got {addr}"))?;
@@ -56,6 +85,11 @@ fn options(addr: &str, id: &str, max_packet: usize) -> anyhow::Result<MqttOption
     o.set_keep_alive(Duration::from_secs(60))
         .set_clean_session(true)
         .set_max_packet_size(max_packet, max_packet);
+    if let Some(config) = tls {
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(config.clone()),
+        ));
+    }
     Ok(o)
 }
 
@@ -93,12 +127,18 @@ pub async fn pubsub(common: &MqttCommon, args: &PubSubArgs, quiet: bool) -> anyh
     let start = Instant::now();
     let warm_up = report::unix_nanos() + 1_000_000_000;
     let last_delivery = Arc::new(AtomicU64::new(0));
+    let tls = common.tls()?;
 
     let mut subscribers = Vec::new();
     for s in 0..args.subscribers {
         let addr = args.sub_addr.as_deref().unwrap_or(&common.addr);
         let (client, mut events) = AsyncClient::new(
-            options(addr, &format!("bench-sub-{run}-{s}"), max_packet)?,
+            options(
+                addr,
+                &format!("bench-sub-{run}-{s}"),
+                max_packet,
+                tls.as_ref(),
+            )?,
             64,
         );
         connected(&mut events).await?;
@@ -144,7 +184,12 @@ pub async fn pubsub(common: &MqttCommon, args: &PubSubArgs, quiet: bool) -> anyh
     let deadline = start + Duration::from_secs(args.seconds);
     let mut publishers = Vec::new();
     for n in 0..args.publishers {
-        let mut o = options(&common.addr, &format!("bench-pub-{run}-{n}"), max_packet)?;
+        let mut o = options(
+            &common.addr,
+            &format!("bench-pub-{run}-{n}"),
+            max_packet,
+            tls.as_ref(),
+        )?;
         o.set_inflight(args.window.max(1));
         let (client, mut events) = AsyncClient::new(o, 1024);
         connected(&mut events).await?;
@@ -248,13 +293,19 @@ pub struct IdleArgs {
 pub async fn idle(common: &MqttCommon, args: &IdleArgs, quiet: bool) -> anyhow::Result<Value> {
     let run = report::unix_nanos() / 1_000_000;
     let rss_before = args.server_pid.map(report::rss_bytes).transpose()?;
+    let tls = common.tls()?;
     let up = Arc::new(Counters::default());
     let progress = Progress::start(quiet, vec![("connected", up.clone())]);
     let opening = Arc::new(Semaphore::new(256));
     let start = Instant::now();
     let mut conns = Vec::new();
     for n in 0..args.connections {
-        let o = options(&common.addr, &format!("bench-idle-{run}-{n}"), 4096)?;
+        let o = options(
+            &common.addr,
+            &format!("bench-idle-{run}-{n}"),
+            4096,
+            tls.as_ref(),
+        )?;
         let (up, opening) = (up.clone(), opening.clone());
         conns.push(tokio::spawn(async move {
             let permit = opening.acquire_owned().await?;
