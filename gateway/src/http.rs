@@ -191,6 +191,8 @@ fn websocket(
 enum Denied {
     /// A token is configured and the call carries none, or another.
     BadToken,
+    /// Basic credentials that are not a super user's.
+    NotAdministrator,
     /// No token is configured and the caller is not on this host.
     NotLocal,
 }
@@ -215,10 +217,44 @@ fn authorize(
     }
 }
 
+/// `Authorization: Basic` credentials.
+fn basic_credentials(header: &[u8]) -> Option<(String, Vec<u8>)> {
+    use base64::Engine;
+    let encoded = header.strip_prefix(b"Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// An administrator from the user store: a super user (`--super-users`, `--admin-user`)
+/// whose password checks out. Failures slow down as logins do.
+async fn super_user(
+    gw: &crate::server::Ctx,
+    user: &str,
+    password: Vec<u8>,
+    peer: SocketAddr,
+) -> Result<(), Denied> {
+    let is_super = gw.config.acl.super_users.contains(&format!("User:{user}"));
+    let verified = is_super
+        && crate::users::verify_password(&gw.store, user, password)
+            .await
+            .unwrap_or(false);
+    if verified {
+        gw.failed_logins.succeeded(user, Some(peer.ip()));
+        return Ok(());
+    }
+    tokio::time::sleep(gw.failed_logins.failed(user, Some(peer.ip()))).await;
+    Err(Denied::NotAdministrator)
+}
+
 fn denied(d: Denied, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
     let mechanism = match d {
         Denied::BadToken => "bearer",
         Denied::NotLocal => "loopback",
+        Denied::NotAdministrator => "basic",
     };
     crate::metrics::AUTH_FAILURES
         .with_label_values(&["http", mechanism])
@@ -236,6 +272,17 @@ fn denied(d: Denied, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
             );
             r
         }
+        Denied::NotAdministrator => {
+            let mut r = reply(
+                StatusCode::UNAUTHORIZED,
+                "an administrator's user name and password are required\n",
+            );
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Basic realm=\"sluice\""),
+            );
+            r
+        }
         Denied::NotLocal => reply(
             StatusCode::FORBIDDEN,
             "/admin is only served to this host unless an admin token is configured (--admin-token-file)\n",
@@ -248,16 +295,19 @@ async fn route(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if req.uri().path().starts_with("/admin/")
-        && let Err(d) = authorize(
-            ctx.admin_token.as_deref(),
-            req.headers()
-                .get(hyper::header::AUTHORIZATION)
-                .map(|v| v.as_bytes()),
-            peer,
-        )
-    {
-        return Ok(denied(d, peer, req.uri().path()));
+    if req.uri().path().starts_with("/admin/") {
+        let header = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let basic = header.as_deref().and_then(basic_credentials);
+        let verdict = match (basic, &ctx.gateway) {
+            (Some((user, password)), Some((gw, _))) => super_user(gw, &user, password, peer).await,
+            _ => authorize(ctx.admin_token.as_deref(), header.as_deref(), peer),
+        };
+        if let Err(d) = verdict {
+            return Ok(denied(d, peer, req.uri().path()));
+        }
     }
     Ok(match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => metrics(),
@@ -346,6 +396,17 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("an address")
+    }
+
+    #[test]
+    fn basic_credentials_are_read_as_http_sends_them() {
+        assert_eq!(
+            basic_credentials(b"Basic YWRtaW46czNjcjp0"),
+            Some(("admin".to_string(), b"s3cr:t".to_vec()))
+        );
+        assert_eq!(basic_credentials(b"Bearer x"), None);
+        assert_eq!(basic_credentials(b"Basic !!"), None);
+        assert_eq!(basic_credentials(b"Basic YWRtaW4="), None);
     }
 
     #[test]

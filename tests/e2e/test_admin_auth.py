@@ -55,3 +55,43 @@ def test_an_empty_token_file_is_refused_at_start(tmp_dir):
                            "--admin-token-file", str(token_file)], capture_output=True, timeout=60)
     assert proc.returncode != 0
     assert b"is empty" in proc.stderr
+
+
+def test_an_administrator_from_the_user_store_may_call_admin(tmp_dir):
+    import base64
+    from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    token_file = tmp_dir / "admin-token"
+    token_file.write_text("t0ken\n")
+    server = Sluice(tmp_dir / "data", ["--admin-token-file", str(token_file), "--admin-user", "root",
+                                       "--super-users", "User:ops"],
+                    env={"SLUICE_ADMIN_PASSWORD": "root-pw"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": server.bootstrap})
+        for f in admin.alter_user_scram_credentials([
+            UserScramCredentialUpsertion(u, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), p)
+            for u, p in [("ops", b"ops-pw"), ("dev", b"dev-pw")]
+        ]).values():
+            f.result(30)
+        url = f"http://{server.http}/admin/compact"
+
+        def basic(user, password):
+            req = urllib.request.Request(url, method="POST")
+            req.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    return r.status, {}
+            except urllib.error.HTTPError as e:
+                return e.code, {k.lower(): v for k, v in e.headers.items()}
+
+        # Super users (the --admin-user and --super-users) with their passwords.
+        assert basic("root", "root-pw")[0] == 200
+        assert basic("ops", "ops-pw")[0] == 200
+        # A user who is not a super user, a wrong password, an unknown user.
+        status, headers = basic("dev", "dev-pw")
+        assert status == 401 and headers.get("www-authenticate") == 'Basic realm="sluice"'
+        assert basic("root", "wrong")[0] == 401
+        assert basic("nobody", "x")[0] == 401
+        assert server.metric('sluice_auth_failures_total{listener="http",mechanism="basic"}') == 3
+    finally:
+        server.stop()
