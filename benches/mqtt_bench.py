@@ -58,7 +58,9 @@ def start_mosquitto(work):
     tls = (f"cafile {CERTS.ca_path}\ncertfile {CERTS.cert_path}\nkeyfile {CERTS.key_path}\n"
            if CERTS else "")
     conf.write_text(
-        f"listener {port} 127.0.0.1\n{tls}allow_anonymous true\npersistence false\n"
+        # Mosquitto started as root runs as the mosquitto user unless told otherwise, and
+        # could not read the certificates in a private temporary directory.
+        f"listener {port} 127.0.0.1\n{tls}user root\nallow_anonymous true\npersistence false\n"
         # As many unacknowledged deliveries and queued messages per client as Sluice allows.
         "max_inflight_messages 1024\nmax_queued_messages 100000\n"
         "log_dest none\n")
