@@ -10,17 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use rustls::pki_types::ServerName;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use sluice_protocols::kafka::scram::{ClientExchange, Mechanism};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::report::Latency;
+use crate::report::{self, Latency};
 
 #[derive(Args, Debug, Clone)]
 pub struct ConnectArgs {
@@ -59,19 +57,7 @@ struct Shared {
 pub async fn run(args: &ConnectArgs, quiet: bool) -> anyhow::Result<Value> {
     let tls = match &args.ca {
         None => None,
-        Some(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(&pem) {
-                roots.add(c?)?;
-            }
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
-        }
+        Some(path) => Some(tokio_rustls::TlsConnector::from(report::tls_client(path)?)),
     };
     let mechanism = match args.mechanism.as_deref() {
         None => None,

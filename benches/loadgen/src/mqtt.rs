@@ -26,21 +26,7 @@ pub struct MqttCommon {
 impl MqttCommon {
     /// The TLS client configuration, when `--ca` asks for TLS.
     fn tls(&self) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        let Some(path) = &self.ca else {
-            return Ok(None);
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(path)? {
-            roots.add(c?)?;
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Some(Arc::new(config)))
+        self.ca.as_deref().map(report::tls_client).transpose()
     }
 }
 
