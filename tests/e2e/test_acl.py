@@ -117,6 +117,14 @@ def test_every_denial_has_kafka_s_code(server):
     assert sorted(admin(b, "alice", "alice-pw").list_topics(timeout=30).topics) == ["orders"]
     assert sorted(admin(b, "bob", "bob-pw").list_topics(timeout=30).topics) == ["orders"]
     assert sorted(a.list_topics(timeout=30).topics) == ["orders", "secret"]
+    # Authorized operations are the caller's own: Read on g1 implies Describe, not Delete;
+    # the super user may do everything on the cluster; bob may not describe it.
+    g1 = alice.describe_consumer_groups(["g1"], include_authorized_operations=True)["g1"].result(30)
+    assert sorted(op.name for op in g1.authorized_operations) == ["DESCRIBE", "READ"]
+    ops = a.describe_cluster(include_authorized_operations=True).result(30).authorized_operations
+    assert {"ALTER", "CREATE", "DESCRIBE", "IDEMPOTENT_WRITE"} <= {op.name for op in ops}
+    bob = admin(b, "bob", "bob-pw")
+    assert not bob.describe_cluster(include_authorized_operations=True).result(30).authorized_operations
     # An offset commit for a topic alice may not read, in a group she may use.
     c = Consumer({**conf(b, "alice", "alice-pw"), "group.id": "g1", "enable.auto.commit": False})
     with pytest.raises(KafkaException) as e:

@@ -292,6 +292,54 @@ pub(crate) fn metadata(
             }
         }
         resp.topics = topics;
+        if resp.cluster_authorized_operations != i32::MIN {
+            resp.cluster_authorized_operations = cluster_operations(&acl, &principal);
+        }
+        resp
+    })
+}
+
+/// The cluster operations the ACLs allow `p`, as authorized-operations bits.
+fn cluster_operations(acl: &crate::acl::Authorizer, p: &Principal) -> i32 {
+    acl.authorized_operations(
+        &p.name,
+        p.host,
+        ResourceType::Cluster,
+        CLUSTER,
+        &[
+            Operation::Create,
+            Operation::Alter,
+            Operation::Describe,
+            Operation::ClusterAction,
+            Operation::DescribeConfigs,
+            Operation::AlterConfigs,
+            Operation::IdempotentWrite,
+        ],
+    )
+}
+
+/// DescribeCluster: Describe on the cluster, and the caller's own operations.
+pub(crate) fn describe_cluster(
+    ctx: &Ctx,
+    p: &Principal,
+    req: DescribeClusterRequest,
+) -> Checked<DescribeClusterRequest, DescribeClusterResponse> {
+    let c = check(ctx, p);
+    if !c.on() {
+        return Checked::pass(req);
+    }
+    if !c.cluster(Operation::Describe) {
+        return Checked::refuse(|resp: DescribeClusterResponse| {
+            resp.with_error_code(CLUSTER_DENIED)
+                .with_error_message(msg("not authorized"))
+        });
+    }
+    let acl = ctx.acl.clone();
+    let principal = p.clone();
+    Checked::partial(req, move |mut resp: DescribeClusterResponse| {
+        if resp.cluster_authorized_operations != i32::MIN {
+            resp.cluster_authorized_operations = cluster_operations(&acl, &principal);
+        }
         resp
     })
 }
@@ -789,7 +837,20 @@ pub(crate) fn describe_groups(
         c.group(Operation::Describe, g)
     });
     req.groups = ok;
+    let acl = ctx.acl.clone();
+    let principal = p.clone();
     let merge = move |mut resp: DescribeGroupsResponse| {
+        for g in resp.groups.iter_mut() {
+            if g.authorized_operations != i32::MIN {
+                g.authorized_operations = acl.authorized_operations(
+                    &principal.name,
+                    principal.host,
+                    ResourceType::Group,
+                    &g.group_id,
+                    &[Operation::Read, Operation::Delete, Operation::Describe],
+                );
+            }
+        }
         for g in denied {
             resp.groups.push(
                 describe_groups_response::DescribedGroup::default()

@@ -381,7 +381,7 @@ async fn serve(
         ApiKey::DescribeCluster => serve!(
             DescribeClusterRequest,
             admin::describe_cluster,
-            |c, p, r| az::cluster(c, p, r, Operation::Describe, refused_cluster),
+            az::describe_cluster,
             listener
         ),
         ApiKey::InitProducerId => serve!(
@@ -519,13 +519,6 @@ fn refused_cluster<R: ClusterRefusal>(r: R) -> R {
 
 trait ClusterRefusal {
     fn refused(self) -> Self;
-}
-
-impl ClusterRefusal for DescribeClusterResponse {
-    fn refused(self) -> Self {
-        self.with_error_code(31)
-            .with_error_message(Some(StrBytes::from_static_str("not authorized")))
-    }
 }
 
 impl ClusterRefusal for DescribeUserScramCredentialsResponse {
