@@ -18,6 +18,7 @@ Prints a Markdown table for docs/benchmarks.md; --json writes every report.
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SLUICE = ROOT / "target" / "release" / "sluice"
-BENCH = ROOT / "target" / "release" / "sluice-bench"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
+SLUICE = TARGET / "sluice"
+BENCH = TARGET / "sluice-bench"
 
 
 class Server:

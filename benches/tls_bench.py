@@ -27,11 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "benches"))
+from kafka_bench import SLUICE, bench  # noqa: E402
 from tls import CertSet  # noqa: E402
 
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
-SLUICE = TARGET / "sluice"
-BENCH = TARGET / "sluice-bench"
 PASSWORD = "bench-password"
 
 
@@ -63,15 +62,6 @@ class Server:
     def stop(self):
         self.proc.terminate()
         self.proc.wait(60)
-
-
-def bench(*args):
-    out = subprocess.run([str(BENCH), "-q", *args], capture_output=True, text=True, timeout=1800)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
-    print(json.dumps(r), file=sys.stderr)
-    return r
 
 
 def main():

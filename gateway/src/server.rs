@@ -452,13 +452,13 @@ async fn serve(
         Listener::Kafka(i) => (i, ctx.kafka_listeners[i].sasl()),
         Listener::Mqtt => (0, false),
     };
+    let accepted = Accepted {
+        peer,
+        listener,
+        principal: None,
+        sasl,
+    };
     if !tls {
-        let accepted = Accepted {
-            peer,
-            listener,
-            principal: None,
-            sasl,
-        };
         if serves == Listener::Mqtt {
             return crate::mqtt::conn::serve_stream(ctx, socket, accepted, cancel).await;
         }
@@ -482,51 +482,27 @@ async fn serve(
     }
     // rustls reads the socket 4 KiB at a time: a buffer below it saves most of those
     // system calls on a busy Kafka connection (MQTT devices keep their memory instead).
-    let conn = Conn {
-        ctx,
-        peer,
-        cancel,
-        name,
-        serves,
-        listener,
-        sasl,
-    };
     if serves == Listener::Mqtt {
-        serve_tls(conn, socket).await;
+        serve_tls(ctx, socket, accepted, cancel, name, serves).await;
     } else {
-        serve_tls(
-            conn,
-            tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, socket),
-        )
-        .await;
+        let socket = tokio::io::BufReader::with_capacity(TLS_READ_BUFFER, socket);
+        serve_tls(ctx, socket, accepted, cancel, name, serves).await;
     }
 }
 
-/// What a TLS connection's service needs to know.
-struct Conn {
+/// The TLS handshake, then the protocol the first decrypted byte names; `accepted` gets
+/// the principal of the client's certificate.
+async fn serve_tls<S>(
     ctx: Arc<Ctx>,
-    peer: SocketAddr,
+    socket: S,
+    mut accepted: Accepted,
     cancel: CancellationToken,
     name: &'static str,
     serves: Listener,
-    listener: usize,
-    sasl: bool,
-}
-
-/// The TLS handshake, then the protocol the first decrypted byte names.
-async fn serve_tls<S>(c: Conn, socket: S)
-where
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
-    let Conn {
-        ctx,
-        peer,
-        cancel,
-        name,
-        serves,
-        listener,
-        sasl,
-    } = c;
+    let peer = accepted.peer;
     let Some(acceptor) = ctx.tls.as_ref().map(|t| t.acceptor()) else {
         return; // tls_for saw to it
     };
@@ -547,7 +523,7 @@ where
             return;
         }
     };
-    let principal = {
+    accepted.principal = {
         let (_, conn) = stream.get_ref();
         let from = ctx
             .tls
@@ -555,12 +531,6 @@ where
             .map(|t| t.principal_from())
             .unwrap_or_default();
         crate::tls::principal(conn.peer_certificates(), from)
-    };
-    let accepted = Accepted {
-        peer,
-        listener,
-        principal,
-        sasl,
     };
     if serves == Listener::Mqtt {
         return crate::mqtt::conn::serve_stream(ctx, stream, accepted, cancel).await;

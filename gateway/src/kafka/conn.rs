@@ -322,22 +322,13 @@ async fn serve(
             let resp = $handler(&ctx, req, version, &principal).await;
             encode_response(cid, header_version, &resp, version)?
         }};
-        // Checked: what `$check` refuses is answered by it, the rest by the handler.
-        ($req:ty, $handler:expr, $check:expr) => {{
+        // Checked: what `$check` refuses is answered by it, the rest by the handler (with
+        // `listener` where the answer names gateways at the client's listener's addresses).
+        ($req:ty, $handler:expr, $check:expr $(, $extra:ident)?) => {{
             let req: $req = body(&mut frame, key, version)?;
             let checked = $check(&*ctx, &principal, req);
             let resp = match checked.req {
-                Some(req) => $handler(&ctx, req, version).await,
-                None => Default::default(),
-            };
-            encode_response(cid, header_version, &(checked.finish)(resp), version)?
-        }};
-        // Handlers whose answer names gateways: at the client's listener's addresses.
-        ($req:ty, $handler:expr, $check:expr, listener) => {{
-            let req: $req = body(&mut frame, key, version)?;
-            let checked = $check(&*ctx, &principal, req);
-            let resp = match checked.req {
-                Some(req) => $handler(&ctx, req, version, conn.listener).await,
+                Some(req) => $handler(&ctx, req, version $(, conn.$extra)?).await,
                 None => Default::default(),
             };
             encode_response(cid, header_version, &(checked.finish)(resp), version)?
@@ -492,7 +483,15 @@ async fn serve(
         ApiKey::DescribeUserScramCredentials => serve!(
             DescribeUserScramCredentialsRequest,
             scram::describe,
-            |c, p, r| az::cluster(c, p, r, Operation::Describe, refused_cluster)
+            |c, p, r| az::cluster(
+                c,
+                p,
+                r,
+                Operation::Describe,
+                |r: DescribeUserScramCredentialsResponse| r
+                    .with_error_code(31)
+                    .with_error_message(Some(StrBytes::from_static_str("not authorized")))
+            )
         ),
         ApiKey::AlterUserScramCredentials => serve!(
             AlterUserScramCredentialsRequest,
@@ -510,23 +509,6 @@ async fn serve(
 }
 
 const GROUP_DENIED: i16 = 30;
-
-/// A response refused as a whole for want of a cluster permission: the responses that
-/// carry a top-level error code get CLUSTER_AUTHORIZATION_FAILED there.
-fn refused_cluster<R: ClusterRefusal>(r: R) -> R {
-    r.refused()
-}
-
-trait ClusterRefusal {
-    fn refused(self) -> Self;
-}
-
-impl ClusterRefusal for DescribeUserScramCredentialsResponse {
-    fn refused(self) -> Self {
-        self.with_error_code(31)
-            .with_error_message(Some(StrBytes::from_static_str("not authorized")))
-    }
-}
 
 fn body<T: kafka_protocol::protocol::Decodable>(
     frame: &mut Bytes,
