@@ -15,6 +15,7 @@ pub mod mqtt;
 mod peers;
 mod per_ip;
 mod producer_ids;
+mod quotas;
 mod segments;
 mod server;
 pub mod tls;

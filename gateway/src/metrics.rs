@@ -68,6 +68,15 @@ pub static REAUTHENTICATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static QUOTA_THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_quota_throttled_total",
+        "Kafka responses throttled for a client quota, by quota",
+        &["quota"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_auth_failures_total",

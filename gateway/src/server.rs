@@ -89,6 +89,8 @@ pub(crate) struct Ctx {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// ACL bindings, followed from metadata.
     pub acl: Arc<crate::acl::Authorizer>,
+    /// Client quotas, followed from metadata, and this gateway's meters.
+    pub quotas: crate::quotas::Quotas,
     /// Recent failed logins, which slow down the next ones.
     pub failed_logins: crate::failed_logins::FailedLogins,
     /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener
@@ -281,6 +283,7 @@ impl Gateway {
             kafka_listeners: config.kafka_listeners.iter().map(|l| l.protocol).collect(),
             tls: tls.clone(),
             acl: Arc::new(crate::acl::Authorizer::new(config.acl.clone())),
+            quotas: Default::default(),
             failed_logins: Default::default(),
             peer_addr,
             node_id,
@@ -309,6 +312,7 @@ impl Gateway {
         if ctx.acl.enabled() {
             tasks.spawn(crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()));
         }
+        tasks.spawn(crate::quotas::Quotas::watch(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));

@@ -137,6 +137,23 @@ pub fn acl(digest: &str) -> String {
     format!("{ACLS_PREFIX}{digest}")
 }
 
+pub const QUOTAS_PREFIX: &str = "quotas/";
+
+/// A client quota entity's key: its components in order (`user`, then `client-id`), each
+/// `u:NAME` or `c:NAME` (names escaped like group ids), or `u*` or `c*` for the type's
+/// default; so a name never collides with a default.
+pub fn quota(user: Option<Option<&str>>, client_id: Option<Option<&str>>) -> String {
+    let mut parts = Vec::new();
+    for (tag, component) in [("u", user), ("c", client_id)] {
+        match component {
+            Some(Some(name)) => parts.push(format!("{tag}:{}", escape_group(name))),
+            Some(None) => parts.push(format!("{tag}*")),
+            None => {}
+        }
+    }
+    format!("{QUOTAS_PREFIX}{}", parts.join("/"))
+}
+
 pub fn gateway(node_id: i32) -> String {
     format!("{GATEWAYS_PREFIX}{node_id}")
 }

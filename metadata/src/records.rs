@@ -422,10 +422,64 @@ impl AclRecord {
     }
 }
 
+pub const QUOTA_VERSION: u16 = 1;
+
+/// One client quota entity's values, as Kafka's `AlterClientQuotas` sets them, under
+/// `quotas/<entity>` (see [`crate::keys::quota`]). `entity` lists its components in
+/// Kafka's names (`user`, `client-id`), each with a name or none for the type's default;
+/// `values` maps Kafka's quota keys (`producer_byte_rate`, `consumer_byte_rate`) to bytes
+/// per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub v: u16,
+    pub entity: Vec<QuotaEntityRecord>,
+    pub values: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct QuotaEntityRecord {
+    pub entity_type: String,
+    /// `None`: the default of this type.
+    pub name: Option<String>,
+}
+
+impl QuotaRecord {
+    pub fn encode(&self) -> Bytes {
+        encode_json(self)
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, RecordError> {
+        decode_json(b, "quota record", QUOTA_VERSION)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::golden::check_golden;
+
+    #[test]
+    fn quota_record_golden_v1() {
+        let q = QuotaRecord {
+            v: QUOTA_VERSION,
+            entity: vec![
+                QuotaEntityRecord {
+                    entity_type: "user".into(),
+                    name: Some("alice".into()),
+                },
+                QuotaEntityRecord {
+                    entity_type: "client-id".into(),
+                    name: None,
+                },
+            ],
+            values: BTreeMap::from([
+                ("consumer_byte_rate".into(), 2097152.0),
+                ("producer_byte_rate".into(), 1048576.0),
+            ]),
+        };
+        let golden = check_golden("quota-v1.json", &q.encode());
+        assert_eq!(QuotaRecord::decode(&golden).expect("decode"), q);
+        assert!(QuotaRecord::decode(br#"{"v":2}"#).is_err());
+    }
 
     #[test]
     fn acl_record_golden_v1() {

@@ -26,10 +26,11 @@ use super::groups::Caller;
 use super::versions::{SUPPORTED, supported};
 use super::{
     acls, admin, authorize, delete_records, describe_topic_partitions, fetch, groups,
-    init_producer_id, list_offsets, metadata, produce, scram,
+    init_producer_id, list_offsets, metadata, produce, quotas as client_quotas, scram,
 };
 use crate::acl::{Operation, Principal};
 use crate::metrics;
+use crate::quotas::{self, Kind};
 use crate::server::Ctx;
 use kafka_protocol::protocol::StrBytes;
 
@@ -110,8 +111,24 @@ pub async fn serve_stream<S>(
     }
 }
 
+/// A request's answer: its bytes (none for a produce with acks=0), and how long the
+/// connection then reads nothing (a client quota's throttle, KIP-219).
+struct Reply {
+    out: Option<Bytes>,
+    throttle: std::time::Duration,
+}
+
+impl Reply {
+    fn of(out: Bytes) -> Self {
+        Self {
+            out: Some(out),
+            throttle: std::time::Duration::ZERO,
+        }
+    }
+}
+
 type Pending =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>, ConnError>> + Send>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, ConnError>> + Send>>;
 
 async fn run<S>(
     ctx: &Arc<Ctx>,
@@ -126,8 +143,33 @@ where
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
     let mut eof = false;
+    // After a failed authentication: answer it, then close.
+    let mut closing = false;
     let auth_deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+    // A client over its quota: nothing more is read (or started) until then.
+    let mut muted_until = tokio::time::Instant::now();
     loop {
+        let mut muted = muted_until > tokio::time::Instant::now();
+        while !closing && !muted && pending.len() < MAX_IN_FLIGHT {
+            let limit = if auth.is_done() {
+                ctx.config.max_request_bytes
+            } else {
+                MAX_UNAUTHENTICATED_REQUEST
+            };
+            let Some(frame) = take_frame(&mut buf, limit)? else {
+                break;
+            };
+            let started = start(ctx, frame, conn, &mut auth).await?;
+            pending.push_back(started.reply);
+            if started.close {
+                closing = true;
+                eof = true;
+            }
+            if !started.throttle.is_zero() {
+                muted_until = tokio::time::Instant::now() + started.throttle;
+                muted = true;
+            }
+        }
         if eof && pending.is_empty() {
             return Ok(());
         }
@@ -137,36 +179,42 @@ where
                 crate::metrics::AUTH_FAILURES.with_label_values(&[conn.listener, "timeout"]).inc();
                 return Err(ConnError::AuthTimeout(AUTH_TIMEOUT));
             }
-            n = socket.read_buf(&mut buf), if !eof && pending.len() < MAX_IN_FLIGHT => {
+            _ = tokio::time::sleep_until(muted_until), if muted => {}
+            n = socket.read_buf(&mut buf), if !eof && !muted && pending.len() < MAX_IN_FLIGHT => {
                 if n? == 0 {
                     eof = true;
-                    continue;
-                }
-                loop {
-                    let limit = if auth.is_done() {
-                        ctx.config.max_request_bytes
-                    } else {
-                        MAX_UNAUTHENTICATED_REQUEST
-                    };
-                    let Some(frame) = take_frame(&mut buf, limit)? else {
-                        break;
-                    };
-                    let (request, close) = start(ctx, frame, conn, &mut auth).await?;
-                    pending.push_back(request);
-                    if close {
-                        // A failed authentication: answer it, then close.
-                        eof = true;
-                        break;
-                    }
                 }
             }
             Some(response) = pending.next() => {
-                if let Some(bytes) = response? {
+                let reply = response?;
+                if let Some(bytes) = reply.out {
                     socket.write_all(&bytes).await?;
                     // TLS keeps what the socket did not take until flushed.
                     socket.flush().await?;
                 }
+                if !reply.throttle.is_zero() {
+                    muted_until = muted_until.max(tokio::time::Instant::now() + reply.throttle);
+                }
             }
+        }
+    }
+}
+
+/// A request started.
+struct Started {
+    reply: Pending,
+    /// Whether the connection is to be closed once the request is answered.
+    close: bool,
+    /// How long the connection reads nothing more from now (a produce over its quota).
+    throttle: std::time::Duration,
+}
+
+impl Started {
+    fn of(reply: Pending) -> Self {
+        Self {
+            reply,
+            close: false,
+            throttle: std::time::Duration::ZERO,
         }
     }
 }
@@ -190,13 +238,12 @@ struct Request {
 /// non-idempotent producer with many requests in flight (librdkafka's default) relies on
 /// it; handing batches over from the concurrent futures let their wake-up order decide.
 /// Waiting for the batcher here is also the connection's backpressure.
-/// Also returns whether the connection is to be closed once the request is answered.
 async fn start(
     ctx: &Arc<Ctx>,
     mut frame: Bytes,
     conn: ConnInfo,
     auth: &mut Auth,
-) -> Result<(Pending, bool), ConnError> {
+) -> Result<Started, ConnError> {
     let prefix = peek_prefix(&frame)?;
     let Ok(key) = ApiKey::try_from(prefix.api_key) else {
         // Clients probe with ApiVersions first, so an unknown key is a broken peer.
@@ -209,7 +256,7 @@ async fn start(
             // client can retry with a version we know.
             let body = api_versions(ResponseError::UnsupportedVersion.code());
             let out = encode_response(prefix.correlation_id, 0, &body, 0)?;
-            return Ok((ready(out), false));
+            return Ok(Started::of(ready(out)));
         }
         return Err(ConnError::UnsupportedVersion(key, version));
     }
@@ -243,13 +290,16 @@ async fn start(
         let req: SaslHandshakeRequest = body(&mut frame, key, version)?;
         let resp = auth.handshake(&req, version);
         let out = encode_response(cid, header_version, &resp, version)?;
-        return Ok((ready(out), false));
+        return Ok(Started::of(ready(out)));
     }
     if key == ApiKey::SaslAuthenticate {
         let req: SaslAuthenticateRequest = body(&mut frame, key, version)?;
         let (resp, close) = auth.authenticate(ctx, &req, conn).await;
         let out = encode_response(cid, header_version, &resp, version)?;
-        return Ok((ready(out), close));
+        return Ok(Started {
+            close,
+            ..Started::of(ready(out))
+        });
     }
     let mut request = Request {
         key,
@@ -270,32 +320,68 @@ async fn start(
         };
         let checked = authorize::produce(ctx, &principal, req);
         let req = checked.req.unwrap_or_default();
+        let charge = ctx.quotas.charge(
+            Kind::Produce,
+            quotas::user_of(&principal.name),
+            request.header.client_id.as_deref().unwrap_or(""),
+            produce::record_bytes(&req),
+        );
         let submitted = produce::submit(ctx, req, version, trace).await;
         let ctx = ctx.clone();
-        return Ok((
-            Box::pin(async move {
+        let throttle = charge.throttle;
+        return Ok(Started {
+            // Muted from now, so a client with many requests in flight is held too.
+            throttle,
+            close: false,
+            reply: Box::pin(async move {
                 let acks = submitted.acks();
-                let resp = (checked.finish)(submitted.answer(&ctx).await);
+                let resp = (checked.finish)(submitted.answer(&ctx).await)
+                    .with_throttle_time_ms(throttle_ms(charge.throttle));
                 let out = if acks == 0 {
                     None
                 } else {
                     Some(encode_response(cid, header_version, &resp, version)?)
                 };
                 observe(&request);
-                Ok(out)
+                if version < 6 {
+                    // Before KIP-219 the broker delays the answer instead.
+                    tokio::time::sleep(throttle).await;
+                }
+                Ok(Reply {
+                    out,
+                    throttle: std::time::Duration::ZERO,
+                })
             }),
-            false,
-        ));
+        });
     }
-    Ok((
-        Box::pin(serve(ctx.clone(), request, conn, principal)),
-        false,
-    ))
+    Ok(Started::of(Box::pin(serve(
+        ctx.clone(),
+        request,
+        conn,
+        principal,
+    ))))
 }
 
 /// A response already encoded.
 fn ready(out: Bytes) -> Pending {
-    Box::pin(async move { Ok(Some(out)) })
+    Box::pin(async move { Ok(Reply::of(out)) })
+}
+
+fn throttle_ms(d: std::time::Duration) -> i32 {
+    d.as_millis().min(i32::MAX as u128) as i32
+}
+
+/// A throttled answer: a client that throttles itself (KIP-219: Produce v6+, Fetch v8+)
+/// gets it at once and the connection is muted for the time; an older one gets it late.
+async fn throttled(out: Option<Bytes>, throttle: std::time::Duration, kip219: bool) -> Reply {
+    if kip219 {
+        return Reply { out, throttle };
+    }
+    tokio::time::sleep(throttle).await;
+    Reply {
+        out,
+        throttle: std::time::Duration::ZERO,
+    }
 }
 
 fn observe(r: &Request) {
@@ -310,7 +396,7 @@ async fn serve(
     mut r: Request,
     conn: ConnInfo,
     principal: Principal,
-) -> Result<Option<Bytes>, ConnError> {
+) -> Result<Reply, ConnError> {
     let (key, version) = (r.key, r.version);
     let mut frame = std::mem::take(&mut r.frame);
     let cid = r.header.correlation_id;
@@ -340,7 +426,29 @@ async fn serve(
             let _: ApiVersionsRequest = body(&mut frame, key, version)?;
             encode_response(cid, header_version, &api_versions(0), version)?
         }
-        ApiKey::Fetch => serve!(FetchRequest, fetch::handle, az::fetch),
+        ApiKey::Fetch => {
+            let req: FetchRequest = body(&mut frame, key, version)?;
+            let checked = az::fetch(&ctx, &principal, req);
+            let resp = match checked.req {
+                Some(req) => fetch::handle(&ctx, req, version).await,
+                None => Default::default(),
+            };
+            let mut resp = (checked.finish)(resp);
+            let charge = ctx.quotas.charge(
+                Kind::Fetch,
+                quotas::user_of(&principal.name),
+                r.header.client_id.as_deref().unwrap_or(""),
+                fetch::record_bytes(&resp),
+            );
+            if !charge.deliver {
+                // As Kafka: a fetch over its quota is answered without data.
+                resp = FetchResponse::default().with_session_id(resp.session_id);
+            }
+            resp.throttle_time_ms = throttle_ms(charge.throttle);
+            let out = encode_response(cid, header_version, &resp, version)?;
+            observe(&r);
+            return Ok(throttled(Some(out), charge.throttle, version >= 8).await);
+        }
         ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle, az::list_offsets),
         ApiKey::Metadata => serve!(
             MetadataRequest,
@@ -501,11 +609,19 @@ async fn serve(
         ApiKey::CreateAcls => serve!(CreateAclsRequest, acls::create_acls, principal),
         ApiKey::DescribeAcls => serve!(DescribeAclsRequest, acls::describe_acls, principal),
         ApiKey::DeleteAcls => serve!(DeleteAclsRequest, acls::delete_acls, principal),
+        ApiKey::DescribeClientQuotas => serve!(
+            DescribeClientQuotasRequest,
+            client_quotas::describe,
+            principal
+        ),
+        ApiKey::AlterClientQuotas => {
+            serve!(AlterClientQuotasRequest, client_quotas::alter, principal)
+        }
         // Produce is started in `start`; anything else is not advertised.
         other => return Err(ConnError::UnsupportedVersion(other, version)),
     };
     observe(&r);
-    Ok(Some(out))
+    Ok(Reply::of(out))
 }
 
 const GROUP_DENIED: i16 = 30;
@@ -572,6 +688,8 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "alter_configs",
         ApiKey::DescribeUserScramCredentials => "describe_user_scram_credentials",
         ApiKey::AlterUserScramCredentials => "alter_user_scram_credentials",
+        ApiKey::DescribeClientQuotas => "describe_client_quotas",
+        ApiKey::AlterClientQuotas => "alter_client_quotas",
         _ => "other",
     }
 }

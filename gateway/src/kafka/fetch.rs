@@ -22,6 +22,16 @@ use crate::server::Ctx;
 /// Kafka's default `fetch.max.bytes`, used when a request gives none.
 const DEFAULT_MAX_BYTES: usize = 50 << 20;
 
+/// The record bytes a fetch response carries, as client quotas count them.
+pub(crate) fn record_bytes(resp: &FetchResponse) -> usize {
+    resp.responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+        .map(|r| r.len())
+        .sum()
+}
+
 pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse {
     if req.session_id != 0 || req.session_epoch > 0 {
         // We never hand out fetch sessions (KIP-227), so an incremental fetch names one

@@ -14,6 +14,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod quotas;
 mod sasl;
 mod scram;
 mod versions;

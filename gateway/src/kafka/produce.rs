@@ -182,6 +182,16 @@ async fn prepare(ctx: &Ctx, topic: &str, partition: i32, records: Option<Bytes>)
     )
 }
 
+/// The record bytes a produce request carries, as client quotas count them.
+pub(crate) fn record_bytes(req: &ProduceRequest) -> usize {
+    req.topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .filter_map(|p| p.records.as_ref())
+        .map(|r| r.len())
+        .sum()
+}
+
 /// Which request a produce is, for its log lines.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Trace {

@@ -41,6 +41,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    // Client quotas (producer_byte_rate and consumer_byte_rate per user and client id).
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // SASL (answered with ILLEGAL_SASL_STATE on a listener without it). Handshake v0 is
     // advertised because librdkafka before 2.2 looks for it, but answered with
     // UNSUPPORTED_VERSION: its raw tokens travel outside Kafka's framing.
