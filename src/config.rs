@@ -298,6 +298,20 @@ pub struct ServeArgs {
     /// the connection.
     #[arg(long, env = "SLUICE_CONNECTIONS_MAX_REAUTH", default_value = "0", value_parser = parse_duration)]
     pub connections_max_reauth: Duration,
+    /// A JSON Web Key Set file: OAUTHBEARER is offered on the SASL listeners, and its
+    /// tokens (JWTs, RS256 or ES256) must be signed by one of these keys. Read again when it
+    /// changes on disk.
+    #[arg(long, env = "SLUICE_OAUTH_JWKS")]
+    pub oauth_jwks: Option<PathBuf>,
+    /// The issuer (`iss`) OAUTHBEARER tokens must name.
+    #[arg(long, env = "SLUICE_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// An audience (`aud`) OAUTHBEARER tokens must hold.
+    #[arg(long, env = "SLUICE_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
+    /// The token claim that names the principal (Kafka's sasl.oauthbearer.sub.claim.name).
+    #[arg(long, env = "SLUICE_OAUTH_PRINCIPAL_CLAIM", default_value = "sub")]
+    pub oauth_principal_claim: String,
     /// `none` (every client may do everything, as Kafka without an authorizer) or `acl`
     /// (Kafka's ACLs, made with CreateAcls from any admin client).
     #[arg(long, env = "SLUICE_AUTHORIZER", default_value = "none", value_parser = ["none", "acl"])]
@@ -615,6 +629,10 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "admin_user" => args.admin_user = Some(text),
             "admin_password_file" => args.admin_password_file = Some(PathBuf::from(text)),
             "authorizer" => args.authorizer = text,
+            "oauth_jwks" => args.oauth_jwks = Some(PathBuf::from(text)),
+            "oauth_issuer" => args.oauth_issuer = Some(text),
+            "oauth_audience" => args.oauth_audience = Some(text),
+            "oauth_principal_claim" => args.oauth_principal_claim = text,
             "connections_max_reauth" => {
                 args.connections_max_reauth = parse_duration(&text).map_err(bad)?
             }

@@ -259,6 +259,15 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_forward: args.mqtt_forward,
         mqtt_user_store: args.mqtt_user_store,
         sasl_session_lifetime: Some(args.connections_max_reauth).filter(|d| !d.is_zero()),
+        oauth: args
+            .oauth_jwks
+            .clone()
+            .map(|jwks| sluice_gateway::oauth::OAuthSettings {
+                jwks,
+                issuer: args.oauth_issuer.clone(),
+                audience: args.oauth_audience.clone(),
+                principal_claim: args.oauth_principal_claim.clone(),
+            }),
         acl: AclConfig {
             enabled: args.authorizer == "acl",
             super_users: args

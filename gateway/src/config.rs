@@ -123,6 +123,8 @@ pub struct GatewayConfig {
     /// How long an authenticated Kafka session lasts before the client must re-authenticate
     /// (KIP-368, Kafka's `connections.max.reauth.ms`); `None`: as long as the connection.
     pub sasl_session_lifetime: Option<Duration>,
+    /// OAUTHBEARER on the SASL listeners, with tokens checked against a JWKS file.
+    pub oauth: Option<crate::oauth::OAuthSettings>,
     /// Kafka ACLs (`--authorizer acl`); disabled by default, as Kafka without an authorizer.
     pub acl: crate::acl::AclConfig,
     /// Check MQTT user names and passwords against the user store too, and refuse clients
@@ -176,6 +178,7 @@ impl Default for GatewayConfig {
             mqtt_user_store: false,
             acl: crate::acl::AclConfig::default(),
             sasl_session_lifetime: None,
+            oauth: None,
             mqtt_forward: true,
             compactor: None,
             admin_token: None,

@@ -12,6 +12,7 @@ mod http;
 mod kafka;
 pub mod metrics;
 pub mod mqtt;
+pub mod oauth;
 mod peers;
 mod per_ip;
 mod producer_ids;

@@ -89,6 +89,8 @@ pub(crate) struct Ctx {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// ACL bindings, followed from metadata.
     pub acl: Arc<crate::acl::Authorizer>,
+    /// OAUTHBEARER token validation (`--oauth-jwks`), if configured.
+    pub oauth: Option<Arc<crate::oauth::OAuth>>,
     /// Client quotas, followed from metadata, and this gateway's meters.
     pub quotas: crate::quotas::Quotas,
     /// Recent failed logins, which slow down the next ones.
@@ -113,6 +115,8 @@ pub enum StartError {
     Auth(#[from] crate::mqtt::auth::AuthError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("OAUTHBEARER: {0}")]
+    OAuth(#[from] crate::oauth::OAuthError),
     #[error("{0}")]
     Config(String),
 }
@@ -170,6 +174,12 @@ impl Gateway {
             None => None,
         };
         let tls = tls_for(&config)?;
+        let oauth = config
+            .oauth
+            .clone()
+            .map(crate::oauth::OAuth::new)
+            .transpose()?
+            .map(Arc::new);
         let mut bound = Vec::new();
         let mut kafka_addrs = Vec::new();
         let mut endpoints = Vec::new();
@@ -282,6 +292,7 @@ impl Gateway {
             cluster: crate::cluster::Cluster::new(me(node_id)),
             kafka_listeners: config.kafka_listeners.iter().map(|l| l.protocol).collect(),
             tls: tls.clone(),
+            oauth: oauth.clone(),
             acl: Arc::new(crate::acl::Authorizer::new(config.acl.clone())),
             quotas: Default::default(),
             failed_logins: Default::default(),
@@ -327,6 +338,9 @@ impl Gateway {
             .on_flush(crate::peers::hook(Arc::downgrade(&ctx)));
         if let Some(tls) = &tls {
             tasks.spawn(tls.clone().watch(cancel.clone()));
+        }
+        if let Some(oauth) = &oauth {
+            tasks.spawn(oauth.clone().watch(cancel.clone()));
         }
         let loops: Vec<_> = bound
             .into_iter()

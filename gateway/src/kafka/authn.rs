@@ -62,6 +62,8 @@ enum State {
 pub(crate) enum SaslMechanism {
     Scram(Mechanism),
     Plain,
+    /// A JWT checked against the JWKS file (`--oauth-jwks`).
+    OAuthBearer,
 }
 
 impl Auth {
@@ -98,9 +100,16 @@ impl Auth {
         }
     }
 
-    pub fn handshake(&mut self, req: &SaslHandshakeRequest, version: i16) -> SaslHandshakeResponse {
+    /// Serves SaslHandshake; `oauth`: whether OAUTHBEARER is offered too.
+    pub fn handshake(
+        &mut self,
+        req: &SaslHandshakeRequest,
+        version: i16,
+        oauth: bool,
+    ) -> SaslHandshakeResponse {
         let offered = MECHANISMS
             .iter()
+            .chain(oauth.then_some(&"OAUTHBEARER"))
             .map(|m| StrBytes::from_static_str(m))
             .collect();
         let resp = SaslHandshakeResponse::default().with_mechanisms(offered);
@@ -119,6 +128,7 @@ impl Auth {
         }
         let chosen = match req.mechanism.as_str() {
             "PLAIN" => SaslMechanism::Plain,
+            "OAUTHBEARER" if oauth => SaslMechanism::OAuthBearer,
             name => match Mechanism::from_name(name) {
                 Some(m) => SaslMechanism::Scram(m),
                 None => {
@@ -152,8 +162,17 @@ impl Auth {
             _ => String::new(),
         };
         let addr = conn.peer.map(|a| a.ip());
+        // When the credential itself expires (a token's `exp`).
+        let mut credential_expires = None;
         let (result, mechanism) = match state {
             State::Chosen(SaslMechanism::Plain) => (plain(ctx, &req.auth_bytes).await, "PLAIN"),
+            State::Chosen(SaslMechanism::OAuthBearer) => {
+                let result = oauthbearer(ctx, &req.auth_bytes).map(|v| {
+                    credential_expires = Some(v.expires);
+                    (v.principal, Vec::new())
+                });
+                (result, "OAUTHBEARER")
+            }
             State::Chosen(SaslMechanism::Scram(m)) => {
                 match scram_first(ctx, m, &req.auth_bytes).await {
                     Ok((server, reply)) => {
@@ -196,11 +215,21 @@ impl Auth {
                 tracing::debug!(conn = conn.id, peer = ?conn.peer, user, mechanism, renewed, "kafka client authenticated");
                 ctx.failed_logins.succeeded(&user, addr);
                 self.state = State::Authenticated(Principal::user(&user, addr));
-                self.expires = self.lifetime.map(|l| Instant::now() + l);
+                // As Kafka: with re-authentication on, a session ends with its credential.
+                let lifetime = match (self.lifetime, credential_expires) {
+                    (Some(l), Some(at)) => Some(
+                        l.min(
+                            at.duration_since(std::time::SystemTime::now())
+                                .unwrap_or_default(),
+                        ),
+                    ),
+                    (l, _) => l,
+                };
+                self.expires = lifetime.map(|l| Instant::now() + l);
                 if renewed {
                     crate::metrics::REAUTHENTICATIONS.inc();
                 }
-                (ok(reply, self.lifetime), false)
+                (ok(reply, lifetime), false)
             }
             Err(e) => {
                 crate::metrics::AUTH_FAILURES
@@ -252,6 +281,21 @@ async fn scram_first(
     let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     let fake_salt = fake_salt(&first.user);
     Ok(ScramServer::start(m, first, credential, &nonce, &fake_salt))
+}
+
+/// OAUTHBEARER: the token checked against the JWKS; an authorization id, if given, must
+/// be the token's principal (as Kafka requires).
+fn oauthbearer(ctx: &Ctx, message: &[u8]) -> Result<crate::oauth::Validated, SaslError> {
+    let oauth = ctx
+        .oauth
+        .as_ref()
+        .ok_or(SaslError::Malformed("OAUTHBEARER is not offered"))?;
+    let (authzid, token) = sasl::oauthbearer(message)?;
+    let validated = oauth.validate(&token)?;
+    match authzid {
+        Some(a) if a != validated.principal => Err(SaslError::AuthzId(a)),
+        _ => Ok(validated),
+    }
 }
 
 /// PLAIN: the password checked against the user's SCRAM-SHA-512 or SCRAM-SHA-256

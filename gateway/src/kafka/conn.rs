@@ -288,7 +288,7 @@ async fn start(
     // The SASL exchange is strictly sequential: served here, in the connection's order.
     if key == ApiKey::SaslHandshake {
         let req: SaslHandshakeRequest = body(&mut frame, key, version)?;
-        let resp = auth.handshake(&req, version);
+        let resp = auth.handshake(&req, version, ctx.oauth.is_some());
         let out = encode_response(cid, header_version, &resp, version)?;
         return Ok(Started::of(ready(out)));
     }

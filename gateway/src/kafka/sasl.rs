@@ -25,6 +25,10 @@ pub enum SaslError {
     Unavailable,
     #[error("re-authentication as another principal")]
     PrincipalChanged,
+    #[error("{0}")]
+    Token(#[from] crate::oauth::TokenError),
+    #[error("the authorization id {0:?} is not the token's principal")]
+    AuthzId(String),
 }
 
 /// Equal, in time that does not depend on where they differ.
@@ -197,6 +201,49 @@ impl ScramServer {
 }
 
 /// A PLAIN message (`authzid NUL authcid NUL password`): the user and password.
+/// The client's message of OAUTHBEARER (RFC 7628 §3.1): `n,[a=AUTHZID],` then
+/// `\x01`-separated `key=value` pairs, among them `auth=Bearer TOKEN`, and a final `\x01`.
+/// Returns the authorization id (if any) and the token; extensions are ignored.
+pub fn oauthbearer(message: &[u8]) -> Result<(Option<String>, String), SaslError> {
+    let text = std::str::from_utf8(message)
+        .map_err(|_| SaslError::Malformed("OAUTHBEARER message is not UTF-8"))?;
+    let rest = text
+        .strip_prefix("n,")
+        .ok_or(SaslError::Malformed("OAUTHBEARER needs the gs2 header n,"))?;
+    let (authzid, rest) = rest
+        .split_once(',')
+        .ok_or(SaslError::Malformed("OAUTHBEARER gs2 header is not closed"))?;
+    let authzid = match authzid {
+        "" => None,
+        a => Some(unescape_name(a.strip_prefix("a=").ok_or(
+            SaslError::Malformed("OAUTHBEARER gs2 header: expected a=AUTHZID"),
+        )?)?),
+    };
+    let pairs = rest
+        .strip_prefix('\x01')
+        .and_then(|r| r.strip_suffix("\x01\x01"))
+        .ok_or(SaslError::Malformed(
+            "OAUTHBEARER key-value pairs are not framed",
+        ))?;
+    let mut token = None;
+    for pair in pairs.split('\x01') {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or(SaslError::Malformed("OAUTHBEARER pair without ="))?;
+        if key == "auth" {
+            let t = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+                .ok_or(SaslError::Malformed(
+                    "OAUTHBEARER auth is not a bearer token",
+                ))?;
+            token = Some(t.trim().to_string());
+        }
+    }
+    let token = token.ok_or(SaslError::Malformed("OAUTHBEARER message has no auth"))?;
+    Ok((authzid, token))
+}
+
 pub fn plain(token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
     let mut parts = token.split(|b| *b == 0);
     let (Some(_authzid), Some(user), Some(password), None) =
@@ -217,6 +264,31 @@ pub fn plain(token: &[u8]) -> Result<(String, Vec<u8>), SaslError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oauthbearer_messages() {
+        // librdkafka's and Kafka's client message, with an extension.
+        let m = b"n,,\x01auth=Bearer eyJ.x.y\x01traceId=42\x01\x01";
+        assert_eq!(oauthbearer(m), Ok((None, "eyJ.x.y".to_string())));
+        let m = b"n,a=svc=2Cx,\x01auth=Bearer t\x01\x01";
+        assert_eq!(
+            oauthbearer(m),
+            Ok((Some("svc,x".to_string()), "t".to_string()))
+        );
+        for bad in [
+            &b""[..],
+            b"y,,\x01auth=Bearer t\x01\x01",
+            b"n,,auth=Bearer t\x01\x01",
+            b"n,,\x01auth=Bearer t\x01",
+            b"n,,\x01auth=Basic t\x01\x01",
+            b"n,,\x01host=x\x01\x01",
+            b"n,,\x01novalue\x01\x01",
+            b"n,x=y,\x01auth=Bearer t\x01\x01",
+            b"n,,\x01auth=Bearer \xff\x01\x01",
+        ] {
+            assert!(oauthbearer(bad).is_err(), "{bad:?}");
+        }
+    }
 
     /// RFC 7677's example exchange, byte for byte.
     fn rfc7677_credential() -> ScramCredentialRecord {
