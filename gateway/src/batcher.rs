@@ -113,9 +113,15 @@ pub struct Batcher {
     shared: Arc<Shared>,
 }
 
-/// Told of every WAL object once it is written, before it is committed: its path, its
-/// bytes and the topics it holds data of.
-pub type FlushHook = Box<dyn Fn(&object_store::path::Path, &Bytes, &[Uuid]) + Send + Sync>;
+/// Hands WAL objects to other gateways (see `peers`) as they are written, before they are
+/// committed.
+pub trait FlushHook: Send + Sync {
+    /// Whether an object of `size` bytes holding data of `topics` (sorted) is to be handed
+    /// over; its digest is then computed while it is written, and committed with it.
+    fn wants(&self, size: usize, topics: &[Uuid]) -> bool;
+    /// An object `wants` took, once written: its path, bytes and SHA-256.
+    fn written(&self, path: &object_store::path::Path, object: &Bytes, digest: [u8; 32]);
+}
 
 struct Shared {
     config: GatewayConfig,
@@ -123,7 +129,7 @@ struct Shared {
     objects: Arc<dyn ObjectStore>,
     cache: Arc<RangeCache>,
     log: Arc<Log>,
-    on_flush: std::sync::OnceLock<FlushHook>,
+    on_flush: std::sync::OnceLock<Box<dyn FlushHook>>,
 }
 
 impl Batcher {
@@ -159,7 +165,7 @@ impl Batcher {
     }
 
     /// Sets what is told of every WAL object written (once; later calls are ignored).
-    pub fn on_flush(&self, hook: FlushHook) {
+    pub fn on_flush(&self, hook: Box<dyn FlushHook>) {
         let _ = self.shared.on_flush.set(hook);
     }
 
@@ -298,6 +304,20 @@ async fn flush_buffer(
     let (object, chunks) = wal::encode(&buf.chunks);
     let (id, path) = naming::new_wal_object();
     metrics::FLUSH_BYTES.observe(object.len() as f64);
+    // An object to hand to other gateways is hashed (off the async workers) while it is
+    // written, so its commit can carry the digest receivers check it against.
+    let hook = shared.on_flush.get().filter(|hook| {
+        let mut topics: Vec<Uuid> = buf.index.keys().map(|(t, _)| *t).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        hook.wants(object.len(), &topics)
+    });
+    let digest = hook.map(|_| {
+        let object = object.clone();
+        tokio::task::spawn_blocking(move || -> [u8; 32] {
+            <sha2::Sha256 as sha2::Digest>::digest(&object[..]).into()
+        })
+    });
     let put = shared
         .objects
         .put_opts(
@@ -306,6 +326,10 @@ async fn flush_buffer(
             PutOptions::from(PutMode::Create),
         )
         .await;
+    let digest = match digest {
+        Some(d) => d.await.ok(),
+        None => None,
+    };
     if let Err(e) = put {
         metrics::FLUSH_ERRORS.with_label_values(&["put"]).inc();
         tracing::warn!(object = %path, error = %e, "WAL object write failed");
@@ -317,16 +341,14 @@ async fn flush_buffer(
         return fail(buf, AppendError::ObjectStore(e.to_string()));
     }
     shared.cache.insert_object(&path, &object);
-    if let Some(hook) = shared.on_flush.get() {
-        let mut topics: Vec<Uuid> = buf.index.keys().map(|(t, _)| *t).collect();
-        topics.sort_unstable();
-        topics.dedup();
-        hook(&path, &object, &topics);
+    if let (Some(hook), Some(digest)) = (hook, digest) {
+        hook.written(&path, &object, digest);
     }
     let key = keys::commit(&id);
     let record = CommitRecord {
         object: path.to_string(),
         object_size: object.len() as u64,
+        digest,
         chunks: chunks
             .into_iter()
             .zip(&buf.metas)

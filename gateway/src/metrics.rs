@@ -190,7 +190,10 @@ pub static PEER_FORWARDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_peer_forwards_total",
         "WAL objects forwarded between gateways for MQTT delivery, by outcome: sent, failed, \
-         timed_out (by the writer), received (by the reader)",
+         timed_out (by the writer); held (waiting for the commit), received (cached: the \
+         commit's digest matched), rejected (it did not, or the bytes did not match the \
+         digest sent), dropped (over the memory budget), expired (no commit came) by the \
+         reader",
         &["outcome"]
     )
     .expect("invariant: metric registered once")

@@ -10,10 +10,15 @@
 //! that is late, lost or never committed changes nothing but where a read is served from.
 //!
 //! Every call is signed: HMAC-SHA256 under the cluster secret (`--cluster-secret-file`)
-//! of a version tag, the signing time, the path and the object. A call without a valid
-//! signature, or signed more than a minute away from the receiver's clock, is refused and
-//! counted; a gateway without a secret neither forwards nor accepts forwards (its MQTT
+//! of a version tag, the signing time, the path and the object's SHA-256. A call without a
+//! valid signature, or signed more than a minute away from the receiver's clock, is refused
+//! and counted; a gateway without a secret neither forwards nor accepts forwards (its MQTT
 //! deliveries then read WAL objects from the object store).
+//!
+//! Even a signed object is not trusted: the writer commits the object's SHA-256 with it,
+//! and a receiver keeps forwarded bytes aside ([`Warmed`]) until that commit reaches it,
+//! caching them only if they hash to the committed digest. A peer cannot put bytes into
+//! another gateway's cache that the commit log does not vouch for.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +26,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_cache::RangeCache;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +33,9 @@ use tonic::transport::{Channel, Endpoint, Server};
 use uuid::Uuid;
 
 use crate::server::Ctx;
+
+mod warmed;
+pub use warmed::Warmed;
 
 pub mod proto {
     tonic::include_proto!("sluice.peer.v1");
@@ -44,13 +51,13 @@ const MAX_FORWARD: usize = 32 << 20;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a signature covers first: changing the signed fields changes the tag.
-const SIGNATURE_TAG: &[u8] = b"sluice-peer-warm-v1";
+const SIGNATURE_TAG: &[u8] = b"sluice-peer-warm-v2";
 /// How far a call's signing time may be from the receiver's clock.
 const MAX_SKEW_MS: i64 = 60_000;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-fn mac(secret: &[u8], signed_at_ms: i64, path: &str, object: &[u8]) -> HmacSha256 {
+fn mac(secret: &[u8], signed_at_ms: i64, path: &str, digest: &[u8]) -> HmacSha256 {
     use hmac::Mac;
     let mut mac =
         HmacSha256::new_from_slice(secret).expect("invariant: HMAC takes keys of any length");
@@ -58,14 +65,14 @@ fn mac(secret: &[u8], signed_at_ms: i64, path: &str, object: &[u8]) -> HmacSha25
     mac.update(&signed_at_ms.to_be_bytes());
     mac.update(&(path.len() as u64).to_be_bytes());
     mac.update(path.as_bytes());
-    mac.update(object);
+    mac.update(digest);
     mac
 }
 
 /// The signature of a Warm call.
-pub fn sign(secret: &[u8], signed_at_ms: i64, path: &str, object: &[u8]) -> Vec<u8> {
+pub fn sign(secret: &[u8], signed_at_ms: i64, path: &str, digest: &[u8]) -> Vec<u8> {
     use hmac::Mac;
-    mac(secret, signed_at_ms, path, object)
+    mac(secret, signed_at_ms, path, digest)
         .finalize()
         .into_bytes()
         .to_vec()
@@ -89,7 +96,7 @@ pub fn verify(secret: Option<&[u8]>, now_ms: i64, r: &WarmRequest) -> Result<(),
     if (now_ms - r.signed_at_ms).abs() > MAX_SKEW_MS {
         return Err(Unauthenticated::Stale);
     }
-    mac(secret, r.signed_at_ms, &r.path, &r.object)
+    mac(secret, r.signed_at_ms, &r.path, &r.digest)
         .verify_slice(&r.signature)
         .map_err(|_| Unauthenticated::BadSignature)
 }
@@ -183,43 +190,33 @@ impl Peers {
         crate::metrics::PEER_TARGETS.set(0);
     }
 
+    /// Whether an object of `size` bytes would be forwarded to anyone.
+    fn forwards(&self, size: usize) -> bool {
+        self.secret.is_some() && size <= MAX_FORWARD && !lock(&self.targets).is_empty()
+    }
+
     /// Hands a WAL object to every registered peer, signed, without waiting.
-    pub fn forward(&self, path: &object_store::path::Path, object: &Bytes) {
-        let Some(secret) = self.secret.clone() else {
+    pub fn forward(&self, path: &object_store::path::Path, object: &Bytes, digest: [u8; 32]) {
+        let Some(secret) = self.secret.as_deref() else {
             return;
         };
-        if object.len() > MAX_FORWARD {
-            return;
-        }
         let targets: Vec<(i32, PeerClient<Channel>)> = lock(&self.targets)
             .iter()
             .map(|(n, (_, c))| (*n, c.clone()))
             .collect();
-        if targets.is_empty() {
-            return;
+        let path = path.to_string();
+        let signed_at_ms = crate::kafka::now_ms();
+        let signature = Bytes::from(sign(secret, signed_at_ms, &path, &digest));
+        for (node, client) in targets {
+            let request = WarmRequest {
+                path: path.clone(),
+                object: object.clone(),
+                signed_at_ms,
+                signature: signature.clone(),
+                digest: Bytes::copy_from_slice(&digest),
+            };
+            send(node, client, request);
         }
-        let (path, object) = (path.to_string(), object.clone());
-        tokio::spawn(async move {
-            // Signing reads the whole object: off the async workers, once for every peer.
-            let signed_at_ms = crate::kafka::now_ms();
-            let signed = {
-                let (path, object) = (path.clone(), object.clone());
-                tokio::task::spawn_blocking(move || sign(&secret, signed_at_ms, &path, &object))
-                    .await
-            };
-            let Ok(signature) = signed.map(Bytes::from) else {
-                return;
-            };
-            for (node, client) in targets {
-                let request = WarmRequest {
-                    path: path.clone(),
-                    object: object.clone(),
-                    signed_at_ms,
-                    signature: signature.clone(),
-                };
-                send(node, client, request);
-            }
-        });
     }
 }
 
@@ -244,25 +241,31 @@ fn send(node: i32, mut client: PeerClient<Channel>, request: WarmRequest) {
 }
 
 /// The flush hook: objects with data of MQTT-mapped log topics go to the peers.
-pub fn hook(ctx: Weak<Ctx>) -> crate::batcher::FlushHook {
-    Box::new(move |path, object, topics: &[Uuid]| {
-        let Some(ctx) = ctx.upgrade() else {
-            return;
+pub struct Hook(pub Weak<Ctx>);
+
+impl crate::batcher::FlushHook for Hook {
+    fn wants(&self, size: usize, topics: &[Uuid]) -> bool {
+        let Some(ctx) = self.0.upgrade() else {
+            return false;
         };
-        let mapped = ctx.log.read(|s| {
-            ctx.mqtt.map.log_topics().any(|name| {
-                s.topic(name)
-                    .is_some_and(|t| topics.binary_search(&t.record.id).is_ok())
+        ctx.peers.forwards(size)
+            && ctx.log.read(|s| {
+                ctx.mqtt.map.log_topics().any(|name| {
+                    s.topic(name)
+                        .is_some_and(|t| topics.binary_search(&t.record.id).is_ok())
+                })
             })
-        });
-        if mapped {
-            ctx.peers.forward(path, object);
+    }
+
+    fn written(&self, path: &object_store::path::Path, object: &Bytes, digest: [u8; 32]) {
+        if let Some(ctx) = self.0.upgrade() {
+            ctx.peers.forward(path, object, digest);
         }
-    })
+    }
 }
 
 struct Service {
-    cache: Arc<RangeCache>,
+    warmed: Arc<Warmed>,
     secret: Option<Arc<[u8]>>,
 }
 
@@ -295,24 +298,42 @@ impl Peer for Service {
         if !sluice_storage::naming::is_wal(&path) {
             return Err(tonic::Status::invalid_argument("not a WAL object"));
         }
-        self.cache.insert_object(&path, &r.object);
-        crate::metrics::PEER_FORWARDS
-            .with_label_values(&["received"])
-            .inc();
+        let Ok(claimed) = <[u8; 32]>::try_from(&r.digest[..]) else {
+            return Err(tonic::Status::invalid_argument(
+                "the digest is not 32 bytes",
+            ));
+        };
+        // Hashing reads the whole object: off the async workers.
+        let object = r.object.clone();
+        let actual = tokio::task::spawn_blocking(move || -> [u8; 32] {
+            <sha2::Sha256 as sha2::Digest>::digest(&object[..]).into()
+        })
+        .await
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        if actual != claimed {
+            crate::metrics::PEER_FORWARDS
+                .with_label_values(&["rejected"])
+                .inc();
+            tracing::warn!(object = %path, "forwarded object does not match its digest; not kept");
+            return Err(tonic::Status::invalid_argument(
+                "the object does not match its digest",
+            ));
+        }
+        self.warmed.offer(path, r.object, actual);
         Ok(tonic::Response::new(WarmResponse {}))
     }
 }
 
 /// Serves the gRPC connections the Kafka listener hands over, until `cancel`.
 pub async fn serve(
-    cache: Arc<RangeCache>,
+    warmed: Arc<Warmed>,
     secret: Option<Arc<[u8]>>,
     mut incoming: mpsc::Receiver<TcpStream>,
     cancel: CancellationToken,
 ) {
     let stream = async_stream(&mut incoming);
     let service =
-        PeerServer::new(Service { cache, secret }).max_decoding_message_size(MAX_FORWARD + 1024);
+        PeerServer::new(Service { warmed, secret }).max_decoding_message_size(MAX_FORWARD + 1024);
     if let Err(e) = Server::builder()
         .add_service(service)
         .serve_with_incoming_shutdown(stream, cancel.cancelled())
@@ -333,17 +354,24 @@ fn async_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_cache::RangeCache;
 
     const SECRET: &[u8] = b"a cluster secret of some length";
+
+    fn digest_of(object: &[u8]) -> [u8; 32] {
+        <sha2::Sha256 as sha2::Digest>::digest(object).into()
+    }
 
     fn signed(secret: &[u8], at: i64) -> WarmRequest {
         let path = sluice_storage::naming::new_wal_object().1.to_string();
         let object = Bytes::from_static(b"SLUICEWL object bytes");
+        let digest = digest_of(&object);
         WarmRequest {
-            signature: sign(secret, at, &path, &object).into(),
+            signature: sign(secret, at, &path, &digest).into(),
             path,
             object,
             signed_at_ms: at,
+            digest: Bytes::copy_from_slice(&digest),
         }
     }
 
@@ -359,7 +387,7 @@ mod tests {
             Err(Unauthenticated::BadSignature)
         );
         let mut tampered = signed(SECRET, now);
-        tampered.object = Bytes::from_static(b"SLUICEWL other bytes!");
+        tampered.digest = Bytes::copy_from_slice(&digest_of(b"SLUICEWL other bytes!"));
         assert_eq!(
             verify(Some(SECRET), now, &tampered),
             Err(Unauthenticated::BadSignature)
@@ -386,10 +414,11 @@ mod tests {
         );
     }
 
-    /// A real gRPC client against the real service: an unsigned call is refused and
-    /// nothing reaches the cache; a signed one is kept.
+    /// A real gRPC client against the real service: an unsigned call is refused; signed
+    /// bytes that do not match their digest are refused; signed matching bytes are held
+    /// until their commit, and cached only if the commit has their digest.
     #[tokio::test]
-    async fn the_service_refuses_unsigned_calls() {
+    async fn the_service_refuses_unsigned_calls_and_unvouched_bytes() {
         let objects: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
         let cache = Arc::new(
@@ -403,6 +432,7 @@ mod tests {
             .await
             .expect("a memory cache opens"),
         );
+        let warmed = Arc::new(Warmed::new(cache.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind on loopback");
@@ -417,7 +447,7 @@ mod tests {
             }
         });
         tokio::spawn(serve(
-            cache.clone(),
+            warmed.clone(),
             Some(Arc::from(SECRET)),
             rx,
             cancel.clone(),
@@ -438,12 +468,23 @@ mod tests {
             .await
             .expect_err("an unsigned call is refused");
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        // Signed, but the bytes are not those the digest names.
+        let mut swapped = signed(SECRET, now);
+        swapped.object = Bytes::from_static(b"SLUICEWL other bytes!");
+        let status = client
+            .warm(swapped)
+            .await
+            .expect_err("bytes that do not match their digest are refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+
         let good = signed(SECRET, now);
         let path = object_store::path::Path::parse(&good.path).expect("a path");
         let size = good.object.len() as u64;
-        // Neither the cache nor the (empty) object store has it yet.
-        assert!(cache.get_range(&path, size, 0..8).await.is_err());
+        let digest = digest_of(&good.object);
         client.warm(good).await.expect("a signed call is served");
+        // Held until the commit: neither the cache nor the (empty) object store has it.
+        assert!(cache.get_range(&path, size, 0..8).await.is_err());
+        warmed.committed(path.as_ref(), Some(&digest));
         let kept = cache.get_range(&path, size, 0..8).await.expect("cached");
         assert_eq!(&kept[..], b"SLUICEWL");
         cancel.cancel();

@@ -285,7 +285,8 @@ impl Gateway {
         };
 
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
-        let grpc_cache = services.cache.clone();
+        // Forwarded WAL objects wait here for their commit (see `peers`).
+        let warmed = Arc::new(crate::peers::Warmed::new(services.cache.clone()));
         let peers = crate::peers::Peers::new(node_id, config.cluster_secret.clone());
         let ctx = Arc::new(Ctx {
             per_ip: crate::per_ip::PerIp::new(config.max_connections_per_ip),
@@ -328,14 +329,18 @@ impl Gateway {
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_peers(ctx.clone(), cancel.clone()));
+        let on_commit = warmed.clone();
+        ctx.log.on_commit(Box::new(move |path, digest| {
+            on_commit.committed(path, digest)
+        }));
         tasks.spawn(crate::peers::serve(
-            grpc_cache,
+            warmed,
             ctx.config.cluster_secret.clone(),
             grpc_rx,
             cancel.clone(),
         ));
         ctx.batcher
-            .on_flush(crate::peers::hook(Arc::downgrade(&ctx)));
+            .on_flush(Box::new(crate::peers::Hook(Arc::downgrade(&ctx))));
         if let Some(tls) = &tls {
             tasks.spawn(tls.clone().watch(cancel.clone()));
         }

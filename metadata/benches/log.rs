@@ -47,6 +47,7 @@ fn commit(object: &str, batches: u32) -> Bytes {
     CommitRecord {
         object: object.to_string(),
         object_size: u64::from(PARTITIONS * batch.size * batches),
+        digest: None,
         chunks: (0..PARTITIONS)
             .map(|p| CommitChunk {
                 chunk: Chunk {

@@ -30,6 +30,10 @@ pub type SharedCheckpointReader = Arc<dyn CheckpointReader>;
 /// Where each batch of each chunk of a commit went, as the log decided.
 pub type CommitOffsets = Vec<Vec<BatchOutcome>>;
 
+/// Called with each commit's WAL object path and digest as the commit is applied, before
+/// anyone waiting on the log is woken.
+pub type CommitHook = Box<dyn Fn(&str, Option<&[u8; 32]>) + Send + Sync>;
+
 pub struct Log {
     state: RwLock<LogState>,
     /// The revision applied so far; receivers wake on every change.
@@ -38,6 +42,7 @@ pub struct Log {
     waiters: Mutex<HashMap<String, oneshot::Sender<CommitOffsets>>>,
     /// False while the watch is broken and being re-established.
     following: AtomicBool,
+    on_commit: std::sync::OnceLock<CommitHook>,
 }
 
 impl std::fmt::Debug for Log {
@@ -72,6 +77,7 @@ impl Log {
             applied,
             waiters: Mutex::new(HashMap::new()),
             following: AtomicBool::new(true),
+            on_commit: std::sync::OnceLock::new(),
         });
         tokio::spawn(follow(log.clone(), store, checkpoints, revision, cancel));
         Ok(log)
@@ -103,6 +109,11 @@ impl Log {
         rx
     }
 
+    /// Sets the hook every applied commit is handed to (once; later calls are ignored).
+    pub fn on_commit(&self, hook: CommitHook) {
+        let _ = self.on_commit.set(hook);
+    }
+
     pub fn forget_commit(&self, id: &str) {
         self.waiters
             .lock()
@@ -124,7 +135,16 @@ impl Log {
             g.apply(event)
         };
         match applied {
-            Ok(Applied::Commit { id, outcomes, .. }) => {
+            Ok(Applied::Commit {
+                id,
+                outcomes,
+                object,
+                digest,
+                ..
+            }) => {
+                if let Some(hook) = self.on_commit.get() {
+                    hook(&object, digest.as_ref());
+                }
                 let waiter = self
                     .waiters
                     .lock()

@@ -288,6 +288,9 @@ pub enum Applied {
         revision: Revision,
         outcomes: Vec<Vec<BatchOutcome>>,
         partitions: Vec<(Uuid, u32)>,
+        /// The WAL object's path, and its digest when the commit has one.
+        object: Arc<str>,
+        digest: Option<[u8; 32]>,
     },
     /// A segment was committed or published, or the log start moved.
     Compaction {
@@ -506,6 +509,8 @@ impl LogState {
             revision,
             outcomes,
             partitions,
+            object,
+            digest: commit.digest,
         }
     }
 }

@@ -61,8 +61,9 @@ impl TopicRecord {
     }
 }
 
-/// Commit records are written at version 2; version 1 (no per-batch list) still decodes.
-pub const COMMIT_VERSION: u16 = 2;
+/// Commit records are written at version 3; versions 1 (no per-batch list) and 2 (no
+/// object digest) still decode.
+pub const COMMIT_VERSION: u16 = 3;
 
 /// One partition's bytes inside a WAL object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,18 +160,22 @@ pub struct CommitRecord {
     /// The object's path in the bucket, relative to the store's root.
     pub object: String,
     pub object_size: u64,
+    /// SHA-256 of the object, for objects handed to other gateways before their commit
+    /// (see the gateway's `peers`): a receiver caches the bytes only if they hash to it.
+    pub digest: Option<[u8; 32]>,
     pub chunks: Vec<CommitChunk>,
 }
 
 impl CommitRecord {
-    /// Layout (version 2): `u16 version`, `u16 path length`, path, `u64 object size`,
-    /// `u32 chunk count`, then per chunk: the chunk (see [`Chunk::ENCODED_LEN`]), `u32 batch
-    /// count`, and each batch (see [`BatchMeta::ENCODED_LEN`]). Version 1 had no batch
-    /// count or batches.
+    /// Layout (version 3): `u16 version`, `u16 path length`, path, `u64 object size`,
+    /// `u8 1` and the 32-byte digest or `u8 0`, `u32 chunk count`, then per chunk: the chunk
+    /// (see [`Chunk::ENCODED_LEN`]), `u32 batch count`, and each batch (see
+    /// [`BatchMeta::ENCODED_LEN`]). Version 2 had no digest; version 1 no batch count or
+    /// batches either.
     pub fn encode(&self) -> Bytes {
         let batches: usize = self.chunks.iter().map(|c| c.batches.len()).sum();
         let mut b = BytesMut::with_capacity(
-            16 + self.object.len()
+            49 + self.object.len()
                 + self.chunks.len() * (Chunk::ENCODED_LEN + 4)
                 + batches * BatchMeta::ENCODED_LEN,
         );
@@ -178,6 +183,13 @@ impl CommitRecord {
         b.put_u16(self.object.len() as u16);
         b.put_slice(self.object.as_bytes());
         b.put_u64(self.object_size);
+        match &self.digest {
+            Some(d) => {
+                b.put_u8(1);
+                b.put_slice(d);
+            }
+            None => b.put_u8(0),
+        }
         b.put_u32(self.chunks.len() as u32);
         for c in &self.chunks {
             c.chunk.encode_into(&mut b);
@@ -198,7 +210,7 @@ impl CommitRecord {
             return Err(short());
         }
         let version = b.get_u16();
-        if version != 1 && version != 2 {
+        if !(1..=3).contains(&version) {
             return Err(RecordError::Version {
                 what: "commit record",
                 version,
@@ -214,6 +226,31 @@ impl CommitRecord {
         })?;
         b.advance(n);
         let object_size = b.get_u64();
+        let digest = if version >= 3 {
+            if b.remaining() < 1 {
+                return Err(short());
+            }
+            match b.get_u8() {
+                0 => None,
+                1 if b.remaining() >= 32 => {
+                    let mut d = [0u8; 32];
+                    b.copy_to_slice(&mut d);
+                    Some(d)
+                }
+                1 => return Err(short()),
+                other => {
+                    return Err(RecordError::Malformed {
+                        what: "commit record",
+                        reason: format!("digest flag {other}"),
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        if b.remaining() < 4 {
+            return Err(short());
+        }
         let count = b.get_u32() as usize;
         let mut chunks = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
@@ -261,6 +298,7 @@ impl CommitRecord {
         Ok(Self {
             object,
             object_size,
+            digest,
             chunks,
         })
     }
@@ -535,6 +573,7 @@ mod tests {
         CommitRecord {
             object: "wal/0190c4e0-0000-7000-8000-000000000001.wal".into(),
             object_size: 4096,
+            digest: None,
             chunks: vec![
                 CommitChunk {
                     chunk: a,
@@ -574,13 +613,34 @@ mod tests {
         );
     }
 
+    /// Version 2 records (no digest) still decode.
     #[test]
-    fn commit_record_golden_v2() {
-        let golden = check_golden("commit-v2.bin", &sample_commit().encode());
+    fn commit_record_golden_v2_still_decodes() {
+        let golden = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/commit-v2.bin"),
+        )
+        .expect("golden file");
         assert_eq!(
             CommitRecord::decode(&golden).expect("decode"),
             sample_commit()
         );
+    }
+
+    #[test]
+    fn commit_record_golden_v3() {
+        let with_digest = CommitRecord {
+            digest: Some(std::array::from_fn(|i| i as u8)),
+            ..sample_commit()
+        };
+        let golden = check_golden("commit-v3.bin", &with_digest.encode());
+        assert_eq!(CommitRecord::decode(&golden).expect("decode"), with_digest);
+        // Without a digest.
+        let b = sample_commit().encode();
+        assert_eq!(CommitRecord::decode(&b).expect("decode"), sample_commit());
+        let mut bad_flag = b.to_vec();
+        let at = 2 + 2 + sample_commit().object.len() + 8;
+        bad_flag[at] = 2;
+        assert!(CommitRecord::decode(&bad_flag).is_err());
     }
 
     #[test]

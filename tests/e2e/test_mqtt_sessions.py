@@ -347,6 +347,8 @@ def test_two_gateways_live_delivery_takeover_and_resume_on_the_other(tmp_dir, et
     # The WAL objects holding them went from a to b directly (gRPC on the Kafka port).
     assert a.metric('sluice_peer_forwards_total{outcome="sent"}') >= 1
     assert b.metric('sluice_peer_forwards_total{outcome="received"}') >= 1
+    # Each was cached only once its commit, with the object's digest, reached b.
+    assert b.metric('sluice_peer_forwards_total{outcome="rejected"}') == 0
 
     # A persistent QoS 2 session leaves gateway b; what is published on a meanwhile
     # reaches it on a, exactly once.

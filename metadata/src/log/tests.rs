@@ -52,6 +52,7 @@ fn commit_batches(topic: u128, parts: &[(u32, Vec<BatchMeta>)]) -> Bytes {
     CommitRecord {
         object: "wal/x".into(),
         object_size: 1000,
+        digest: None,
         chunks: parts
             .iter()
             .map(|(partition, batches)| CommitChunk {
