@@ -160,10 +160,16 @@ pub struct ServeArgs {
     pub metadata: String,
     /// Kafka listeners, comma-separated: `PROTOCOL://HOST:PORT` with PROTOCOL as Kafka names
     /// it, `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` (clients authenticate against the user
-    /// store) or `SASL_SSL`, at most one of each; a bare `HOST:PORT` is `PLAINTEXT`. The
-    /// first is the one other gateways call.
+    /// store) or `SASL_SSL`, at most one of each; a bare `HOST:PORT` is `PLAINTEXT`. Other
+    /// gateways call the one --peer-listener names.
     #[arg(long, env = "SLUICE_KAFKA_LISTEN", default_value = "0.0.0.0:9092")]
     pub kafka_listen: KafkaListeners,
+    /// The Kafka listener other gateways call this one on (signed gRPC: MQTT forwarding),
+    /// by protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL. Default: the first listener
+    /// without TLS, else the first. Over TLS, callers check this gateway's certificate
+    /// against --tls-peer-ca.
+    #[arg(long, env = "SLUICE_PEER_LISTENER")]
+    pub peer_listener: Option<sluice_gateway::config::SecurityProtocol>,
     /// `HOST:PORT`, or `https://HOST:PORT` for HTTPS (MQTT over WebSocket is then `wss://`).
     #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "0.0.0.0:8080")]
     pub http_listen: HttpListen,
@@ -182,6 +188,11 @@ pub struct ServeArgs {
     /// The CA certificates (PEM) client certificates must chain to, for mutual TLS.
     #[arg(long, env = "SLUICE_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The CA certificates (PEM) other gateways' certificates chain to, for
+    /// gateway-to-gateway calls over TLS (see --peer-listener); by default the issuers in
+    /// --tls-cert's own chain.
+    #[arg(long, env = "SLUICE_TLS_PEER_CA")]
+    pub tls_peer_ca: Option<PathBuf>,
     /// Whether TLS clients present a certificate: none, optional or required.
     #[arg(long, env = "SLUICE_TLS_CLIENT_AUTH", default_value = "none")]
     pub tls_client_auth: ClientAuth,
@@ -574,6 +585,8 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             "tls_key" => args.tls_key = Some(PathBuf::from(text)),
             "tls_client_ca" => args.tls_client_ca = Some(PathBuf::from(text)),
             "tls_client_auth" => args.tls_client_auth = text.parse().map_err(bad)?,
+            "tls_peer_ca" => args.tls_peer_ca = Some(PathBuf::from(text)),
+            "peer_listener" => args.peer_listener = Some(text.parse().map_err(bad)?),
             "tls_principal" => args.tls_principal = text.parse().map_err(bad)?,
             "mqtt_topic_map" => args.mqtt_topic_map = text,
             "mqtt_default_topic" => args.mqtt_default_topic = text,

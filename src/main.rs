@@ -180,6 +180,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
             client_ca: args.tls_client_ca.clone(),
             client_auth: args.tls_client_auth,
             principal: args.tls_principal,
+            peer_ca: args.tls_peer_ca.clone(),
         }),
         (None, None) => None,
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
@@ -259,6 +260,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_forward: args.mqtt_forward,
         mqtt_user_store: args.mqtt_user_store,
         sasl_session_lifetime: Some(args.connections_max_reauth).filter(|d| !d.is_zero()),
+        peer_listener: args.peer_listener,
         oauth: args
             .oauth_jwks
             .clone()

@@ -123,6 +123,9 @@ pub struct GatewayConfig {
     /// How long an authenticated Kafka session lasts before the client must re-authenticate
     /// (KIP-368, Kafka's `connections.max.reauth.ms`); `None`: as long as the connection.
     pub sasl_session_lifetime: Option<Duration>,
+    /// The Kafka listener other gateways call this one on; `None`: the first without TLS,
+    /// else the first.
+    pub peer_listener: Option<SecurityProtocol>,
     /// OAUTHBEARER on the SASL listeners, with tokens checked against a JWKS file.
     pub oauth: Option<crate::oauth::OAuthSettings>,
     /// Kafka ACLs (`--authorizer acl`); disabled by default, as Kafka without an authorizer.
@@ -179,6 +182,7 @@ impl Default for GatewayConfig {
             acl: crate::acl::AclConfig::default(),
             sasl_session_lifetime: None,
             oauth: None,
+            peer_listener: None,
             mqtt_forward: true,
             compactor: None,
             admin_token: None,

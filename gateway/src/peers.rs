@@ -45,6 +45,56 @@ use proto::peer_client::PeerClient;
 use proto::peer_server::{Peer, PeerServer};
 use proto::{WarmRequest, WarmResponse};
 
+/// A connection a Kafka listener recognised as another gateway's gRPC: TCP, or TLS on a
+/// TLS listener.
+pub struct Incoming(std::pin::Pin<Box<dyn PeerIo>>);
+
+pub trait PeerIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send> PeerIo for T {}
+
+impl Incoming {
+    pub fn new(io: impl PeerIo + 'static) -> Self {
+        Self(Box::pin(io))
+    }
+}
+
+impl tokio::io::AsyncRead for Incoming {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Incoming {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.as_mut().poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.0.as_mut().poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Incoming {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
 /// Objects larger than this are not forwarded (the receiver reads them as usual).
 const MAX_FORWARD: usize = 32 << 20;
 /// How long a forward may take; a slow peer just reads from the object store.
@@ -107,6 +157,8 @@ pub struct Peers {
     node: i32,
     /// Signs outgoing and checks incoming calls; without it nothing is forwarded.
     secret: Option<Arc<[u8]>>,
+    /// For calls to gateways registered with a TLS address.
+    tls: Option<Arc<crate::tls::Tls>>,
     /// Other gateways that deliver MQTT messages: their address and a client.
     targets: Mutex<HashMap<i32, (String, PeerClient<Channel>)>>,
     registered: AtomicBool,
@@ -117,10 +169,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Peers {
-    pub fn new(node: i32, secret: Option<Arc<[u8]>>) -> Self {
+    pub fn new(node: i32, secret: Option<Arc<[u8]>>, tls: Option<Arc<crate::tls::Tls>>) -> Self {
         Self {
             node,
             secret,
+            tls,
             ..Self::default()
         }
     }
@@ -138,9 +191,6 @@ impl Peers {
             return;
         }
         let Some(addr) = ctx.peer_addr.clone() else {
-            tracing::info!(
-                "no Kafka listener without TLS for gateway-to-gateway calls: MQTT deliveries read WAL objects from the object store"
-            );
             return;
         };
         let key = sluice_metadata::keys::mqtt_peer(self.node);
@@ -174,9 +224,26 @@ impl Peers {
         if targets.get(&node).is_some_and(|(a, _)| *a == addr) {
             return;
         }
-        match Endpoint::from_shared(format!("http://{addr}")) {
+        // A registration is `HOST:PORT`, or `tls://HOST:PORT` for a TLS listener.
+        let (plain, tls) = match addr.strip_prefix("tls://") {
+            Some(a) => (a, true),
+            None => (addr.as_str(), false),
+        };
+        if tls && self.tls.is_none() {
+            tracing::warn!(
+                node,
+                addr,
+                "a gateway takes forwards over TLS, and this one has no TLS configuration (--tls-cert): not forwarding to it"
+            );
+            return;
+        }
+        match Endpoint::from_shared(format!("http://{plain}")) {
             Ok(e) => {
-                let channel = e.connect_timeout(FORWARD_TIMEOUT).connect_lazy();
+                let e = e.connect_timeout(FORWARD_TIMEOUT);
+                let channel = match (&self.tls, tls) {
+                    (Some(config), true) => tls_channel(e, config.clone(), plain.to_string()),
+                    _ => e.connect_lazy(),
+                };
                 let client = PeerClient::new(channel).max_decoding_message_size(MAX_FORWARD + 1024);
                 targets.insert(node, (addr, client));
                 crate::metrics::PEER_TARGETS.set(targets.len() as i64);
@@ -218,6 +285,33 @@ impl Peers {
             send(node, client, request);
         }
     }
+}
+
+/// A channel to a gateway's TLS listener at `addr`: its certificate must chain to the peer
+/// CA and name the address's host.
+fn tls_channel(endpoint: Endpoint, tls: Arc<crate::tls::Tls>, addr: String) -> Channel {
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let connector = tower::service_fn(move |_: tonic::codegen::http::Uri| {
+        let (tls, addr, host) = (tls.clone(), addr.clone(), host.clone());
+        async move {
+            let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+            let config = tls.peer_client().map_err(|e| invalid(e.to_string()))?;
+            let name =
+                rustls_pki_types::ServerName::try_from(host).map_err(|e| invalid(e.to_string()))?;
+            let tcp = TcpStream::connect(&addr).await?;
+            let _ = tcp.set_nodelay(true);
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    endpoint.connect_with_connector_lazy(connector)
 }
 
 /// Sends one Warm call without waiting for it; its outcome is counted.
@@ -328,7 +422,7 @@ impl Peer for Service {
 pub async fn serve(
     warmed: Arc<Warmed>,
     secret: Option<Arc<[u8]>>,
-    mut incoming: mpsc::Receiver<TcpStream>,
+    mut incoming: mpsc::Receiver<Incoming>,
     cancel: CancellationToken,
 ) {
     let stream = async_stream(&mut incoming);
@@ -344,8 +438,8 @@ pub async fn serve(
 }
 
 fn async_stream(
-    incoming: &mut mpsc::Receiver<TcpStream>,
-) -> impl futures::Stream<Item = Result<TcpStream, std::io::Error>> + '_ {
+    incoming: &mut mpsc::Receiver<Incoming>,
+) -> impl futures::Stream<Item = Result<Incoming, std::io::Error>> + '_ {
     futures::stream::unfold(incoming, |rx| async move {
         rx.recv().await.map(|s| (Ok(s), rx))
     })
@@ -441,7 +535,7 @@ mod tests {
         let cancel = CancellationToken::new();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                if tx.send(socket).await.is_err() {
+                if tx.send(Incoming::new(socket)).await.is_err() {
                     return;
                 }
             }

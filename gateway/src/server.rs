@@ -73,7 +73,7 @@ pub(crate) struct Ctx {
     /// The gateways MQTT data is forwarded to.
     pub peers: crate::peers::Peers,
     /// gRPC connections recognised on the Kafka listener go here.
-    pub grpc: tokio::sync::mpsc::Sender<TcpStream>,
+    pub grpc: tokio::sync::mpsc::Sender<crate::peers::Incoming>,
     pub producer_ids: ProducerIds,
     pub groups: Arc<Coordinator>,
     /// The live gateways, as Metadata responses list them.
@@ -220,12 +220,35 @@ impl Gateway {
         let http_listener = bind(config.http_listen).await?;
         let http_addr = local_addr(&http_listener, config.http_listen)?;
         let kafka_addr = kafka_addrs[0].1;
-        let peer_addr = config
-            .kafka_listeners
-            .iter()
-            .zip(endpoints.iter())
-            .find(|(l, _)| !l.protocol.tls())
-            .map(|(_, e)| format!("{}:{}", e.host, e.port));
+        // Other gateways call this one on the peer listener: the one configured, else the
+        // first without TLS, else the first.
+        let peer_listener = match config.peer_listener {
+            Some(p) => config
+                .kafka_listeners
+                .iter()
+                .position(|l| l.protocol == p)
+                .ok_or_else(|| {
+                    StartError::Config(format!(
+                        "--peer-listener {}: no such Kafka listener",
+                        p.name()
+                    ))
+                })?,
+            None => config
+                .kafka_listeners
+                .iter()
+                .position(|l| !l.protocol.tls())
+                .unwrap_or(0),
+        };
+        let peer_addr = {
+            let e = &endpoints[peer_listener];
+            let tls = config.kafka_listeners[peer_listener].protocol.tls();
+            Some(format!(
+                "{}{}:{}",
+                if tls { "tls://" } else { "" },
+                e.host,
+                e.port
+            ))
+        };
         let (host, port) = (endpoints[0].host.clone(), endpoints[0].port);
         let listeners: Arc<[crate::groups::Endpoint]> = endpoints.into();
         let me = |id| Node {
@@ -287,7 +310,7 @@ impl Gateway {
         let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
         // Forwarded WAL objects wait here for their commit (see `peers`).
         let warmed = Arc::new(crate::peers::Warmed::new(services.cache.clone()));
-        let peers = crate::peers::Peers::new(node_id, config.cluster_secret.clone());
+        let peers = crate::peers::Peers::new(node_id, config.cluster_secret.clone(), tls.clone());
         let ctx = Arc::new(Ctx {
             per_ip: crate::per_ip::PerIp::new(config.max_connections_per_ip),
             cluster: crate::cluster::Cluster::new(me(node_id)),
@@ -490,7 +513,7 @@ async fn serve(
         match peeked {
             // HTTP/2 prior knowledge ("PRI * HTTP/2.0"): another gateway's gRPC.
             Ok(Ok(3)) if &first == b"PRI" => {
-                let _ = ctx.grpc.send(socket).await;
+                let _ = ctx.grpc.send(crate::peers::Incoming::new(socket)).await;
             }
             Ok(Ok(n)) if n >= SNIFF_BYTES => {
                 if sniff(first[0]) == Some(Protocol::Mqtt) {
@@ -523,7 +546,7 @@ async fn serve_tls<S>(
     name: &'static str,
     serves: Listener,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = accepted.peer;
     let Some(acceptor) = ctx.tls.as_ref().map(|t| t.acceptor()) else {
@@ -565,6 +588,12 @@ async fn serve_tls<S>(
         Ok(Ok(b)) if !b.is_empty() => b[0],
         _ => return,
     };
+    // HTTP/2 ("PRI * HTTP/2.0"): another gateway's gRPC. No Kafka frame (a length) or
+    // MQTT packet (PUBREC) starts a connection with this byte.
+    if first == b'P' {
+        let _ = ctx.grpc.send(crate::peers::Incoming::new(stream)).await;
+        return;
+    }
     if sniff(first) == Some(Protocol::Mqtt) {
         crate::mqtt::conn::serve_stream(ctx, stream, accepted, cancel).await;
     } else {

@@ -77,6 +77,11 @@ pub struct TlsSettings {
     pub client_ca: Option<PathBuf>,
     pub client_auth: ClientAuth,
     pub principal: PrincipalFrom,
+    /// The CA certificates other gateways' certificates chain to, for gateway-to-gateway
+    /// calls over TLS; `None`: the issuers in this gateway's own chain (or its certificate
+    /// itself when the chain has no issuer), which is right when every gateway's
+    /// certificate comes from the same place.
+    pub peer_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +142,40 @@ impl Tls {
 
     pub fn principal_from(&self) -> PrincipalFrom {
         self.settings.principal
+    }
+
+    /// The client side of a gateway-to-gateway call over TLS: the receiving gateway's
+    /// certificate must chain to the peer CA (read now, so rotated files apply to the next
+    /// connection).
+    pub fn peer_client(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let anchors = match &self.settings.peer_ca {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.clone(), e))?;
+                certs(path, &pem)?
+            }
+            None => {
+                let path = &self.settings.cert;
+                let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.clone(), e))?;
+                let mut chain = certs(path, &pem)?;
+                if chain.len() > 1 {
+                    chain.remove(0);
+                }
+                chain
+            }
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in anchors {
+            roots
+                .add(c)
+                .map_err(|e| TlsError::Rustls(format!("peer CA: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Rustls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(config))
     }
 
     /// Loads the files again if they changed; returns whether a new configuration is in

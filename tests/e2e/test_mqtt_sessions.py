@@ -406,3 +406,57 @@ def test_a_gateway_with_another_cluster_secret_refuses_forwards(tmp_dir, etcd, s
     assert b.metric('sluice_peer_forwards_total{outcome="received"}') == 0
     for g in gws:
         g.stop()
+
+
+def test_gateways_with_only_tls_listeners_forward_over_tls(tmp_dir, etcd, s3):
+    """Gateway-to-gateway calls go to the peer listener: with TLS Kafka listeners only,
+    over TLS, the receiver's certificate checked against the issuers in the caller's own
+    certificate chain (the same CA signs every gateway's) or --tls-peer-ca. With a peer CA
+    that did not sign it, nothing is forwarded and delivery still works."""
+    from conftest import Sluice  # noqa: PLC0415
+    from tls import Ca, CertSet  # noqa: PLC0415
+    certs = CertSet(tmp_dir / "certs")
+    secret = tmp_dir / "secret"
+    secret.write_text("a cluster secret for TLS peers")
+    other_ca = tmp_dir / "other-ca.pem"
+    other_ca.write_bytes(Ca("Not the gateways' CA").pem())
+
+    def gateway(name, extra=()):
+        return Sluice(tmp_dir / name, [
+            "--metadata", f"etcd://{etcd.endpoint}/tls-peers",
+            "--object-store", f"s3://{s3.bucket}/tls-peers",
+            "--cluster-secret-file", str(secret), *extra,
+        ], env=s3.env(), mode="gateway", kafka_listeners=["SSL"], tls=certs).start()
+
+    # a's certificate file is a full chain: it trusts the chain's issuer, the CA.
+    leaf_only = certs.cert_path
+    full = certs.dir / "fullchain.pem"
+    full.write_bytes(leaf_only.read_bytes() + certs.ca.pem())
+    certs.cert_path = full
+    a = gateway("gw-a")
+    certs.cert_path = leaf_only
+    b = gateway("gw-b")
+    live = Client(b.mqtt, "tls-sub")
+    live.subscribe("tls/#", 1)
+    wait_for("a knows b", lambda: a.metric("sluice_peer_targets") == 1)
+    publish(a.mqtt, "tls/x", [b"t1", b"t2"])
+    assert payloads(live.wait_for(2)) == [b"t1", b"t2"]
+    wait_for("forwards over TLS", lambda: b.metric('sluice_peer_forwards_total{outcome="received"}') >= 1)
+    assert a.metric('sluice_peer_forwards_total{outcome="sent"}') >= 1
+    live.stop()
+    a.stop()
+
+    # A caller that trusts another CA does not talk to b (its handshake fails).
+    c = gateway("gw-c", ["--tls-peer-ca", str(other_ca)])
+    live = Client(b.mqtt, "tls-sub-2")
+    live.subscribe("tls/#", 1)
+    wait_for("c knows b", lambda: c.metric("sluice_peer_targets") == 1)
+    received = b.metric('sluice_peer_forwards_total{outcome="received"}')
+    publish(c.mqtt, "tls/y", [b"t3"])
+    assert payloads(live.wait_for(1)) == [b"t3"]
+    wait_for("the failed forward counted",
+             lambda: c.metric('sluice_peer_forwards_total{outcome="failed"}') >= 1)
+    assert b.metric('sluice_peer_forwards_total{outcome="received"}') == received
+    live.stop()
+    for g in (b, c):
+        g.stop()

@@ -18,6 +18,7 @@ fn settings(dir: &Path, client_auth: ClientAuth) -> TlsSettings {
         client_ca: Some(testdata("ca.pem")),
         client_auth,
         principal: PrincipalFrom::Dn,
+        peer_ca: None,
     }
 }
 
