@@ -371,6 +371,36 @@ fn broker_configs(ctx: &Ctx) -> Vec<BrokerConfig> {
             INT,
             "The longest session timeout a member may ask for.",
         ),
+        set(
+            "connections.max.reauth.ms",
+            c.sasl_session_lifetime
+                .map_or(0, |l| l.as_millis())
+                .to_string(),
+            LONG,
+            "How long a SASL session lasts before re-authentication; 0: as long as the \
+             connection (--connections-max-reauth).",
+        ),
+        set(
+            "sasl.enabled.mechanisms",
+            super::sasl::MECHANISMS
+                .iter()
+                .copied()
+                .chain(ctx.oauth.is_some().then_some("OAUTHBEARER"))
+                .collect::<Vec<_>>()
+                .join(","),
+            LIST,
+            "The SASL mechanisms of the SASL listeners.",
+        ),
+        set(
+            "max.connections.per.ip",
+            if c.max_connections_per_ip == 0 {
+                i32::MAX.to_string()
+            } else {
+                c.max_connections_per_ip.to_string()
+            },
+            INT,
+            "Open connections allowed from one address (--max-connections-per-ip).",
+        ),
         topic_default("message.max.bytes", topics::MAX_MESSAGE_BYTES, INT),
         topic_default("log.retention.ms", topics::RETENTION_MS, LONG),
         fixed(
