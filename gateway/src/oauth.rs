@@ -170,21 +170,16 @@ impl OAuth {
 
     /// Follows the JWKS file until `cancel`.
     pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(RELOAD_CHECK) => {}
+        crate::tls::follow_files(RELOAD_CHECK, &cancel, || self.reload(), |r| match r {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!(jwks = %self.settings.jwks.display(), "OAUTHBEARER keys reloaded")
             }
-            match self.reload() {
-                Ok(false) => {}
-                Ok(true) => {
-                    tracing::info!(jwks = %self.settings.jwks.display(), "OAUTHBEARER keys reloaded")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "JWKS file changed but does not load; keeping the previous keys")
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "JWKS file changed but does not load; keeping the previous keys")
             }
-        }
+        })
+        .await;
     }
 
     /// Checks a JWT: its signature by a key of the set (by `kid` when the token names

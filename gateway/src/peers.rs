@@ -448,7 +448,6 @@ fn async_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_cache::RangeCache;
 
     const SECRET: &[u8] = b"a cluster secret of some length";
 
@@ -513,19 +512,7 @@ mod tests {
     /// until their commit, and cached only if the commit has their digest.
     #[tokio::test]
     async fn the_service_refuses_unsigned_calls_and_unvouched_bytes() {
-        let objects: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::memory::InMemory::new());
-        let cache = Arc::new(
-            RangeCache::open(
-                &sluice_cache::CacheConfig {
-                    memory_bytes: 8 << 20,
-                    disk: None,
-                },
-                objects,
-            )
-            .await
-            .expect("a memory cache opens"),
-        );
+        let cache = warmed::tests::memory_cache().await;
         let warmed = Arc::new(Warmed::new(cache.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

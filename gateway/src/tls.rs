@@ -208,25 +208,37 @@ impl Tls {
 
     /// Follows the files until `cancel`.
     pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(RELOAD_CHECK) => {}
+        follow_files(RELOAD_CHECK, &cancel, || self.reload(), |r| match r {
+            Ok(false) => {}
+            Ok(true) => {
+                crate::metrics::TLS_RELOADS.with_label_values(&["ok"]).inc();
+                tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded");
             }
-            match self.reload() {
-                Ok(false) => {}
-                Ok(true) => {
-                    crate::metrics::TLS_RELOADS.with_label_values(&["ok"]).inc();
-                    tracing::info!(cert = %self.settings.cert.display(), "TLS certificate reloaded");
-                }
-                Err(e) => {
-                    crate::metrics::TLS_RELOADS
-                        .with_label_values(&["failed"])
-                        .inc();
-                    tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous certificate");
-                }
+            Err(e) => {
+                crate::metrics::TLS_RELOADS
+                    .with_label_values(&["failed"])
+                    .inc();
+                tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous certificate");
             }
+        })
+        .await;
+    }
+}
+
+/// Calls `reload` every `every` until `cancel`, handing each outcome (whether something
+/// changed, or why it did not load) to `report`.
+pub(crate) async fn follow_files<E>(
+    every: Duration,
+    cancel: &CancellationToken,
+    reload: impl Fn() -> Result<bool, E>,
+    report: impl Fn(Result<bool, E>),
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
+        report(reload());
     }
 }
 

@@ -186,13 +186,14 @@ fn count(outcome: Outcome) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    async fn warmed() -> (Warmed, Arc<RangeCache>) {
+    /// A cache in memory over an empty object store.
+    pub(in crate::peers) async fn memory_cache() -> Arc<RangeCache> {
         let objects: Arc<dyn object_store::ObjectStore> =
             Arc::new(object_store::memory::InMemory::new());
-        let cache = Arc::new(
+        Arc::new(
             RangeCache::open(
                 &sluice_cache::CacheConfig {
                     memory_bytes: 8 << 20,
@@ -202,7 +203,11 @@ mod tests {
             )
             .await
             .expect("a memory cache opens"),
-        );
+        )
+    }
+
+    async fn warmed() -> (Warmed, Arc<RangeCache>) {
+        let cache = memory_cache().await;
         (Warmed::new(cache.clone()), cache)
     }
 
