@@ -145,8 +145,8 @@ impl Tls {
     }
 
     /// The client side of a gateway-to-gateway call over TLS: the receiving gateway's
-    /// certificate must chain to the peer CA (read now, so rotated files apply to the next
-    /// connection).
+    /// certificate must chain to the peer CA, and this gateway presents its own when asked
+    /// (files read now, so rotated ones apply to the next connection).
     pub fn peer_client(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let anchors = match &self.settings.peer_ca {
             Some(path) => {
@@ -169,12 +169,19 @@ impl Tls {
                 .add(c)
                 .map_err(|e| TlsError::Rustls(format!("peer CA: {e}")))?;
         }
+        // This gateway's own certificate, for a receiver that asks for one (mutual TLS on
+        // its listener): it must be valid for client authentication too.
+        let files = read_files(&self.settings)?;
+        let chain = certs(&self.settings.cert, &files.cert)?;
+        let key = PrivateKeyDer::from_pem_slice(&files.key)
+            .map_err(|e| TlsError::Pem(self.settings.key.clone(), e.to_string()))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Rustls(e.to_string()))?
             .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
         Ok(Arc::new(config))
     }
 

@@ -460,3 +460,20 @@ def test_gateways_with_only_tls_listeners_forward_over_tls(tmp_dir, etcd, s3):
     live.stop()
     for g in (b, c):
         g.stop()
+
+    # Mutual TLS: a receiver that requires client certificates gets the caller's own.
+    certs.client_auth = "required"
+    d = gateway("gw-d")
+    certs.client_auth = "none"
+    certs.cert_path = full
+    e = gateway("gw-e")
+    certs.cert_path = leaf_only
+    live = Client(d.mqtt, "mtls-sub")
+    live.subscribe("tls/#", 1)
+    wait_for("e knows d", lambda: e.metric("sluice_peer_targets") == 1)
+    publish(e.mqtt, "tls/z", [b"t4"])
+    assert payloads(live.wait_for(1)) == [b"t4"]
+    wait_for("a forward over mutual TLS", lambda: d.metric('sluice_peer_forwards_total{outcome="received"}') >= 1)
+    live.stop()
+    for g in (d, e):
+        g.stop()
