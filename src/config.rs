@@ -220,6 +220,11 @@ pub struct ServeArgs {
     /// (gRPC on their Kafka listener), so their delivery need not read the object store.
     #[arg(long, env = "SLUICE_MQTT_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
     pub mqtt_forward: bool,
+    /// When a drain (SIGTERM) closes an MQTT connection, its will waits at least this long
+    /// for the client to connect again (to any gateway) before it is published; 0: it is
+    /// published at once, as on any other server-side close.
+    #[arg(long, env = "SLUICE_MQTT_DRAIN_WILL_DELAY", default_value = "30s", value_parser = parse_duration)]
+    pub mqtt_drain_will_delay: Duration,
     /// Addresses given to clients in metadata responses, one per Kafka listener:
     /// `HOST:PORT,...` in the order of --kafka-listen, or `PROTOCOL://HOST:PORT,...`.
     #[arg(long, env = "SLUICE_ADVERTISE")]
@@ -595,6 +600,9 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
                 args.mqtt_user_store = text.parse().map_err(|e| bad(format!("{e}")))?
             }
             "mqtt_forward" => args.mqtt_forward = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "mqtt_drain_will_delay" => {
+                args.mqtt_drain_will_delay = parse_duration(&text).map_err(bad)?
+            }
             "advertise" => args.advertise = Some(text.parse().map_err(bad)?),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,

@@ -260,6 +260,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_default_topic: Some(args.mqtt_default_topic.clone()).filter(|t| !t.is_empty()),
         mqtt_auth: args.mqtt_auth.clone(),
         mqtt_forward: args.mqtt_forward,
+        mqtt_drain_will_delay: args.mqtt_drain_will_delay,
         mqtt_user_store: args.mqtt_user_store,
         sasl_session_lifetime: Some(args.connections_max_reauth).filter(|d| !d.is_zero()),
         peer_listener: args.peer_listener,

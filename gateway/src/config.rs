@@ -135,6 +135,9 @@ pub struct GatewayConfig {
     pub mqtt_user_store: bool,
     /// Forward WAL objects holding MQTT data to the gateways that deliver MQTT messages.
     pub mqtt_forward: bool,
+    /// How long, at least, the will of a client whose connection a drain closed waits for
+    /// the client to connect again before it is published; zero: published at once.
+    pub mqtt_drain_will_delay: Duration,
     /// Run a compactor in the gateway's process (`sluice serve`).
     pub compactor: Option<sluice_compactor::CompactorConfig>,
     /// The bearer token `/admin/*` requires; `None`: loopback callers only.
@@ -184,6 +187,7 @@ impl Default for GatewayConfig {
             oauth: None,
             peer_listener: None,
             mqtt_forward: true,
+            mqtt_drain_will_delay: Duration::from_secs(30),
             compactor: None,
             admin_token: None,
             cluster_secret: None,

@@ -68,6 +68,15 @@ pub static REAUTHENTICATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("invariant: metric registered once")
 });
 
+pub static MQTT_WILLS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_mqtt_wills_total",
+        "MQTT wills kept back by a drain (deferred), and later published or dropped (their client came back)",
+        &["outcome"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static QUOTA_THROTTLED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "sluice_quota_throttled_total",

@@ -350,6 +350,7 @@ impl Gateway {
         tasks.spawn(crate::quotas::Quotas::watch(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
+        tasks.spawn(Broker::sweep_wills(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_peers(ctx.clone(), cancel.clone()));
         let on_commit = warmed.clone();

@@ -476,3 +476,42 @@ def test_gateways_with_only_tls_listeners_forward_over_tls(tmp_dir, etcd, s3):
     live.stop()
     for g in (b, c, d, e):
         g.stop()
+
+
+def test_a_drain_publishes_no_will_for_clients_that_come_back(tmp_dir, etcd, s3):
+    """Scale-in is not the devices going offline: a draining gateway tells 5.0 clients it
+    is shutting down (DISCONNECT 0x8B) and keeps their wills back; a client that connects
+    again to another gateway within the drain's will delay has its will dropped (with a
+    persistent session, resumed), and one that does not has it published once the delay
+    has passed."""
+    a, b = start_gateways(tmp_dir, etcd, s3, 2, "drain-wills", ["--mqtt-drain-will-delay", "2s"])
+    watcher = Client(b.mqtt, "status-watcher")
+    watcher.subscribe("status/#", 1)
+    stays, _ = raw_connect(a.mqtt, "stays", True, 600, will=("status/stays", b"offline", 0))
+    clean, _ = raw_connect(a.mqtt, "clean", True, 0, will=("status/clean", b"offline", 0))
+    gone, _ = raw_connect(a.mqtt, "gone", True, 600, will=("status/gone", b"offline", 0))
+    stays.sendall(b"\x82" + varint(2 + 1 + 2 + 5 + 1) + b"\x00\x01\x00" + utf8("cmd/#") + b"\x01")
+    assert read_packet(stays)[0] == 9
+    a.stop()
+    for s in (stays, clean, gone):
+        kind, _, body = read_packet(s)
+        assert (kind, body[:1]) == (14, b"\x8b"), (kind, body)
+        s.close()
+    # Back on the other gateway at once: the persistent session resumes.
+    stays, present = raw_connect(b.mqtt, "stays", False, 600)
+    assert present
+    clean, _ = raw_connect(b.mqtt, "clean", True, 0)
+    # Only the client that stayed away gets its will published, once its delay is over.
+    got = watcher.wait_for(1)
+    assert [(m.topic, m.payload) for m in got] == [("status/gone", b"offline")]
+    wait_for("both returned clients' wills dropped",
+             lambda: b.metric('sluice_mqtt_wills_total{outcome="dropped"}') == 2)
+    assert b.metric('sluice_mqtt_wills_total{outcome="published"}') == 1
+    publish(b.mqtt, "status/marker", [b"marker"])
+    assert [(m.topic, m.payload) for m in watcher.wait_for(2)] == [
+        ("status/gone", b"offline"), ("status/marker", b"marker")]
+    for s in (stays, clean):
+        s.sendall(b"\xe0\x00")
+        s.close()
+    watcher.stop()
+    b.stop()

@@ -213,6 +213,9 @@ const TOPIC_WAIT: Duration = Duration::from_secs(5);
 /// How often expired sessions are removed.
 const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
+/// How often deferred wills are looked at (see [`super::wills`]).
+const WILL_SWEEP: Duration = Duration::from_secs(2);
+
 /// One log topic followed for delivery: where it stands, per partition.
 #[derive(Debug)]
 struct Tail {
@@ -473,6 +476,76 @@ impl Broker {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "mqtt session sweep failed"),
+            }
+        }
+    }
+
+    /// Every [`WILL_SWEEP`], the gateway with the smallest node id goes through the wills
+    /// a drain deferred: one whose client connected again since is dropped, a due one is
+    /// published; each is removed first, so it is published once.
+    pub async fn sweep_wills(ctx: Arc<Ctx>, cancel: CancellationToken) {
+        use super::wills::{DeferredWill, PREFIX};
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(WILL_SWEEP) => {}
+                _ = cancel.cancelled() => return,
+            }
+            if crate::cluster::Cluster::controller(&ctx.cluster.nodes()) != ctx.node_id {
+                continue;
+            }
+            let wills = match ctx.store.range(PREFIX.as_bytes(), None).await {
+                Ok(r) => r.kvs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "mqtt will sweep: store unavailable");
+                    continue;
+                }
+            };
+            let now = now_ms();
+            for kv in wills {
+                let key = String::from_utf8_lossy(&kv.key).into_owned();
+                let client_id = key[PREFIX.len()..].to_string();
+                let will = DeferredWill::decode(&kv.value);
+                if will.as_ref().is_some_and(|w| w.due_at_ms > now) {
+                    continue;
+                }
+                let back = match &will {
+                    Some(w) => ctx.mqtt.reconnected(&client_id, w.conn).await,
+                    None => {
+                        tracing::warn!(key, "unreadable deferred will; removed");
+                        true
+                    }
+                };
+                let removed = ctx
+                    .store
+                    .txn(Txn {
+                        compares: vec![Compare::mod_revision(key.clone(), kv.mod_revision)],
+                        success: vec![TxnOp::delete(key.clone())],
+                        failure: vec![],
+                    })
+                    .await;
+                if !matches!(removed, Ok(ref r) if r.succeeded) {
+                    continue;
+                }
+                let Some(will) = will.filter(|_| !back) else {
+                    crate::metrics::MQTT_WILLS
+                        .with_label_values(&["dropped"])
+                        .inc();
+                    tracing::debug!(client = %client_id, "client back after the drain; its will dropped");
+                    continue;
+                };
+                let order = Order::default();
+                match ctx
+                    .mqtt
+                    .publish(&ctx, std::slice::from_ref(&will.publish), &client_id, order)
+                    .await
+                {
+                    Ok(_) => crate::metrics::MQTT_WILLS
+                        .with_label_values(&["published"])
+                        .inc(),
+                    Err(e) => {
+                        tracing::warn!(client = %client_id, error = %e, "publishing a deferred will failed")
+                    }
+                }
             }
         }
     }

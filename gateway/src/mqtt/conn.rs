@@ -31,7 +31,7 @@ use super::session::{
 };
 use crate::kafka::now_ms;
 use crate::server::Ctx;
-use sluice_metadata::{Compare, Txn, TxnOp};
+use sluice_metadata::{Compare, MetaStoreExt, Txn, TxnOp};
 
 /// How long a new connection may take to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -341,6 +341,7 @@ pub async fn serve_stream(
         }
         Err(_) => End::Gone,
     };
+    let drained = matches!(end, End::Shutdown);
     let (will, code) = match &end {
         End::Client(with_will) => (*with_will, None),
         End::Violation(code, why) => {
@@ -376,6 +377,32 @@ pub async fn serve_stream(
         // Will Delay: the will waits as long as asked (at most as long as the session
         // lives) and is dropped if the client connects again meanwhile.
         let delay = w.properties.will_delay_interval.unwrap_or(0).min(expiry);
+        // A drain is not the client's going away: its will waits in metadata, at least
+        // the drain's delay, for the client to connect again elsewhere (see `wills`).
+        let grace = ctx.config.mqtt_drain_will_delay;
+        if drained && !grace.is_zero() {
+            let wait = Duration::from_secs(u64::from(delay)).max(grace);
+            let deferred = super::wills::DeferredWill {
+                conn: live.conn,
+                due_at_ms: now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX),
+                publish: p.clone(),
+            };
+            match ctx
+                .store
+                .put(super::wills::key(&client_id), deferred.encode())
+                .await
+            {
+                Ok(_) => {
+                    crate::metrics::MQTT_WILLS
+                        .with_label_values(&["deferred"])
+                        .inc();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(client = %client_id, error = %e, "cannot defer a will during the drain; publishing it now");
+                }
+            }
+        }
         let ctx = ctx.clone();
         let conn_id = live.conn;
         let publish = async move {

@@ -10,3 +10,4 @@ pub mod retained;
 pub mod session;
 pub mod subscriptions;
 pub(crate) mod websocket;
+pub mod wills;
