@@ -225,6 +225,11 @@ pub struct ServeArgs {
     /// published at once, as on any other server-side close.
     #[arg(long, env = "SLUICE_MQTT_DRAIN_WILL_DELAY", default_value = "30s", value_parser = parse_duration)]
     pub mqtt_drain_will_delay: Duration,
+    /// Where MQTT 5.0 clients are to reconnect when a drain closes their connection (the
+    /// load-balanced address, for example): sent as the Server Reference of DISCONNECT
+    /// 0x9C (Use another server); without it, DISCONNECT 0x8B (Server shutting down).
+    #[arg(long, env = "SLUICE_MQTT_SERVER_REFERENCE")]
+    pub mqtt_server_reference: Option<String>,
     /// Addresses given to clients in metadata responses, one per Kafka listener:
     /// `HOST:PORT,...` in the order of --kafka-listen, or `PROTOCOL://HOST:PORT,...`.
     #[arg(long, env = "SLUICE_ADVERTISE")]
@@ -600,6 +605,7 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
                 args.mqtt_user_store = text.parse().map_err(|e| bad(format!("{e}")))?
             }
             "mqtt_forward" => args.mqtt_forward = text.parse().map_err(|e| bad(format!("{e}")))?,
+            "mqtt_server_reference" => args.mqtt_server_reference = Some(text),
             "mqtt_drain_will_delay" => {
                 args.mqtt_drain_will_delay = parse_duration(&text).map_err(bad)?
             }

@@ -261,6 +261,7 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         mqtt_auth: args.mqtt_auth.clone(),
         mqtt_forward: args.mqtt_forward,
         mqtt_drain_will_delay: args.mqtt_drain_will_delay,
+        mqtt_server_reference: args.mqtt_server_reference.clone(),
         mqtt_user_store: args.mqtt_user_store,
         sasl_session_lifetime: Some(args.connections_max_reauth).filter(|d| !d.is_zero()),
         peer_listener: args.peer_listener,

@@ -138,6 +138,9 @@ pub struct GatewayConfig {
     /// How long, at least, the will of a client whose connection a drain closed waits for
     /// the client to connect again before it is published; zero: published at once.
     pub mqtt_drain_will_delay: Duration,
+    /// The Server Reference a drain gives MQTT 5.0 clients (DISCONNECT 0x9C, Use another
+    /// server): the load-balanced address, say; `None`: DISCONNECT 0x8B.
+    pub mqtt_server_reference: Option<String>,
     /// Run a compactor in the gateway's process (`sluice serve`).
     pub compactor: Option<sluice_compactor::CompactorConfig>,
     /// The bearer token `/admin/*` requires; `None`: loopback callers only.
@@ -188,6 +191,7 @@ impl Default for GatewayConfig {
             peer_listener: None,
             mqtt_forward: true,
             mqtt_drain_will_delay: Duration::from_secs(30),
+            mqtt_server_reference: None,
             compactor: None,
             admin_token: None,
             cluster_secret: None,

@@ -515,3 +515,14 @@ def test_a_drain_publishes_no_will_for_clients_that_come_back(tmp_dir, etcd, s3)
         s.close()
     watcher.stop()
     b.stop()
+
+
+def test_a_drain_names_another_server_when_one_is_configured(tmp_dir):
+    from conftest import Sluice  # noqa: PLC0415
+    s = Sluice(tmp_dir / "data", ["--mqtt-server-reference", "mqtt.example.com:1883"]).start()
+    sock, _ = raw_connect(s.mqtt, "referred", True, 0)
+    s.stop()
+    kind, _, body = read_packet(sock)
+    assert (kind, body[:1]) == (14, b"\x9c"), (kind, body)
+    assert b"\x1c" + utf8("mqtt.example.com:1883") in body, body
+    sock.close()

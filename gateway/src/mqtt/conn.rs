@@ -350,13 +350,28 @@ pub async fn serve_stream(
         }
         End::Gone => (true, None),
         End::TakenOver => (true, Some(reason::SESSION_TAKEN_OVER)),
-        End::Shutdown => (true, Some(0x8B)),
+        // A drain: "use another server" where one is named, else "shutting down".
+        End::Shutdown => (
+            true,
+            Some(match ctx.config.mqtt_server_reference {
+                Some(_) => reason::USE_ANOTHER_SERVER,
+                None => reason::SERVER_SHUTTING_DOWN,
+            }),
+        ),
         End::KeepAlive => (true, Some(reason::KEEP_ALIVE_TIMEOUT)),
     };
     if let (Some(code), Version::V5) = (code, version) {
+        let server_reference = ctx
+            .config
+            .mqtt_server_reference
+            .clone()
+            .filter(|_| code == reason::USE_ANOTHER_SERVER);
         conn.send(&Packet::Disconnect(Disconnect {
             reason: code,
-            properties: Properties::default(),
+            properties: Properties {
+                server_reference,
+                ..Properties::default()
+            },
         }));
         let _ = conn.flush(&mut socket).await;
     }
