@@ -18,13 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
-import kafka_bench  # noqa: E402
 from kafka_bench import Server, bench  # noqa: E402
 
 
 def one_round(binary, work, seconds, last):
-    kafka_bench.SLUICE = Path(binary)
-    s = Server(work, "--compaction-interval", "1h", "--compaction-max-wal-bytes", "1000GiB")
+    s = Server(work, "--compaction-interval", "1h", "--compaction-max-wal-bytes", "1000GiB",
+               binary=Path(binary))
     try:
         p = bench("produce", "--bootstrap", s.bootstrap, "--topic", "ab", "--partitions", "8",
                   "--size", "1024", "--seconds", str(seconds), "--metrics", s.metrics)

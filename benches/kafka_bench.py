@@ -33,11 +33,11 @@ BENCH = TARGET / "sluice-bench"
 
 
 class Server:
-    def __init__(self, work, *args):
+    def __init__(self, work, *args, binary=SLUICE):
         self.dir = Path(tempfile.mkdtemp(prefix="kafka-bench-", dir=work))
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [str(SLUICE), "serve", "--data-dir", str(self.dir / "data"), "--kafka-listen", "127.0.0.1:0",
+            [str(binary), "serve", "--data-dir", str(self.dir / "data"), "--kafka-listen", "127.0.0.1:0",
              "--http-listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE, stderr=open(self.dir / "sluice.log", "ab"))
         self.listen = {}

@@ -25,6 +25,7 @@ fi
 
 command -v dockerd >/dev/null || {
   echo "installing docker.io from Debian"
+  apt-get update -qq
   apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 }
 started=

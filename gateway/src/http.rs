@@ -260,29 +260,20 @@ fn denied(d: Denied, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
         .with_label_values(&["http", mechanism])
         .inc();
     tracing::warn!(%peer, path, mechanism, "admin call refused");
+    let challenge = |text: &'static str, scheme: &'static str| {
+        let mut r = reply(StatusCode::UNAUTHORIZED, text);
+        r.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static(scheme),
+        );
+        r
+    };
     match d {
-        Denied::BadToken => {
-            let mut r = reply(
-                StatusCode::UNAUTHORIZED,
-                "a valid admin token is required\n",
-            );
-            r.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Bearer"),
-            );
-            r
-        }
-        Denied::NotAdministrator => {
-            let mut r = reply(
-                StatusCode::UNAUTHORIZED,
-                "an administrator's user name and password are required\n",
-            );
-            r.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Basic realm=\"sluice\""),
-            );
-            r
-        }
+        Denied::BadToken => challenge("a valid admin token is required\n", "Bearer"),
+        Denied::NotAdministrator => challenge(
+            "an administrator's user name and password are required\n",
+            "Basic realm=\"sluice\"",
+        ),
         Denied::NotLocal => reply(
             StatusCode::FORBIDDEN,
             "/admin is only served to this host unless an admin token is configured (--admin-token-file)\n",

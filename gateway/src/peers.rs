@@ -190,9 +190,7 @@ impl Peers {
             );
             return;
         }
-        let Some(addr) = ctx.peer_addr.clone() else {
-            return;
-        };
+        let addr = ctx.peer_addr.clone();
         let key = sluice_metadata::keys::mqtt_peer(self.node);
         let sessions = ctx.mqtt.sessions.clone();
         tokio::spawn(async move {

@@ -274,12 +274,19 @@ impl Quotas {
     }
 
     /// Charges `bytes` of `kind` to the client: a produce is always charged (its data is
-    /// in the log); a fetch only if its data is to be delivered.
-    pub fn charge(&self, kind: Kind, user: &str, client_id: &str, bytes: usize) -> Charge {
+    /// in the log); a fetch only if its data is to be delivered. The bytes are counted
+    /// only when a quota applies.
+    pub fn charge(
+        &self,
+        kind: Kind,
+        user: &str,
+        client_id: &str,
+        bytes: impl FnOnce() -> usize,
+    ) -> Charge {
         let Some((rate, mu, mc)) = self.resolve(kind, user, client_id) else {
             return Charge::FREE;
         };
-        let charge = self.charge_at(kind, (mu, mc), rate, bytes as f64, Instant::now());
+        let charge = self.charge_at(kind, (mu, mc), rate, bytes() as f64, Instant::now());
         if !charge.throttle.is_zero() {
             crate::metrics::QUOTA_THROTTLED
                 .with_label_values(&[kind.key()])

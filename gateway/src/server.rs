@@ -95,9 +95,9 @@ pub(crate) struct Ctx {
     pub quotas: crate::quotas::Quotas,
     /// Recent failed logins, which slow down the next ones.
     pub failed_logins: crate::failed_logins::FailedLogins,
-    /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener
-    /// without TLS): the first such listener's advertised address.
-    pub peer_addr: Option<String>,
+    /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener):
+    /// the peer listener's advertised address, `tls://HOST:PORT` for a TLS one.
+    pub peer_addr: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,12 +242,7 @@ impl Gateway {
         let peer_addr = {
             let e = &endpoints[peer_listener];
             let tls = config.kafka_listeners[peer_listener].protocol.tls();
-            Some(format!(
-                "{}{}:{}",
-                if tls { "tls://" } else { "" },
-                e.host,
-                e.port
-            ))
+            format!("{}{}:{}", if tls { "tls://" } else { "" }, e.host, e.port)
         };
         let (host, port) = (endpoints[0].host.clone(), endpoints[0].port);
         let listeners: Arc<[crate::groups::Endpoint]> = endpoints.into();

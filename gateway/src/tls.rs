@@ -148,20 +148,18 @@ impl Tls {
     /// certificate must chain to the peer CA, and this gateway presents its own when asked
     /// (files read now, so rotated ones apply to the next connection).
     pub fn peer_client(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        let anchors = match &self.settings.peer_ca {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.clone(), e))?;
-                certs(path, &pem)?
-            }
-            None => {
-                let path = &self.settings.cert;
-                let pem = std::fs::read(path).map_err(|e| TlsError::Read(path.clone(), e))?;
-                let mut chain = certs(path, &pem)?;
-                if chain.len() > 1 {
-                    chain.remove(0);
-                }
-                chain
-            }
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TlsError::Read(p.clone(), e));
+        let s = &self.settings;
+        // This gateway's own certificate, for a receiver that asks for one (mutual TLS on
+        // its listener): it must be valid for client authentication too.
+        let chain = certs(&s.cert, &read(&s.cert)?)?;
+        let key = PrivateKeyDer::from_pem_slice(&read(&s.key)?)
+            .map_err(|e| TlsError::Pem(s.key.clone(), e.to_string()))?;
+        let anchors = match &s.peer_ca {
+            Some(path) => certs(path, &read(path)?)?,
+            // The issuers in the chain, or the certificate itself when it has none.
+            None if chain.len() > 1 => chain[1..].to_vec(),
+            None => chain.clone(),
         };
         let mut roots = rustls::RootCertStore::empty();
         for c in anchors {
@@ -169,12 +167,6 @@ impl Tls {
                 .add(c)
                 .map_err(|e| TlsError::Rustls(format!("peer CA: {e}")))?;
         }
-        // This gateway's own certificate, for a receiver that asks for one (mutual TLS on
-        // its listener): it must be valid for client authentication too.
-        let files = read_files(&self.settings)?;
-        let chain = certs(&self.settings.cert, &files.cert)?;
-        let key = PrivateKeyDer::from_pem_slice(&files.key)
-            .map_err(|e| TlsError::Pem(self.settings.key.clone(), e.to_string()))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -382,10 +382,7 @@ fn broker_configs(ctx: &Ctx) -> Vec<BrokerConfig> {
         ),
         set(
             "sasl.enabled.mechanisms",
-            super::sasl::MECHANISMS
-                .iter()
-                .copied()
-                .chain(ctx.oauth.is_some().then_some("OAUTHBEARER"))
+            super::sasl::mechanisms(ctx.oauth.is_some())
                 .collect::<Vec<_>>()
                 .join(","),
             LIST,

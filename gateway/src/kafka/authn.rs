@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::records::ScramCredentialRecord;
 
 use super::conn::ConnInfo;
-use super::sasl::{self, MECHANISMS, SaslError, ScramServer};
+use super::sasl::{self, SaslError, ScramServer};
 use crate::acl::Principal;
 use crate::server::Ctx;
 use crate::users::Mechanism;
@@ -107,10 +107,8 @@ impl Auth {
         version: i16,
         oauth: bool,
     ) -> SaslHandshakeResponse {
-        let offered = MECHANISMS
-            .iter()
-            .chain(oauth.then_some(&"OAUTHBEARER"))
-            .map(|m| StrBytes::from_static_str(m))
+        let offered = sasl::mechanisms(oauth)
+            .map(StrBytes::from_static_str)
             .collect();
         let resp = SaslHandshakeResponse::default().with_mechanisms(offered);
         if version == 0 {

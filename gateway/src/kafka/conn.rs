@@ -324,7 +324,7 @@ async fn start(
             Kind::Produce,
             quotas::user_of(&principal.name),
             request.header.client_id.as_deref().unwrap_or(""),
-            produce::record_bytes(&req),
+            || produce::record_bytes(&req),
         );
         let submitted = produce::submit(ctx, req, version, trace).await;
         let ctx = ctx.clone();
@@ -438,7 +438,7 @@ async fn serve(
                 Kind::Fetch,
                 quotas::user_of(&principal.name),
                 r.header.client_id.as_deref().unwrap_or(""),
-                fetch::record_bytes(&resp),
+                || fetch::record_bytes(&resp),
             );
             if !charge.deliver {
                 // As Kafka: a fetch over its quota is answered without data.

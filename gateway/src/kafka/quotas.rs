@@ -49,22 +49,26 @@ fn entity<'a>(
     Ok(e)
 }
 
-/// Why a quota value cannot be set.
-fn check_value(key: &str, value: f64) -> Result<(), String> {
+/// Why a quota key cannot be set or removed.
+fn check_key(key: &str) -> Result<(), String> {
     match key {
-        PRODUCER_BYTE_RATE | CONSUMER_BYTE_RATE => {
-            if value.is_finite() && value > 0.0 && value.fract() == 0.0 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{key} must be a whole number of bytes per second above 0"
-                ))
-            }
-        }
+        PRODUCER_BYTE_RATE | CONSUMER_BYTE_RATE => Ok(()),
         "request_percentage" | "controller_mutation_rate" | "connection_creation_rate" => {
             Err(format!("quota {key} is not supported"))
         }
         other => Err(format!("unknown quota key {other}")),
+    }
+}
+
+/// Why a quota value cannot be set: byte rates are whole bytes per second above 0.
+fn check_value(key: &str, value: f64) -> Result<(), String> {
+    check_key(key)?;
+    if value.is_finite() && value > 0.0 && value.fract() == 0.0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} must be a whole number of bytes per second above 0"
+        ))
     }
 }
 
@@ -234,10 +238,10 @@ async fn alter_entry(
             return Err(invalid(format!("quota {key} given twice")));
         }
         seen.push(key);
-        if !op.remove {
+        if op.remove {
+            check_key(key).map_err(invalid)?;
+        } else {
             check_value(key, op.value).map_err(invalid)?;
-        } else if !matches!(key, PRODUCER_BYTE_RATE | CONSUMER_BYTE_RATE) {
-            check_value(key, 1.0).map_err(invalid)?;
         }
     }
     if validate_only {

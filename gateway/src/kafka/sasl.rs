@@ -10,7 +10,15 @@ use sluice_metadata::records::ScramCredentialRecord;
 use crate::users::Mechanism;
 
 /// The mechanisms a SASL listener offers, in SaslHandshake's answer.
-pub const MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+const MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+
+/// The mechanisms a SASL listener offers: OAUTHBEARER too with `--oauth-jwks`.
+pub fn mechanisms(oauth: bool) -> impl Iterator<Item = &'static str> {
+    MECHANISMS
+        .iter()
+        .copied()
+        .chain(oauth.then_some("OAUTHBEARER"))
+}
 
 /// Why an exchange failed. The client is told only that authentication failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
