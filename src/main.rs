@@ -192,6 +192,8 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         objects,
         cache: Arc::new(cache),
         faults,
+        metadata_url: args.metadata.clone(),
+        object_store_url: url.to_string(),
     };
     let admin_token = args
         .admin_token_file
@@ -200,14 +202,18 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         .transpose()?;
     if role == Role::Compactor {
         let node = uuid::Uuid::new_v4().simple().to_string();
-        let process = CompactorProcess::start(
+        let starting = CompactorProcess::start(
             compactor_config(&args, node.clone()),
             args.http_listen.addr,
             tls.clone().filter(|_| args.http_listen.tls),
             admin_token,
             services,
-        )
-        .await?;
+        );
+        // Startup waits for metadata and the object store; a stop signal ends the wait.
+        let process = tokio::select! {
+            p = starting => p?,
+            _ = shutdown_signal() => return Ok(()),
+        };
         println!("compactor {node}");
         println!("http listening on {}", process.http_addr);
         println!("ready");
@@ -290,7 +296,10 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
             .then(|| compactor_config(&args, uuid::Uuid::new_v4().simple().to_string())),
         ..GatewayConfig::default()
     };
-    let gateway = Gateway::start(config, services).await?;
+    let gateway = tokio::select! {
+        g = Gateway::start(config, services) => g?,
+        _ = shutdown_signal() => return Ok(()),
+    };
     // Tests and scripts read the bound addresses from here (ports may be 0).
     println!("node id {}", gateway.node_id);
     for (protocol, addr) in &gateway.kafka_addrs {

@@ -26,6 +26,35 @@ use sluice_compactor::Compactor;
 use sluice_metadata::follower::Log;
 use sluice_storage::faults::Faults;
 
+/// The HTTP listener's view of its process: from the moment it binds, while the process
+/// waits for metadata and the object store, until it stops.
+#[derive(Default)]
+pub struct Http {
+    /// Set once the process has started.
+    state: std::sync::OnceLock<Arc<HttpState>>,
+    /// What startup waits for, answered by `/readyz` until then.
+    waiting: std::sync::Mutex<String>,
+}
+
+impl Http {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Default::default(),
+            waiting: std::sync::Mutex::new("checking metadata and the object store".into()),
+        })
+    }
+
+    /// What startup is waiting for (a line of text).
+    pub fn waiting(&self, reason: String) {
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// The process has started: every endpoint is served from now on.
+    pub fn started(&self, state: Arc<HttpState>) {
+        let _ = self.state.set(state);
+    }
+}
+
 /// What the HTTP endpoints look at.
 pub struct HttpState {
     pub log: Arc<Log>,
@@ -282,10 +311,26 @@ fn denied(d: Denied, peer: SocketAddr, path: &str) -> Response<Full<Bytes>> {
 }
 
 async fn route(
-    ctx: Arc<HttpState>,
+    http: Arc<Http>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let Some(ctx) = http.state.get().cloned() else {
+        // Starting: alive, not ready, metrics (of the waiting) served.
+        let waiting = http
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        return Ok(match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => metrics(),
+            (&Method::GET, "/healthz") => reply(StatusCode::OK, "ok\n"),
+            _ => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("starting: {waiting}\n"),
+            ),
+        });
+    };
     if req.uri().path().starts_with("/admin/") {
         let header = req
             .headers()
@@ -322,7 +367,7 @@ async fn route(
 
 /// Serves HTTP, or HTTPS with `tls`, until `cancel`.
 pub async fn serve(
-    ctx: Arc<HttpState>,
+    ctx: Arc<Http>,
     listener: TcpListener,
     tls: Option<Arc<crate::tls::Tls>>,
     cancel: CancellationToken,
@@ -367,7 +412,7 @@ pub async fn serve(
 /// How long an HTTPS client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn connection<S>(ctx: Arc<HttpState>, socket: S, peer: SocketAddr)
+async fn connection<S>(ctx: Arc<Http>, socket: S, peer: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

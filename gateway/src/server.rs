@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use object_store::ObjectStore;
 use sluice_cache::RangeCache;
@@ -20,7 +21,7 @@ use crate::batcher::Batcher;
 use crate::config::{GatewayConfig, SecurityProtocol};
 use crate::groups::group::Limits;
 use crate::groups::{Coordinator, Node};
-use crate::http::HttpState;
+use crate::http::{Http, HttpState};
 use crate::mqtt::broker::Broker;
 use crate::mqtt::mapping::TopicMap;
 use crate::producer_ids::ProducerIds;
@@ -33,7 +34,7 @@ use sluice_metadata::follower::Log;
 const SEGMENT_MEMORY: usize = 64 << 20;
 
 /// How long a new connection may take to send its first byte.
-const SNIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The read buffer under a TLS connection.
 const TLS_READ_BUFFER: usize = 64 << 10;
@@ -49,7 +50,17 @@ pub struct Services {
     pub cache: Arc<RangeCache>,
     /// Present when the object store is wrapped for fault injection (tests).
     pub faults: Option<Arc<Faults>>,
+    /// Where metadata and objects live, as configured (for log lines and `/readyz`).
+    pub metadata_url: String,
+    pub object_store_url: String,
 }
+
+/// How long one check of metadata or the object store may take at startup.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Between checks at startup, and how often an unchanged failure is logged again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 impl Services {
     /// This process's copy of the log, loaded from the latest checkpoint and followed
@@ -57,6 +68,95 @@ impl Services {
     async fn follow_log(&self, cancel: CancellationToken) -> Result<Arc<Log>, MetaError> {
         let checkpoints = sluice_storage::checkpoints::ObjectCheckpoints(self.objects.clone());
         Log::start(self.store.clone(), Arc::new(checkpoints), cancel).await
+    }
+
+    /// Whether the object store answers: a listing of the checkpoints.
+    async fn probe_objects(&self) -> Result<(), MetaError> {
+        let prefix = object_store::path::Path::from(sluice_storage::naming::CHECKPOINTS_PREFIX);
+        let unreachable = |why: String| {
+            MetaError::Unavailable(format!(
+                "object store {} unreachable: {why}",
+                self.object_store_url
+            ))
+        };
+        match tokio::time::timeout(
+            PROBE_TIMEOUT,
+            self.objects.list_with_delimiter(Some(&prefix)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable(format!(
+                "no answer within {}s",
+                PROBE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Runs `step` until it succeeds, while metadata or the object store cannot be
+    /// reached: `/readyz` answers with why, a warning is logged when the reason changes
+    /// (and every minute while it does not), and an error other than unavailability ends
+    /// the wait.
+    async fn when_reachable<T, F, Fut>(
+        &self,
+        http: &Http,
+        what: &str,
+        mut step: F,
+    ) -> Result<T, MetaError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, MetaError>>,
+    {
+        let mut logged: Option<(String, std::time::Instant)> = None;
+        loop {
+            let attempt = match tokio::time::timeout(PROBE_TIMEOUT, step()).await {
+                Ok(r) => r,
+                Err(_) => Err(MetaError::Unavailable(format!(
+                    "metadata {} gave no answer within {}s",
+                    self.metadata_url,
+                    PROBE_TIMEOUT.as_secs()
+                ))),
+            };
+            let reason = match attempt {
+                Ok(v) => {
+                    if logged.is_some() {
+                        tracing::info!(what, "reachable again; starting");
+                    }
+                    return Ok(v);
+                }
+                Err(MetaError::Unavailable(e)) => e,
+                Err(e) => return Err(e),
+            };
+            let reason = if reason.starts_with("object store") {
+                reason
+            } else {
+                format!("metadata {} unavailable: {reason}", self.metadata_url)
+            };
+            let due = logged
+                .as_ref()
+                .is_none_or(|(last, at)| *last != reason || at.elapsed() >= PROBE_LOG_INTERVAL);
+            if due {
+                tracing::warn!(what, reason = %reason, "not ready: waiting for {what}");
+                logged = Some((reason.clone(), std::time::Instant::now()));
+            }
+            http.waiting(format!("waiting for {what}: {reason}"));
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// The object store, then the log, once they can be reached.
+    async fn start_following(
+        &self,
+        http: &Http,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<Log>, MetaError> {
+        self.when_reachable(http, "the object store", || self.probe_objects())
+            .await?;
+        self.when_reachable(http, "the metadata log", || {
+            self.follow_log(cancel.child_token())
+        })
+        .await
     }
 }
 
@@ -253,8 +353,23 @@ impl Gateway {
             listeners: listeners.clone(),
         };
         let cancel = CancellationToken::new();
-        let cluster_id = cluster_id(&services.store).await?;
-        let log = services.follow_log(cancel.child_token()).await?;
+        // HTTP first: alive at once, ready (and so given connections by a load balancer)
+        // once metadata and the object store answer.
+        let mut tasks = JoinSet::new();
+        let http_front = Http::new();
+        let http_tls = config.http_tls.then(|| tls.clone()).flatten();
+        tasks.spawn(http::serve(
+            http_front.clone(),
+            http_listener,
+            http_tls,
+            cancel.clone(),
+        ));
+        let log = services.start_following(&http_front, &cancel).await?;
+        let cluster_id = services
+            .when_reachable(&http_front, "the metadata store", || {
+                cluster_id(&services.store)
+            })
+            .await?;
         if let Some((name, password)) = &config.admin_user {
             match crate::users::ensure(&services.store, name, password).await {
                 Ok(true) => tracing::info!(user = %name, "administrator created in the user store"),
@@ -337,7 +452,6 @@ impl Gateway {
             compactor,
             gateway: Some((ctx.clone(), cancel.clone())),
         });
-        let mut tasks = JoinSet::new();
         tasks.spawn(crate::cluster::Cluster::watch(ctx.clone(), cancel.clone()));
         if ctx.acl.enabled() {
             tasks.spawn(crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()));
@@ -378,13 +492,7 @@ impl Gateway {
             // Let the batcher finish its last flush before the runtime goes away.
             drained.batcher.closed().await;
         });
-        let http_tls = ctx.config.http_tls.then(|| tls.clone()).flatten();
-        tasks.spawn(http::serve(
-            http_state,
-            http_listener,
-            http_tls,
-            cancel.clone(),
-        ));
+        http_front.started(http_state);
         tracing::info!(kafka = ?kafka_addrs, http = %http_addr, advertised = ?listeners, node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
         Ok(Self {
             kafka_addr,
@@ -668,7 +776,18 @@ impl CompactorProcess {
             source,
         })?;
         let cancel = CancellationToken::new();
-        let log = services.follow_log(cancel.child_token()).await?;
+        let mut tasks = JoinSet::new();
+        let http_front = Http::new();
+        if let Some(tls) = &tls {
+            tasks.spawn(tls.clone().watch(cancel.clone()));
+        }
+        tasks.spawn(http::serve(
+            http_front.clone(),
+            listener,
+            tls,
+            cancel.clone(),
+        ));
+        let log = services.start_following(&http_front, &cancel).await?;
         let compactor = Compactor::start(
             config,
             services.store,
@@ -678,18 +797,13 @@ impl CompactorProcess {
             cancel.child_token(),
         )
         .await?;
-        let state = Arc::new(HttpState {
+        http_front.started(Arc::new(HttpState {
             log,
             faults: services.faults,
             admin_token,
             compactor: Some(compactor),
             gateway: None,
-        });
-        let mut tasks = JoinSet::new();
-        if let Some(tls) = &tls {
-            tasks.spawn(tls.clone().watch(cancel.clone()));
-        }
-        tasks.spawn(http::serve(state, listener, tls, cancel.clone()));
+        }));
         Ok(Self {
             http_addr,
             cancel,

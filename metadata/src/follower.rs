@@ -65,7 +65,7 @@ impl Log {
             match load(&store, &*checkpoints).await {
                 Err(MetaError::Unavailable(e)) if attempt < 5 => {
                     attempt += 1;
-                    tracing::warn!(error = %e, attempt, "loading the log failed; retrying");
+                    tracing::debug!(error = %e, attempt, "loading the log failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 r => break r?,

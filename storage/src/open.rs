@@ -18,6 +18,17 @@ pub enum ObjectStoreUrl {
     S3 { bucket: String, prefix: String },
 }
 
+impl std::fmt::Display for ObjectStoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "file://{}", path.display()),
+            Self::Memory => f.write_str("memory://"),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("unsupported object store URL {0:?}: use file://PATH, memory:// or s3://BUCKET/PREFIX")]
@@ -103,6 +114,10 @@ mod tests {
             })
         );
         assert!("s3://".parse::<ObjectStoreUrl>().is_err());
+        for url in ["s3://b/some/prefix", "s3://b", "memory://", "file:///tmp/x"] {
+            let parsed: ObjectStoreUrl = url.parse().expect("a URL");
+            assert_eq!(parsed.to_string(), url);
+        }
         assert!("gs://x".parse::<ObjectStoreUrl>().is_err());
     }
 }

@@ -79,7 +79,7 @@ class Sluice:
         self.listen = None
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
 
-    def start(self):
+    def start(self, wait=True):
         assert BIN.exists(), f"{BIN} is missing: build with `cargo build` first"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         listen = self.listen or {
@@ -104,6 +104,12 @@ class Sluice:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, env=self.env)
         Sluice.started.append(self.proc)
         Sluice.logs.append(self.log_path)
+        self.requested = listen
+        return self.ready() if wait else self
+
+    def ready(self):
+        """Waits for the started process to print its addresses and "ready"."""
+        listen = self.requested
         # The process prints its bound addresses, then "ready", once it accepts connections.
         lines = []
         while True:
@@ -218,19 +224,25 @@ def sluice(tmp_dir):
 
 
 class Etcd:
-    def __init__(self, base):
-        self.client = free_port()
+    def __init__(self, base, port=None):
+        self.client = port or free_port()
         peer = free_port()
         self.endpoint = f"127.0.0.1:{self.client}"
         url = f"http://127.0.0.1:{self.client}"
         purl = f"http://127.0.0.1:{peer}"
         self.log = open(base / "etcd.log", "ab")
-        self.proc = subprocess.Popen([
+        self.args = [
             shutil.which("etcd") or "etcd", "--name=e2e", f"--data-dir={base / 'etcd'}",
             f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
             f"--listen-peer-urls={purl}", f"--initial-advertise-peer-urls={purl}",
             f"--initial-cluster=e2e={purl}",
-        ], stdout=subprocess.DEVNULL, stderr=self.log)
+        ]
+        self.start()
+
+    def start(self):
+        """Starts etcd (again: same port, same data)."""
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self.log)
+        url = f"http://{self.endpoint}"
         wait_for("etcd", lambda: "true" in http_get(f"{url}/health")[1])
 
     def stop(self):
@@ -239,8 +251,8 @@ class Etcd:
 
 
 class S3:
-    def __init__(self, base):
-        port = free_port()
+    def __init__(self, base, port=None):
+        port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
         self.log = open(base / "moto.log", "ab")
         self.proc = subprocess.Popen(
