@@ -237,6 +237,23 @@ pub struct ServeArgs {
     /// Node id given to clients (default: derived from the advertised address).
     #[arg(long, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
+    /// The zone (availability zone, rack) this gateway runs in: Kafka clients that name
+    /// theirs (`client.rack`, or `zone=NAME` in `client.id`) are kept in their zone.
+    #[arg(long, env = "SLUICE_ZONE")]
+    pub zone: Option<String>,
+    /// Ask connections above this gateway's fair share (the gateways' total, divided
+    /// evenly) to reconnect elsewhere, a few at a time: MQTT 5.0 DISCONNECT 0x9C, Kafka
+    /// connections closed between requests.
+    #[arg(long, env = "SLUICE_REBALANCE_CONNECTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rebalance_connections: bool,
+    /// The longest a gateway drains on SIGTERM (answering requests in flight, flushing,
+    /// handing groups over, holding MQTT wills back) before it abandons what is left.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// How often connection counts are published and, when rebalancing, connections shed
+    /// (at most a twentieth of this gateway's per round).
+    #[arg(long, env = "SLUICE_REBALANCE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub rebalance_interval: Duration,
     /// Longest time a record waits in the write buffer (e.g. 5ms).
     #[arg(long, env = "SLUICE_FLUSH_MAX_DELAY", default_value = "5ms", value_parser = parse_duration)]
     pub flush_max_delay: Duration,
@@ -611,6 +628,12 @@ fn apply_file(args: &mut ServeArgs, m: &ArgMatches, path: &PathBuf) -> Result<()
             }
             "advertise" => args.advertise = Some(text.parse().map_err(bad)?),
             "node_id" => args.node_id = Some(text.parse().map_err(|e| bad(format!("{e}")))?),
+            "zone" => args.zone = Some(text).filter(|z| !z.is_empty()),
+            "drain_timeout" => args.drain_timeout = parse_duration(&text).map_err(bad)?,
+            "rebalance_interval" => args.rebalance_interval = parse_duration(&text).map_err(bad)?,
+            "rebalance_connections" => {
+                args.rebalance_connections = text.parse().map_err(|e| bad(format!("{e}")))?
+            }
             "flush_max_delay" => args.flush_max_delay = parse_duration(&text).map_err(bad)?,
             "flush_min_delay" => args.flush_min_delay = parse_duration(&text).map_err(bad)?,
             "flush_target_bytes" => args.flush_target_bytes = parse_size(&text).map_err(bad)?,

@@ -229,6 +229,11 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
         http_tls: args.http_listen.tls,
         tls,
         node_id: args.node_id,
+        zone: args.zone.clone().filter(|z| !z.is_empty()),
+        rebalance_connections: args.rebalance_connections,
+        rebalance_interval: args
+            .rebalance_interval
+            .max(std::time::Duration::from_millis(100)),
         flush_max_delay: args.flush_max_delay,
         flush_min_delay: args.flush_min_delay.min(args.flush_max_delay),
         flush_target_bytes: args.flush_target_bytes as usize,
@@ -314,9 +319,9 @@ async fn serve(args: ServeArgs, role: Role) -> Result<()> {
     }
     println!("ready");
     shutdown_signal().await;
-    tracing::info!("shutting down: draining connections and the write buffer");
-    gateway.shutdown();
-    gateway.wait().await;
+    tracing::info!(timeout = ?args.drain_timeout, "shutting down: draining connections and the write buffer");
+    // A second signal abandons the drain.
+    gateway.drain(args.drain_timeout, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }

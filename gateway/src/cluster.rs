@@ -14,11 +14,21 @@
 //! Leadership is nominal: any gateway serves any partition. A partition's leader is chosen
 //! by rendezvous hashing over the live gateways, a rule every gateway computes the same way
 //! from the same list, which moves only the partitions of a gateway that comes or goes.
-//! Candidates are a slice so that a later rule (a client's zone) can narrow them first.
+//!
+//! Zones: a gateway started with `--zone` registers it, and Metadata lists it as the
+//! broker's rack. A client that names its zone (a `zone=NAME` item in its `client.id`, see
+//! [`client_zone`]) is given leaders among the gateways of its zone, when there are any,
+//! and a new group of its is claimed for one of them; one that names it as `client.rack`
+//! (Fetch v11+, KIP-392) is sent to a gateway of its zone as its preferred read replica.
+//! Each partition lists as replicas its leader and, per other zone, the gateway a client
+//! of that zone would be sent to, since Kafka clients only follow a preferred read replica
+//! that the partition lists.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use sluice_metadata::keys;
+use kafka_protocol::messages::BrokerId;
+use sluice_metadata::{LeaseId, keys};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,14 +40,28 @@ use crate::server::Ctx;
 pub struct Cluster {
     me: Node,
     nodes: RwLock<Arc<Vec<Node>>>,
+    /// The lease each other gateway registered under (claims made for it live under it).
+    leases: RwLock<HashMap<i32, LeaseId>>,
 }
 
 impl Cluster {
     pub fn new(me: Node) -> Self {
         Self {
             nodes: RwLock::new(Arc::new(vec![me.clone()])),
+            leases: RwLock::new(HashMap::new()),
             me,
         }
+    }
+
+    /// Another live gateway and the lease it registered under.
+    pub fn with_lease(&self, id: i32) -> Option<(Node, LeaseId)> {
+        let lease = *self
+            .leases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)?;
+        let node = self.nodes().iter().find(|n| n.id == id)?.clone();
+        Some((node, lease))
     }
 
     /// This gateway.
@@ -86,14 +110,25 @@ impl Cluster {
     }
 
     fn reset(&self) {
+        self.leases
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.update(Vec::clear);
     }
 
     /// Applies a change under `gateways/`.
-    fn written(&self, key: &[u8], value: &[u8], present: bool) {
+    fn written(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>, present: bool) {
         let Some(id) = keys::parse_gateway(key) else {
             return;
         };
+        {
+            let mut leases = self.leases.write().unwrap_or_else(|e| e.into_inner());
+            match lease.filter(|_| present) {
+                Some(l) => leases.insert(id, l),
+                None => leases.remove(&id),
+            };
+        }
         let node = if present {
             match parse_registration(id, value) {
                 Some(node) => Some(node),
@@ -116,29 +151,43 @@ impl Cluster {
     pub async fn watch(ctx: Arc<Ctx>, cancel: CancellationToken) {
         let reset: fn(&Ctx) = |c| c.cluster.reset();
         let apply = |c: &Ctx, kv: &sluice_metadata::KeyValue, put: bool| {
-            c.cluster.written(&kv.key, &kv.value, put);
+            c.cluster.written(&kv.key, &kv.value, kv.lease, put);
         };
         crate::watch::follow(&ctx, keys::GATEWAYS_PREFIX, Some(reset), &cancel, apply).await;
     }
 }
 
-/// The registration record with more than one listener.
+/// The registration record with more than one listener, or a zone.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Registration {
     version: u32,
     listeners: Vec<Endpoint>,
+    /// Absent in records of gateways without a zone (and of releases before zones, which
+    /// read a record with one as if it had none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    zone: Option<String>,
 }
 
 const REGISTRATION_VERSION: u32 = 1;
 
 /// What a gateway registers under `gateways/<node id>`.
 pub fn registration(me: &Node) -> String {
-    if me.listeners.len() <= 1 {
+    if me.listeners.len() <= 1 && me.zone.is_none() {
         return format!("{}:{}", me.host, me.port);
     }
+    let listeners = if me.listeners.is_empty() {
+        vec![Endpoint {
+            name: "PLAINTEXT".into(),
+            host: me.host.clone(),
+            port: me.port,
+        }]
+    } else {
+        me.listeners.to_vec()
+    };
     let r = Registration {
         version: REGISTRATION_VERSION,
-        listeners: me.listeners.to_vec(),
+        listeners,
+        zone: me.zone.as_deref().map(str::to_string),
     };
     serde_json::to_string(&r).expect("invariant: a registration serializes")
 }
@@ -156,6 +205,7 @@ fn parse_registration(id: i32, value: &[u8]) -> Option<Node> {
             host: first.host.clone(),
             port: first.port,
             listeners: r.listeners.into(),
+            zone: r.zone.map(Arc::from),
         });
     }
     let (host, port) = text.rsplit_once(':')?;
@@ -172,9 +222,102 @@ pub fn leader(candidates: &[Node], topic: Uuid, partition: u32) -> Option<&Node>
         .max_by_key(|n| (mix(key ^ (n.id as u32 as u64)), n.id))
 }
 
+/// The gateway among `candidates` that owns `key` (a group id), by the same rendezvous
+/// rule as partition leaders.
+pub fn chosen_for<'a>(candidates: &'a [Node], key: &[u8]) -> Option<&'a Node> {
+    leader(candidates, Uuid::nil(), crc32c::crc32c(key))
+}
+
 /// The leader's node id as Kafka responses carry it (-1: no candidates).
 pub fn leader_id(candidates: &[Node], topic: Uuid, partition: u32) -> i32 {
     leader(candidates, topic, partition).map_or(-1, |n| n.id)
+}
+
+/// The zone a client names in its `client.id`: the value of a `zone=NAME` item, items
+/// being separated by `;`, `,` or spaces (`orders-7;zone=eu-west-1a`). Kafka clients send
+/// `client.rack` only with fetches; the client id travels with every request.
+pub fn client_zone(client_id: &str) -> Option<&str> {
+    client_id
+        .split([';', ',', ' '])
+        .filter_map(|item| item.strip_prefix("zone="))
+        .rfind(|z| !z.is_empty())
+}
+
+/// The gateways that may lead for a client in `zone`: those of its zone, or all of them
+/// when it names none or none runs there.
+pub fn in_zone<'a>(nodes: &'a [Node], zone: Option<&str>) -> std::borrow::Cow<'a, [Node]> {
+    let Some(zone) = zone else {
+        return nodes.into();
+    };
+    let local: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.zone.as_deref() == Some(zone))
+        .cloned()
+        .collect();
+    if local.is_empty() {
+        nodes.into()
+    } else {
+        local.into()
+    }
+}
+
+/// A partition's replicas as Metadata lists them: `leader` first, then for every other
+/// zone the gateway a client there is sent to (see [`preferred_replica`]).
+pub fn replicas(nodes: &[Node], leader: i32, topic: Uuid, partition: u32) -> Vec<i32> {
+    let mut out = vec![leader];
+    let leader_zone = nodes
+        .iter()
+        .find(|n| n.id == leader)
+        .and_then(|n| n.zone.clone());
+    let mut zones: Vec<&str> = nodes.iter().filter_map(|n| n.zone.as_deref()).collect();
+    zones.sort_unstable();
+    zones.dedup();
+    for zone in zones {
+        if leader_zone.as_deref() == Some(zone) {
+            continue;
+        }
+        let local = in_zone(nodes, Some(zone));
+        if let Some(n) = self::leader(&local, topic, partition) {
+            out.push(n.id);
+        }
+    }
+    out
+}
+
+/// A partition's leader among `leaders` (the gateways that may lead for the client, see
+/// [`in_zone`]) and its replicas among `nodes`, as Metadata responses carry them.
+pub fn placement(
+    nodes: &[Node],
+    leaders: &[Node],
+    topic: Uuid,
+    partition: u32,
+) -> (BrokerId, Vec<BrokerId>) {
+    let leader = leader_id(leaders, topic, partition);
+    let replicas = replicas(nodes, leader, topic, partition);
+    (
+        BrokerId(leader),
+        replicas.into_iter().map(BrokerId).collect(),
+    )
+}
+
+/// Where a fetch from a client whose `client.rack` is `rack` should go instead of this
+/// gateway (`me`): a gateway of that zone, when this one is not in it and one is live.
+pub fn preferred_replica(
+    nodes: &[Node],
+    me: &Node,
+    rack: &str,
+    topic: Uuid,
+    partition: u32,
+) -> Option<i32> {
+    if rack.is_empty() || me.zone.as_deref() == Some(rack) {
+        return None;
+    }
+    let local: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.zone.as_deref() == Some(rack))
+        .cloned()
+        .collect();
+    leader(&local, topic, partition).map(|n| n.id)
 }
 
 /// MurmurHash3's 64-bit finalizer: a fixed, well-mixed function of its input, the same on
@@ -215,6 +358,7 @@ mod tests {
                 endpoint("SASL_SSL", "kafka-8.example.com", 9093),
             ]
             .into(),
+            zone: None,
         };
         let golden = r#"{"version":1,"listeners":[{"name":"PLAINTEXT","host":"10.0.0.8","port":9092},{"name":"SASL_SSL","host":"kafka-8.example.com","port":9093}]}"#;
         assert_eq!(registration(&two), golden);
@@ -231,6 +375,70 @@ mod tests {
             parse_registration(9, br#"{"version":2,"listeners":[]}"#),
             None
         );
+        // A zone makes even one listener a record; releases before zones read it too.
+        let zoned = Node {
+            zone: Some("eu-west-1a".into()),
+            listeners: vec![endpoint("PLAINTEXT", "10.0.0.9", 9092)].into(),
+            ..Node::new(9, "10.0.0.9".into(), 9092)
+        };
+        let golden = r#"{"version":1,"listeners":[{"name":"PLAINTEXT","host":"10.0.0.9","port":9092}],"zone":"eu-west-1a"}"#;
+        assert_eq!(registration(&zoned), golden);
+        assert_eq!(parse_registration(9, golden.as_bytes()), Some(zoned));
+    }
+
+    fn zoned(id: i32, zone: &str) -> Node {
+        Node {
+            zone: Some(zone.into()),
+            ..node(id)
+        }
+    }
+
+    #[test]
+    fn a_client_names_its_zone_in_its_client_id() {
+        assert_eq!(client_zone("orders;zone=eu-west-1a"), Some("eu-west-1a"));
+        assert_eq!(client_zone("zone=b"), Some("b"));
+        assert_eq!(client_zone("app,zone=c extra"), Some("c"));
+        assert_eq!(client_zone("app zone=a zone=b"), Some("b"));
+        assert_eq!(client_zone("rdkafka"), None);
+        assert_eq!(client_zone("ozone=a"), None);
+        assert_eq!(client_zone("app;zone="), None);
+    }
+
+    #[test]
+    fn zones_narrow_leaders_and_name_one_replica_per_zone() {
+        let nodes = [
+            zoned(1, "a"),
+            zoned(2, "a"),
+            zoned(3, "b"),
+            zoned(4, "b"),
+            node(5),
+        ];
+        let topic = Uuid::from_u128(7);
+        let ids = |v: &[Node]| v.iter().map(|n| n.id).collect::<Vec<_>>();
+        assert_eq!(ids(&in_zone(&nodes, Some("a"))), [1, 2]);
+        assert_eq!(ids(&in_zone(&nodes, Some("c"))), [1, 2, 3, 4, 5]);
+        assert_eq!(ids(&in_zone(&nodes, None)), [1, 2, 3, 4, 5]);
+        for p in 0..50 {
+            let in_a = leader_id(&in_zone(&nodes, Some("a")), topic, p);
+            assert!([1, 2].contains(&in_a));
+            let in_b = leader_id(&in_zone(&nodes, Some("b")), topic, p);
+            // A client of zone a fetching from a gateway of zone b is sent to its zone's
+            // gateway for the partition, which the partition lists as a replica.
+            let me = &nodes[2];
+            assert_eq!(preferred_replica(&nodes, me, "a", topic, p), Some(in_a));
+            assert_eq!(preferred_replica(&nodes, me, "b", topic, p), None);
+            assert_eq!(preferred_replica(&nodes, me, "", topic, p), None);
+            assert_eq!(preferred_replica(&nodes, me, "nowhere", topic, p), None);
+            assert_eq!(replicas(&nodes, in_a, topic, p), [in_a, in_b]);
+            // The leader of a client without a zone may be the zoneless gateway.
+            let any = leader_id(&nodes, topic, p);
+            let r = replicas(&nodes, any, topic, p);
+            assert_eq!(r[0], any);
+            assert!(r.contains(&in_a) && r.contains(&in_b));
+        }
+        // Without zones, a partition lists its leader alone, as before.
+        let plain = [node(1), node(2)];
+        assert_eq!(replicas(&plain, 2, topic, 0), [2]);
     }
 
     #[test]
@@ -269,16 +477,23 @@ mod tests {
     #[test]
     fn membership_follows_registrations_and_keeps_this_gateway() {
         let c = Cluster::new(node(2));
-        c.written(b"gateways/3", b"127.0.0.1:9003", true);
-        c.written(b"gateways/1", b"127.0.0.1:9001", true);
+        c.written(b"gateways/3", b"127.0.0.1:9003", Some(LeaseId(33)), true);
+        c.written(b"gateways/1", b"127.0.0.1:9001", Some(LeaseId(11)), true);
         let ids: Vec<i32> = c.nodes().iter().map(|n| n.id).collect();
         assert_eq!(ids, [1, 2, 3]);
-        c.written(b"gateways/1", b"", false);
-        c.written(b"gateways/2", b"", false);
+        assert_eq!(c.with_lease(3), Some((node(3), LeaseId(33))));
+        assert_eq!(
+            c.with_lease(2),
+            None,
+            "this gateway's own lease is not tracked here"
+        );
+        c.written(b"gateways/1", b"", None, false);
+        assert_eq!(c.with_lease(1), None);
+        c.written(b"gateways/2", b"", None, false);
         let ids: Vec<i32> = c.nodes().iter().map(|n| n.id).collect();
         assert_eq!(ids, [2, 3]);
-        c.written(b"gateways/x", b"127.0.0.1:1", true);
-        c.written(b"gateways/4", b"no port", true);
+        c.written(b"gateways/x", b"127.0.0.1:1", None, true);
+        c.written(b"gateways/4", b"no port", None, true);
         assert_eq!(c.nodes().len(), 2);
         c.reset();
         assert_eq!(c.nodes().as_slice(), [node(2)]);

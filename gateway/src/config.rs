@@ -81,6 +81,12 @@ pub struct GatewayConfig {
     /// Node id reported to clients; derived from the advertised address if `None`, so that
     /// gateways behind one load-balanced address agree.
     pub node_id: Option<i32>,
+    /// The zone this gateway runs in (`--zone`).
+    pub zone: Option<String>,
+    /// Whether connections above this gateway's fair share are asked to go elsewhere.
+    pub rebalance_connections: bool,
+    /// How often connection counts are published and connections shed.
+    pub rebalance_interval: Duration,
     /// A WAL object is flushed once its oldest record has waited this long...
     pub flush_max_delay: Duration,
     /// ...or once it holds this many bytes, whichever comes first (and, when no flush is
@@ -166,6 +172,9 @@ impl Default for GatewayConfig {
             http_tls: false,
             tls: None,
             node_id: None,
+            zone: None,
+            rebalance_connections: true,
+            rebalance_interval: Duration::from_secs(5),
             flush_max_delay: Duration::from_millis(5),
             flush_target_bytes: 4 << 20,
             flush_min_delay: Duration::ZERO,

@@ -3,6 +3,7 @@
 //! object store, so any gateway can serve any client for any partition.
 
 pub mod acl;
+mod balance;
 mod batcher;
 mod cluster;
 pub mod config;

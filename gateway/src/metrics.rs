@@ -170,6 +170,20 @@ pub static MQTT_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
         .expect("invariant: metric registered once")
 });
 
+pub static KAFKA_CONNECTIONS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("sluice_kafka_connections", "Open Kafka connections")
+        .expect("invariant: metric registered once")
+});
+
+pub static CONNECTIONS_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "sluice_connections_shed_total",
+        "Connections asked to reconnect elsewhere, this gateway having more than its share",
+        &["protocol"]
+    )
+    .expect("invariant: metric registered once")
+});
+
 pub static MQTT_SESSIONS_RESUMED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "sluice_mqtt_sessions_resumed_total",

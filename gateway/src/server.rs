@@ -198,6 +198,8 @@ pub(crate) struct Ctx {
     /// Where other gateways call this one (signed gRPC, recognised on a Kafka listener):
     /// the peer listener's advertised address, `tls://HOST:PORT` for a TLS one.
     pub peer_addr: String,
+    /// Open connections here and on the other gateways; connections asked to go.
+    pub balance: Arc<crate::balance::Balance>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +236,7 @@ pub struct Gateway {
     pub node_id: i32,
     cancel: CancellationToken,
     tasks: JoinSet<()>,
+    balance: Arc<crate::balance::Balance>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -351,6 +354,7 @@ impl Gateway {
             host: host.clone(),
             port,
             listeners: listeners.clone(),
+            zone: config.zone.as_deref().map(Arc::from),
         };
         let cancel = CancellationToken::new();
         // HTTP first: alive at once, ready (and so given connections by a load balancer)
@@ -431,6 +435,7 @@ impl Gateway {
             quotas: Default::default(),
             failed_logins: Default::default(),
             peer_addr,
+            balance: Default::default(),
             node_id,
             groups,
             config,
@@ -457,6 +462,7 @@ impl Gateway {
             tasks.spawn(crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()));
         }
         tasks.spawn(crate::quotas::Quotas::watch(ctx.clone(), cancel.clone()));
+        tasks.spawn(crate::balance::Balance::run(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
         tasks.spawn(Broker::sweep_wills(ctx.clone(), cancel.clone()));
@@ -502,6 +508,7 @@ impl Gateway {
             node_id,
             cancel,
             tasks,
+            balance: ctx.balance.clone(),
         })
     }
 
@@ -513,6 +520,37 @@ impl Gateway {
     /// Waits until the gateway has stopped.
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Drains (see [`Self::shutdown`]) for at most `timeout`, or until `abandon`
+    /// resolves; what is left then is abandoned, and logged. Nothing acknowledged is ever
+    /// abandoned: a produce is answered once committed, a QoS 1/2 publish once stored.
+    pub async fn drain(
+        mut self,
+        timeout: Duration,
+        abandon: impl std::future::Future<Output = ()>,
+    ) {
+        let started = std::time::Instant::now();
+        self.cancel.cancel();
+        let finished = tokio::select! {
+            r = tokio::time::timeout(timeout, async {
+                while self.tasks.join_next().await.is_some() {}
+            }) => r.is_ok(),
+            _ = abandon => false,
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        if finished {
+            tracing::info!(drain_ms = ms, "drained");
+            return;
+        }
+        let open = self.balance.load();
+        tracing::warn!(
+            drain_ms = ms,
+            kafka_connections = open.kafka,
+            mqtt_connections = open.mqtt,
+            "drain not finished in time: abandoning the connections still open; their requests in flight were not acknowledged, and MQTT wills not yet held back are lost"
+        );
+        self.tasks.abort_all();
     }
 }
 

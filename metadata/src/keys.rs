@@ -93,6 +93,8 @@ pub fn compactor(node: &str) -> String {
 pub const GROUPS_PREFIX: &str = "groups/";
 /// Live gateways, one lease-bound key each.
 pub const GATEWAYS_PREFIX: &str = "gateways/";
+/// `load/<node id>`: a gateway's open connections, under its lease (JSON, versioned).
+pub const LOAD_PREFIX: &str = "load/";
 
 /// Group ids may hold any character; '/' would split keys, so it (and '%') is escaped.
 pub fn escape_group(group: &str) -> String {
@@ -161,6 +163,18 @@ pub fn gateway(node_id: i32) -> String {
 /// The node id of a `gateways/<node id>` key.
 pub fn parse_gateway(key: &[u8]) -> Option<i32> {
     std::str::from_utf8(key.strip_prefix(GATEWAYS_PREFIX.as_bytes())?)
+        .ok()?
+        .parse()
+        .ok()
+}
+
+pub fn load(node_id: i32) -> String {
+    format!("{LOAD_PREFIX}{node_id}")
+}
+
+/// The node id of a `load/<node id>` key.
+pub fn parse_load(key: &[u8]) -> Option<i32> {
+    std::str::from_utf8(key.strip_prefix(LOAD_PREFIX.as_bytes())?)
         .ok()?
         .parse()
         .ok()

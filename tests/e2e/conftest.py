@@ -291,9 +291,10 @@ def s3(tmp_dir):
     s.stop()
 
 
-def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), env_extra=None, **kwargs):
+def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), env_extra=None, each=None, **kwargs):
     """`count` gateways sharing one etcd (under `namespace`), one bucket prefix and one
-    cluster secret (which signs their calls to each other)."""
+    cluster secret (which signs their calls to each other); `each[i]`: more arguments for
+    the i-th."""
     secret = tmp_dir / f"{namespace}-cluster-secret"
     secret.write_text(f"e2e cluster secret of {namespace}\n")
     return [
@@ -302,6 +303,7 @@ def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), env_extra=None, **kw
             "--object-store", f"s3://{s3.bucket}/{namespace}",
             "--cluster-secret-file", str(secret),
             *extra,
+            *(each[i] if each else []),
         ], env={**s3.env(), **(env_extra or {})}, mode="gateway", **kwargs).start()
         for i in range(count)
     ]

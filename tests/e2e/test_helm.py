@@ -21,6 +21,7 @@ EVERYTHING = [
     "--set", "objectStore.existingSecret=sluice-s3", "--set", "objectStore.region=eu-west-1",
     "--set", "metrics.serviceMonitor.enabled=true", "--set", "gateway.autoscaling.bytesInPerSecond.enabled=true",
     "--set", "service.type=LoadBalancer", "--set", "gateway.terminationGracePeriodSeconds=90",
+    "--set", "gateway.zone.fromPodLabel=true",
 ]
 
 
@@ -65,9 +66,11 @@ def test_defaults_render_valid_manifests(tmp_dir):
     # Each pod advertises its own address.
     assert args[args.index("--advertise") + 1] == "$(POD_IP):9092"
     assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in gw["env"]
+    assert "SLUICE_ZONE" not in {e["name"] for e in gw["env"]}
     assert gw["readinessProbe"]["httpGet"]["path"] == "/readyz"
     pod = docs[("Deployment", "t-sluice-gateway")]["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] == 60
+    assert args[args.index("--drain-timeout") + 1] == "50s"
     assert pod["securityContext"]["runAsNonRoot"] is True
     # The autoscaler owns the replica count.
     assert "replicas" not in docs[("Deployment", "t-sluice-gateway")]["spec"]
@@ -94,7 +97,10 @@ def test_every_option_renders_valid_manifests(tmp_dir):
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "sluice-tls"
     assert pod["terminationGracePeriodSeconds"] == 90
+    assert args[args.index("--drain-timeout") + 1] == "80s"
     assert gw["envFrom"] == [{"secretRef": {"name": "sluice-s3"}}]
+    zone = {"fieldRef": {"fieldPath": "metadata.labels['topology.kubernetes.io/zone']"}}
+    assert {"name": "SLUICE_ZONE", "valueFrom": zone} in gw["env"]
     hpa = docs[("HorizontalPodAutoscaler", "t-sluice-gateway")]["spec"]
     assert [m["type"] for m in hpa["metrics"]] == ["Resource", "Pods"]
     svc = docs[("Service", "t-sluice")]["spec"]

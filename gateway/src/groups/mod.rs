@@ -32,6 +32,8 @@ pub struct Node {
     pub host: String,
     pub port: u16,
     pub listeners: Arc<[Endpoint]>,
+    /// The zone (`--zone`) the gateway runs in, if it names one.
+    pub zone: Option<Arc<str>>,
 }
 
 /// A listener's advertised address.
@@ -49,6 +51,7 @@ impl Node {
             host,
             port,
             listeners: Arc::new([]),
+            zone: None,
         }
     }
 
@@ -112,15 +115,27 @@ impl Coordinator {
         Ok(c)
     }
 
+    /// Writes `key` under this gateway's lease: it goes when the gateway does.
+    pub async fn put_leased(&self, key: String, value: Vec<u8>) -> Result<(), MetaError> {
+        self.store
+            .txn(Txn {
+                success: vec![TxnOp::Put {
+                    key: key.into(),
+                    value: value.into(),
+                    lease: Some(self.lease()),
+                }],
+                ..Txn::default()
+            })
+            .await
+            .map(|_| ())
+    }
+
     fn lease(&self) -> LeaseId {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn claim_value(&self, lease: LeaseId) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.me.id, self.me.host, self.me.port, lease.0
-        )
+        claim(&self.me, lease)
     }
 
     fn claim_compare(&self, group: &str) -> Compare {
@@ -131,8 +146,15 @@ impl Coordinator {
         }
     }
 
-    /// The gateway that coordinates `group`, claiming it for this one if nobody does.
-    pub async fn find(&self, group: &str) -> Result<Node, GroupError> {
+    /// The gateway that coordinates `group`. If nobody does, it is claimed for `prefer`
+    /// (another gateway, under the lease it registered with: the claim ends with that
+    /// gateway, as its own claims do), or for this gateway when there is no preference or
+    /// the preferred gateway's lease has ended.
+    pub async fn find(
+        &self,
+        group: &str,
+        mut prefer: Option<(Node, LeaseId)>,
+    ) -> Result<Node, GroupError> {
         let key = keys::group_coordinator(group);
         loop {
             if let Some(kv) = self.store.get(key.as_bytes()).await?
@@ -140,22 +162,30 @@ impl Coordinator {
             {
                 return Ok(node);
             }
-            let lease = self.lease();
+            let (node, lease) = match &prefer {
+                Some((node, lease)) => (node.clone(), *lease),
+                None => (self.me.clone(), self.lease()),
+            };
             let r = self
                 .store
                 .txn(Txn {
                     compares: vec![Compare::absent(key.clone())],
                     success: vec![TxnOp::Put {
                         key: key.clone().into(),
-                        value: self.claim_value(lease).into(),
+                        value: claim(&node, lease).into(),
                         lease: Some(lease),
                     }],
                     failure: vec![],
                 })
-                .await?;
-            if r.succeeded {
-                tracing::info!(group, "coordinating group");
-                return Ok(self.me.clone());
+                .await;
+            match r {
+                Err(MetaError::LeaseNotFound(_)) if prefer.is_some() => prefer = None,
+                r => {
+                    if r?.succeeded {
+                        tracing::info!(group, coordinator = node.id, "group claimed");
+                        return Ok(node);
+                    }
+                }
             }
         }
     }
@@ -317,15 +347,19 @@ impl Coordinator {
     }
 }
 
+/// A group's coordinator claim: the gateway and the lease the claim lives under.
+fn claim(node: &Node, lease: LeaseId) -> String {
+    format!("{}|{}|{}|{}", node.id, node.host, node.port, lease.0)
+}
+
 fn parse_claim(v: &[u8]) -> Option<Node> {
     let s = std::str::from_utf8(v).ok()?;
     let mut it = s.split('|');
-    Some(Node {
-        listeners: Arc::new([]),
-        id: it.next()?.parse().ok()?,
-        host: it.next()?.to_string(),
-        port: it.next()?.parse().ok()?,
-    })
+    Some(Node::new(
+        it.next()?.parse().ok()?,
+        it.next()?.to_string(),
+        it.next()?.parse().ok()?,
+    ))
 }
 
 /// Grants a lease and registers the gateway under it.

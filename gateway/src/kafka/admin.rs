@@ -601,9 +601,9 @@ pub async fn describe_cluster(
     ctx: &Ctx,
     req: DescribeClusterRequest,
     _version: i16,
-    listener: &str,
+    asker: &super::Asker<'_>,
 ) -> DescribeClusterResponse {
-    let nodes = ctx.cluster.nodes_on(listener);
+    let nodes = asker.nodes(ctx);
     DescribeClusterResponse::default()
         .with_cluster_authorized_operations(super::authorized::cluster(
             req.include_cluster_authorized_operations,
@@ -618,6 +618,7 @@ pub async fn describe_cluster(
                         .with_broker_id(BrokerId(n.id))
                         .with_host(s(n.host.clone()))
                         .with_port(i32::from(n.port))
+                        .with_rack(n.zone.as_deref().map(s))
                 })
                 .collect(),
         )

@@ -100,6 +100,7 @@ pub async fn serve_stream<S>(
         None => Principal::anonymous(host),
     };
     let auth = Auth::new(protocol.sasl(), open_as, ctx.config.sasl_session_lifetime);
+    let _open = ctx.balance.open(crate::balance::Protocol::Kafka);
     match run(&ctx, &mut socket, &cancel, conn, auth).await {
         Ok(()) => tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed"),
         Err(ConnError::Io(e)) => {
@@ -175,6 +176,13 @@ where
         }
         tokio::select! {
             _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
+            // Asked to go (this gateway has more than its share): between requests only.
+            _ = ctx.balance.asked(), if pending.is_empty() && buf.is_empty() => {
+                if ctx.balance.take(crate::balance::Protocol::Kafka) {
+                    tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed to rebalance connections");
+                    return Ok(());
+                }
+            }
             _ = tokio::time::sleep_until(auth_deadline), if !auth.is_done() && !eof => {
                 crate::metrics::AUTH_FAILURES.with_label_values(&[conn.listener, "timeout"]).inc();
                 return Err(ConnError::AuthTimeout(AUTH_TIMEOUT));
@@ -409,18 +417,26 @@ async fn serve(
             encode_response(cid, header_version, &resp, version)?
         }};
         // Checked: what `$check` refuses is answered by it, the rest by the handler (with
-        // `listener` where the answer names gateways at the client's listener's addresses).
+        // `asker` where the answer names gateways: at the client's listener's addresses, in its zone).
         ($req:ty, $handler:expr, $check:expr $(, $extra:ident)?) => {{
             let req: $req = body(&mut frame, key, version)?;
             let checked = $check(&*ctx, &principal, req);
             let resp = match checked.req {
-                Some(req) => $handler(&ctx, req, version $(, conn.$extra)?).await,
+                Some(req) => $handler(&ctx, req, version $(, &$extra)?).await,
                 None => Default::default(),
             };
             encode_response(cid, header_version, &(checked.finish)(resp), version)?
         }};
     }
     use authorize as az;
+    let asker = super::Asker {
+        listener: conn.listener,
+        zone: r
+            .header
+            .client_id
+            .as_deref()
+            .and_then(crate::cluster::client_zone),
+    };
     let out = match key {
         ApiKey::ApiVersions => {
             let _: ApiVersionsRequest = body(&mut frame, key, version)?;
@@ -454,7 +470,7 @@ async fn serve(
             MetadataRequest,
             metadata::handle,
             |c, p, r| az::metadata(c, p, r, version),
-            listener
+            asker
         ),
         ApiKey::CreateTopics => {
             serve!(CreateTopicsRequest, admin::create_topics, az::create_topics)
@@ -481,7 +497,7 @@ async fn serve(
             DescribeClusterRequest,
             admin::describe_cluster,
             az::describe_cluster,
-            listener
+            asker
         ),
         ApiKey::InitProducerId => serve!(
             InitProducerIdRequest,
@@ -492,7 +508,7 @@ async fn serve(
             FindCoordinatorRequest,
             groups::find_coordinator,
             |c, p, r| az::find_coordinator(c, p, r, version),
-            listener
+            asker
         ),
         ApiKey::JoinGroup => {
             let req: JoinGroupRequest = body(&mut frame, key, version)?;
@@ -581,7 +597,7 @@ async fn serve(
             DescribeTopicPartitionsRequest,
             describe_topic_partitions::handle,
             az::describe_topic_partitions,
-            listener
+            asker
         ),
         ApiKey::AlterConfigs => serve!(
             AlterConfigsRequest,

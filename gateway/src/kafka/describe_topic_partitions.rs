@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
 };
 use kafka_protocol::messages::{
-    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -23,9 +23,10 @@ pub async fn handle(
     ctx: &Ctx,
     req: DescribeTopicPartitionsRequest,
     _version: i16,
-    listener: &str,
+    asker: &super::Asker<'_>,
 ) -> DescribeTopicPartitionsResponse {
-    let nodes = ctx.cluster.nodes_on(listener);
+    let nodes = asker.nodes(ctx);
+    let leaders = cluster::in_zone(&nodes, asker.zone);
     let mut budget = req.response_partition_limit.clamp(1, MAX_PARTITIONS) as usize;
     // Every topic when none is named; sorted by name either way.
     let mut names: Vec<String> = if req.topics.is_empty() {
@@ -79,13 +80,13 @@ pub async fn handle(
         let end = count.min(start.saturating_add(budget as i32));
         let partitions = (start..end)
             .map(|i| {
-                let node = BrokerId(cluster::leader_id(&nodes, id, i as u32));
+                let (leader, replicas) = cluster::placement(&nodes, &leaders, id, i as u32);
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(i)
-                    .with_leader_id(node)
+                    .with_leader_id(leader)
                     .with_leader_epoch(0)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_replica_nodes(replicas.clone())
+                    .with_isr_nodes(replicas)
                     .with_eligible_leader_replicas(Some(vec![]))
                     .with_last_known_elr(Some(vec![]))
             })

@@ -118,6 +118,26 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
                 partitions.push(out.with_error_code(code.code()));
                 continue;
             };
+            // KIP-392: a client of another zone (its `client.rack`) is sent to a gateway
+            // of its zone; the answer for the partition carries no records.
+            if version >= 11
+                && let Ok(partition) = u32::try_from(p.partition)
+                && let Some(replica) = zone_replica(ctx, req.rack_id.as_str(), *topic_id, partition)
+            {
+                let known = ctx.log.read(|s| {
+                    s.partition(topic_id, partition)
+                        .map(|l| (l.high_watermark, l.log_start_offset))
+                });
+                if let Some((high_watermark, log_start_offset)) = known {
+                    partitions.push(
+                        out.with_high_watermark(high_watermark)
+                            .with_last_stable_offset(high_watermark)
+                            .with_log_start_offset(log_start_offset)
+                            .with_preferred_read_replica(replica),
+                    );
+                    continue;
+                }
+            }
             let view = ctx.log.read(|s| {
                 let log = s.partition(topic_id, u32::try_from(p.partition).ok()?)?;
                 Some(View {
@@ -172,6 +192,21 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
         .with_session_id(0)
         .with_responses(topics);
     (resp, total, errors)
+}
+
+/// The gateway a fetch from a client in zone `rack` should go to instead of this one.
+fn zone_replica(
+    ctx: &Ctx,
+    rack: &str,
+    topic: uuid::Uuid,
+    partition: u32,
+) -> Option<kafka_protocol::messages::BrokerId> {
+    if rack.is_empty() {
+        return None;
+    }
+    let nodes = ctx.cluster.nodes();
+    crate::cluster::preferred_replica(&nodes, ctx.cluster.me(), rack, topic, partition)
+        .map(kafka_protocol::messages::BrokerId)
 }
 
 /// The entries a read may touch: enough to fill `budget` bytes, at least one.

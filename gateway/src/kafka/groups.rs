@@ -60,11 +60,32 @@ pub struct Caller {
     pub host: String,
 }
 
+/// The gateway a new group of a client in `zone` is claimed for: one of that zone (the
+/// same for every member, by rendezvous hashing on the group id), unless this gateway is
+/// in it or none is live there.
+fn zone_coordinator(
+    ctx: &Ctx,
+    zone: Option<&str>,
+    group: &str,
+) -> Option<(crate::groups::Node, sluice_metadata::LeaseId)> {
+    let zone = zone?;
+    if ctx.cluster.me().zone.as_deref() == Some(zone) {
+        return None;
+    }
+    let nodes = ctx.cluster.nodes();
+    let local = crate::cluster::in_zone(&nodes, Some(zone));
+    if local.first()?.zone.as_deref() != Some(zone) {
+        return None;
+    }
+    let id = crate::cluster::chosen_for(&local, group.as_bytes())?.id;
+    ctx.cluster.with_lease(id)
+}
+
 pub async fn find_coordinator(
     ctx: &Ctx,
     req: FindCoordinatorRequest,
     version: i16,
-    listener: &str,
+    asker: &super::Asker<'_>,
 ) -> FindCoordinatorResponse {
     let keys: Vec<String> = if version >= 4 {
         req.coordinator_keys.iter().map(|k| k.to_string()).collect()
@@ -82,15 +103,16 @@ pub async fn find_coordinator(
         } else if key.is_empty() {
             Err(ResponseError::InvalidGroupId)
         } else {
-            ctx.groups.find(&key).await.map_err(|e| {
+            let prefer = zone_coordinator(ctx, asker.zone, &key);
+            ctx.groups.find(&key, prefer).await.map_err(|e| {
                 tracing::warn!(group = key, error = %e, "finding a coordinator failed");
                 group_error(&e)
             })
         };
         // The coordinator at the address of the client's listener.
         let r = r.map(|n| {
-            ctx.cluster
-                .nodes_on(listener)
+            asker
+                .nodes(ctx)
                 .into_iter()
                 .find(|m| m.id == n.id)
                 .unwrap_or(n)

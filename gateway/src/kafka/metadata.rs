@@ -16,7 +16,14 @@ use crate::groups::Node;
 use crate::server::Ctx;
 use crate::topics::{self, TopicError};
 
-fn describe(nodes: &[Node], t: &TopicState, version: i16, ops: bool) -> MetadataResponseTopic {
+/// `nodes`: the live gateways; `leaders`: those that may lead for this client.
+fn describe(
+    nodes: &[Node],
+    leaders: &[Node],
+    t: &TopicState,
+    version: i16,
+    ops: bool,
+) -> MetadataResponseTopic {
     let epoch = if version >= 7 { 0 } else { -1 };
     MetadataResponseTopic::default()
         .with_topic_authorized_operations(authorized::topic(ops))
@@ -31,13 +38,14 @@ fn describe(nodes: &[Node], t: &TopicState, version: i16, ops: bool) -> Metadata
         .with_partitions(
             (0..t.partitions.len() as i32)
                 .map(|i| {
-                    let node = BrokerId(cluster::leader_id(nodes, t.record.id, i as u32));
+                    let (leader, replicas) =
+                        cluster::placement(nodes, leaders, t.record.id, i as u32);
                     MetadataResponsePartition::default()
                         .with_partition_index(i)
-                        .with_leader_id(node)
+                        .with_leader_id(leader)
                         .with_leader_epoch(epoch)
-                        .with_replica_nodes(vec![node])
-                        .with_isr_nodes(vec![node])
+                        .with_replica_nodes(replicas.clone())
+                        .with_isr_nodes(replicas)
                 })
                 .collect(),
         )
@@ -55,9 +63,10 @@ pub async fn handle(
     ctx: &Ctx,
     req: MetadataRequest,
     version: i16,
-    listener: &str,
+    asker: &super::Asker<'_>,
 ) -> MetadataResponse {
-    let nodes = ctx.cluster.nodes_on(listener);
+    let nodes = asker.nodes(ctx);
+    let leaders = cluster::in_zone(&nodes, asker.zone);
     // v8-v10 can ask for the cluster's operations, v8+ for each topic's.
     let topic_ops = version >= 8 && req.include_topic_authorized_operations;
     let cluster_ops = (8..=10).contains(&version) && req.include_cluster_authorized_operations;
@@ -70,7 +79,7 @@ pub async fn handle(
     let topics = match wanted {
         None => ctx.log.read(|s| {
             s.topics()
-                .map(|t| describe(&nodes, t, version, topic_ops))
+                .map(|t| describe(&nodes, &leaders, t, version, topic_ops))
                 .collect()
         }),
         Some(list) => {
@@ -82,7 +91,7 @@ pub async fn handle(
                         Some(n) => s.topic(n),
                         None => s.topic_by_id(&t.topic_id),
                     };
-                    topic.map(|t| describe(&nodes, t, version, topic_ops))
+                    topic.map(|t| describe(&nodes, &leaders, t, version, topic_ops))
                 });
                 if let Some(d) = known {
                     out.push(d);
@@ -110,7 +119,7 @@ pub async fn handle(
                     Ok(_) | Err(TopicError::Exists(_)) => {
                         let d = ctx.log.read(|s| {
                             s.topic(&name)
-                                .map(|t| describe(&nodes, t, version, topic_ops))
+                                .map(|t| describe(&nodes, &leaders, t, version, topic_ops))
                         });
                         out.push(d.unwrap_or_else(|| {
                             error_topic(Some(&name), t.topic_id, ResponseError::LeaderNotAvailable)
@@ -134,6 +143,7 @@ pub async fn handle(
                         .with_node_id(BrokerId(n.id))
                         .with_host(StrBytes::from_string(n.host.clone()))
                         .with_port(i32::from(n.port))
+                        .with_rack(n.zone.as_deref().map(|z| StrBytes::from_string(z.into())))
                 })
                 .collect(),
         )

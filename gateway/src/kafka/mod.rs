@@ -21,6 +21,20 @@ mod versions;
 
 pub use conn::serve_stream;
 
+/// Who a request comes from, for answers that name gateways: the listener it came
+/// through (whose addresses it is given) and the zone its client id names, if any.
+pub(crate) struct Asker<'a> {
+    pub listener: &'static str,
+    pub zone: Option<&'a str>,
+}
+
+impl Asker<'_> {
+    /// The live gateways at this listener's addresses.
+    pub fn nodes(&self, ctx: &crate::server::Ctx) -> Vec<crate::groups::Node> {
+        ctx.cluster.nodes_on(self.listener)
+    }
+}
+
 /// Wall-clock milliseconds, for the timestamps Kafka puts on the wire (LogAppendTime,
 /// offset commit times, the arrival time of MQTT messages).
 pub(crate) fn now_ms() -> i64 {

@@ -509,7 +509,11 @@ impl Broker {
                     continue;
                 }
                 let back = match &will {
-                    Some(w) => ctx.mqtt.reconnected(&client_id, w.conn).await,
+                    Some(w) => {
+                        ctx.mqtt
+                            .reconnected(&client_id, w.conn, kv.mod_revision)
+                            .await
+                    }
                     None => {
                         tracing::warn!(key, "unreadable deferred will; removed");
                         true
@@ -669,13 +673,18 @@ impl Broker {
         live.finished.cancel();
     }
 
-    /// Whether a client whose connection `conn` ended has connected again since, here or
-    /// on another gateway.
-    pub async fn reconnected(&self, client_id: &str, conn: Uuid) -> bool {
+    /// Whether a client whose connection `conn` ended, and whose will was deferred at
+    /// metadata revision `deferred_at`, has connected again since, here or on another
+    /// gateway.
+    pub async fn reconnected(&self, client_id: &str, conn: Uuid, deferred_at: i64) -> bool {
         if lock(&self.by_client).contains_key(client_id) {
             return true;
         }
         match self.sessions.get(keys::mqtt_session(client_id)).await {
+            // Written since the will was (connection `conn` wrote it last before that): a
+            // later connection held the session, even if it is between connections again
+            // now (moved once more by a rebalance, say).
+            Ok(Some(kv)) if kv.mod_revision > deferred_at => true,
             Ok(Some(kv)) => SessionRecord::decode(&kv.value)
                 .and_then(|r| r.owner)
                 .is_some_and(|o| o.conn != conn),

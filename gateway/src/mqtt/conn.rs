@@ -79,6 +79,8 @@ enum End {
     TakenOver,
     Shutdown,
     KeepAlive,
+    /// Asked to reconnect elsewhere (see `balance`): as a drain, for this connection.
+    Moved,
 }
 
 /// Whether Kafka's ACLs let `p` publish on `topic`: Write on the log topic it maps to.
@@ -157,6 +159,66 @@ async fn login(
             .ok_or(Refused::NotAuthorized),
         (None, None) => Err(Refused::NotAuthorized),
     }
+}
+
+/// Saves a session whose connection `conn` ended with nobody known to take it over: as
+/// released, unless a connection elsewhere claimed it meanwhile (a client told to go that
+/// reconnected at once, before this gateway saw the claim): then it is handed over to
+/// that one (or left to it, if it starts clean), never overwritten.
+async fn release(
+    ctx: &Ctx,
+    key: String,
+    mut record: SessionRecord,
+    conn: uuid::Uuid,
+    client_id: &str,
+) {
+    for _ in 0..3 {
+        let current = match ctx.store.get(key.as_bytes()).await {
+            Ok(kv) => kv,
+            Err(e) => {
+                tracing::warn!(client = %client_id, error = %e, "saving an mqtt session failed");
+                return;
+            }
+        };
+        let claimed = current
+            .as_ref()
+            .and_then(|kv| SessionRecord::decode(&kv.value))
+            .and_then(|r| r.owner)
+            .filter(|o| o.conn != conn);
+        match claimed {
+            Some(owner) if !owner.resume => return,
+            Some(owner) => {
+                record.owner = Some(owner);
+                record.handed_over_by = Some(conn);
+                record.released_at_ms = None;
+            }
+            None => {
+                record.owner = None;
+                record.released_at_ms = Some(now_ms());
+            }
+        }
+        let compare = match &current {
+            Some(kv) => Compare::mod_revision(key.clone(), kv.mod_revision),
+            None => Compare::absent(key.clone()),
+        };
+        let saved = ctx
+            .store
+            .txn(Txn {
+                compares: vec![compare],
+                success: vec![TxnOp::put(key.clone(), record.encode())],
+                failure: vec![],
+            })
+            .await;
+        match saved {
+            Ok(r) if r.succeeded => return,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(client = %client_id, error = %e, "saving an mqtt session failed");
+                return;
+            }
+        }
+    }
+    tracing::warn!(client = %client_id, "an mqtt session kept changing while it was saved; not saved");
 }
 
 /// The byte streams an MQTT connection runs on: TCP, or a WebSocket's payloads.
@@ -284,7 +346,7 @@ pub async fn serve_stream(
     if resumed.is_some() {
         crate::metrics::MQTT_SESSIONS_RESUMED.inc();
     }
-    crate::metrics::MQTT_CONNECTIONS.inc();
+    let open = ctx.balance.open(crate::balance::Protocol::Mqtt);
     let ack = Packet::ConnAck(ConnAck {
         session_present: resumed.is_some(),
         code: reason::SUCCESS,
@@ -341,7 +403,7 @@ pub async fn serve_stream(
         }
         Err(_) => End::Gone,
     };
-    let drained = matches!(end, End::Shutdown);
+    let drained = matches!(end, End::Shutdown | End::Moved);
     let (will, code) = match &end {
         End::Client(with_will) => (*with_will, None),
         End::Violation(code, why) => {
@@ -359,6 +421,8 @@ pub async fn serve_stream(
             }),
         ),
         End::KeepAlive => (true, Some(reason::KEEP_ALIVE_TIMEOUT)),
+        // Asked to go, this gateway having more than its share of connections.
+        End::Moved => (true, Some(reason::USE_ANOTHER_SERVER)),
     };
     if let (Some(code), Version::V5) = (code, version) {
         let server_reference = ctx
@@ -378,7 +442,7 @@ pub async fn serve_stream(
     let _ = socket.shutdown().await;
     expiry = conn.expiry;
     conn.end(&mut outbox).await;
-    crate::metrics::MQTT_CONNECTIONS.dec();
+    drop(open);
     if let (true, Some(w)) = (will, &connect.will) {
         let p = Publish {
             dup: false,
@@ -423,7 +487,8 @@ pub async fn serve_stream(
         let publish = async move {
             if delay > 0 {
                 tokio::time::sleep(Duration::from_secs(u64::from(delay))).await;
-                if ctx.mqtt.reconnected(&client_id, conn_id).await {
+                // (Only a connection holding the session now counts here.)
+                if ctx.mqtt.reconnected(&client_id, conn_id, i64::MAX).await {
                     tracing::debug!(client = %client_id, "client back before its will delay; will dropped");
                     return;
                 }
@@ -642,6 +707,9 @@ impl Conn {
                 _ = sleep => Some(End::KeepAlive),
                 _ = taken_over.cancelled() => Some(End::TakenOver),
                 _ = cancel.cancelled() => Some(End::Shutdown),
+                _ = self.ctx.balance.asked() => {
+                    self.ctx.balance.take(crate::balance::Protocol::Mqtt).then_some(End::Moved)
+                }
             };
             if let Some(end) = end {
                 return self.finish_publishes(socket, &mut acks, end).await;
@@ -984,13 +1052,7 @@ impl Conn {
                     }
                 }
             }
-            _ => {
-                record.owner = None;
-                record.released_at_ms = Some(now_ms());
-                if let Err(e) = ctx.mqtt.sessions.put(key, record.encode()).await {
-                    tracing::warn!(client = %self.client_id, error = %e, "saving an mqtt session failed");
-                }
-            }
+            _ => release(&ctx, key, record, live.conn, &self.client_id).await,
         }
     }
 
