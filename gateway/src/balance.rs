@@ -95,7 +95,8 @@ pub struct Balance {
     shed: [AtomicUsize; 2],
     /// Connections that went since the last round (on their way, in no count yet).
     taken: [AtomicUsize; 2],
-    asked: Notify,
+    /// Woken when connections of a protocol are asked to go.
+    asked: [Notify; 2],
     others: Mutex<HashMap<i32, Load>>,
 }
 
@@ -138,9 +139,10 @@ impl Balance {
         }
     }
 
-    /// Resolves when connections are asked to go (then check [`Self::take`]).
-    pub async fn asked(&self) {
-        self.asked.notified().await
+    /// Resolves when connections of `protocol` are asked to go (then check
+    /// [`Self::take`]).
+    pub async fn asked(&self, protocol: Protocol) {
+        self.asked[protocol as usize].notified().await
     }
 
     /// Whether this connection is one of those asked to go (and so should close).
@@ -162,7 +164,7 @@ impl Balance {
     fn ask(&self, protocol: Protocol, count: usize) -> usize {
         self.shed[protocol as usize].store(count, Ordering::Relaxed);
         if count > 0 {
-            self.asked.notify_waiters();
+            self.asked[protocol as usize].notify_waiters();
         }
         self.taken[protocol as usize].swap(0, Ordering::Relaxed)
     }

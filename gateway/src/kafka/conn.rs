@@ -177,7 +177,7 @@ where
         tokio::select! {
             _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
             // Asked to go (this gateway has more than its share): between requests only.
-            _ = ctx.balance.asked(), if pending.is_empty() && buf.is_empty() => {
+            _ = ctx.balance.asked(crate::balance::Protocol::Kafka), if pending.is_empty() && buf.is_empty() => {
                 if ctx.balance.take(crate::balance::Protocol::Kafka) {
                     tracing::debug!(conn = conn.id, peer = ?conn.peer, "kafka connection closed to rebalance connections");
                     return Ok(());

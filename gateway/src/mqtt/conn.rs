@@ -707,7 +707,7 @@ impl Conn {
                 _ = sleep => Some(End::KeepAlive),
                 _ = taken_over.cancelled() => Some(End::TakenOver),
                 _ = cancel.cancelled() => Some(End::Shutdown),
-                _ = self.ctx.balance.asked() => {
+                _ = self.ctx.balance.asked(crate::balance::Protocol::Mqtt) => {
                     self.ctx.balance.take(crate::balance::Protocol::Mqtt).then_some(End::Moved)
                 }
             };
