@@ -228,11 +228,6 @@ pub fn chosen_for<'a>(candidates: &'a [Node], key: &[u8]) -> Option<&'a Node> {
     leader(candidates, Uuid::nil(), crc32c::crc32c(key))
 }
 
-/// The leader's node id as Kafka responses carry it (-1: no candidates).
-pub fn leader_id(candidates: &[Node], topic: Uuid, partition: u32) -> i32 {
-    leader(candidates, topic, partition).map_or(-1, |n| n.id)
-}
-
 /// The zone a client names in its `client.id`: the value of a `zone=NAME` item, items
 /// being separated by `;`, `,` or spaces (`orders-7;zone=eu-west-1a`). Kafka clients send
 /// `client.rack` only with fetches; the client id travels with every request.
@@ -243,81 +238,71 @@ pub fn client_zone(client_id: &str) -> Option<&str> {
         .rfind(|z| !z.is_empty())
 }
 
-/// The gateways that may lead for a client in `zone`: those of its zone, or all of them
-/// when it names none or none runs there.
-pub fn in_zone<'a>(nodes: &'a [Node], zone: Option<&str>) -> std::borrow::Cow<'a, [Node]> {
-    let Some(zone) = zone else {
-        return nodes.into();
-    };
-    let local: Vec<Node> = nodes
+/// The live gateways of `zone` (none when no gateway there is live).
+pub fn zone_members(nodes: &[Node], zone: &str) -> Vec<Node> {
+    nodes
         .iter()
         .filter(|n| n.zone.as_deref() == Some(zone))
         .cloned()
-        .collect();
-    if local.is_empty() {
-        nodes.into()
-    } else {
-        local.into()
+        .collect()
+}
+
+/// Where a client's partitions are: built once per request from the live gateways and
+/// the client's zone, then asked for each partition.
+pub struct Placement {
+    /// The gateways that may lead for the client: those of its zone, or all of them when
+    /// it names none or none runs there.
+    leaders: Vec<Node>,
+    /// Every zone's gateways, by zone name.
+    zones: Vec<(Arc<str>, Vec<Node>)>,
+}
+
+impl Placement {
+    pub fn new(nodes: &[Node], client_zone: Option<&str>) -> Self {
+        let mut names: Vec<Arc<str>> = nodes.iter().filter_map(|n| n.zone.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let zones: Vec<(Arc<str>, Vec<Node>)> = names
+            .into_iter()
+            .map(|z| {
+                let members = zone_members(nodes, &z);
+                (z, members)
+            })
+            .collect();
+        let leaders = client_zone
+            .and_then(|c| zones.iter().find(|(z, _)| **z == *c))
+            .map_or_else(|| nodes.to_vec(), |(_, members)| members.clone());
+        Self { leaders, zones }
+    }
+
+    /// A partition's leader and its replicas, as Metadata responses carry them: the
+    /// leader first, then for every other zone the gateway a client there is sent to
+    /// (see [`read_replicas`]), since Kafka clients follow a preferred read replica only
+    /// when the partition lists it.
+    pub fn place(&self, topic: Uuid, partition: u32) -> (BrokerId, Vec<BrokerId>) {
+        let Some(lead) = leader(&self.leaders, topic, partition) else {
+            return (BrokerId(-1), vec![BrokerId(-1)]);
+        };
+        let mut replicas = vec![BrokerId(lead.id)];
+        for (zone, members) in &self.zones {
+            if lead.zone.as_ref() != Some(zone)
+                && let Some(n) = leader(members, topic, partition)
+            {
+                replicas.push(BrokerId(n.id));
+            }
+        }
+        (BrokerId(lead.id), replicas)
     }
 }
 
-/// A partition's replicas as Metadata lists them: `leader` first, then for every other
-/// zone the gateway a client there is sent to (see [`preferred_replica`]).
-pub fn replicas(nodes: &[Node], leader: i32, topic: Uuid, partition: u32) -> Vec<i32> {
-    let mut out = vec![leader];
-    let leader_zone = nodes
-        .iter()
-        .find(|n| n.id == leader)
-        .and_then(|n| n.zone.clone());
-    let mut zones: Vec<&str> = nodes.iter().filter_map(|n| n.zone.as_deref()).collect();
-    zones.sort_unstable();
-    zones.dedup();
-    for zone in zones {
-        if leader_zone.as_deref() == Some(zone) {
-            continue;
-        }
-        let local = in_zone(nodes, Some(zone));
-        if let Some(n) = self::leader(&local, topic, partition) {
-            out.push(n.id);
-        }
-    }
-    out
-}
-
-/// A partition's leader among `leaders` (the gateways that may lead for the client, see
-/// [`in_zone`]) and its replicas among `nodes`, as Metadata responses carry them.
-pub fn placement(
-    nodes: &[Node],
-    leaders: &[Node],
-    topic: Uuid,
-    partition: u32,
-) -> (BrokerId, Vec<BrokerId>) {
-    let leader = leader_id(leaders, topic, partition);
-    let replicas = replicas(nodes, leader, topic, partition);
-    (
-        BrokerId(leader),
-        replicas.into_iter().map(BrokerId).collect(),
-    )
-}
-
-/// Where a fetch from a client whose `client.rack` is `rack` should go instead of this
-/// gateway (`me`): a gateway of that zone, when this one is not in it and one is live.
-pub fn preferred_replica(
-    nodes: &[Node],
-    me: &Node,
-    rack: &str,
-    topic: Uuid,
-    partition: u32,
-) -> Option<i32> {
+/// The gateways a fetch from a client whose `client.rack` is `rack` should go to instead
+/// of this gateway (`me`), the partition's own chosen by [`leader`]: those of that zone,
+/// when this one is not in it and one is live there; none otherwise.
+pub fn read_replicas(nodes: &[Node], me: &Node, rack: &str) -> Vec<Node> {
     if rack.is_empty() || me.zone.as_deref() == Some(rack) {
-        return None;
+        return Vec::new();
     }
-    let local: Vec<Node> = nodes
-        .iter()
-        .filter(|n| n.zone.as_deref() == Some(rack))
-        .cloned()
-        .collect();
-    leader(&local, topic, partition).map(|n| n.id)
+    zone_members(nodes, rack)
 }
 
 /// MurmurHash3's 64-bit finalizer: a fixed, well-mixed function of its input, the same on
@@ -415,30 +400,39 @@ mod tests {
         ];
         let topic = Uuid::from_u128(7);
         let ids = |v: &[Node]| v.iter().map(|n| n.id).collect::<Vec<_>>();
-        assert_eq!(ids(&in_zone(&nodes, Some("a"))), [1, 2]);
-        assert_eq!(ids(&in_zone(&nodes, Some("c"))), [1, 2, 3, 4, 5]);
-        assert_eq!(ids(&in_zone(&nodes, None)), [1, 2, 3, 4, 5]);
+        let leaders = |zone| ids(&Placement::new(&nodes, zone).leaders);
+        assert_eq!(leaders(Some("a")), [1, 2]);
+        assert_eq!(leaders(Some("c")), [1, 2, 3, 4, 5]);
+        assert_eq!(leaders(None), [1, 2, 3, 4, 5]);
+        let (for_a, for_b, for_any) = (
+            Placement::new(&nodes, Some("a")),
+            Placement::new(&nodes, Some("b")),
+            Placement::new(&nodes, None),
+        );
+        let raw = |v: Vec<BrokerId>| v.into_iter().map(|b| b.0).collect::<Vec<_>>();
+        let me = &nodes[2];
+        let preferred = |rack, p| leader(&read_replicas(&nodes, me, rack), topic, p).map(|n| n.id);
         for p in 0..50 {
-            let in_a = leader_id(&in_zone(&nodes, Some("a")), topic, p);
+            let in_a = for_a.place(topic, p).0.0;
             assert!([1, 2].contains(&in_a));
-            let in_b = leader_id(&in_zone(&nodes, Some("b")), topic, p);
+            let in_b = for_b.place(topic, p).0.0;
             // A client of zone a fetching from a gateway of zone b is sent to its zone's
             // gateway for the partition, which the partition lists as a replica.
-            let me = &nodes[2];
-            assert_eq!(preferred_replica(&nodes, me, "a", topic, p), Some(in_a));
-            assert_eq!(preferred_replica(&nodes, me, "b", topic, p), None);
-            assert_eq!(preferred_replica(&nodes, me, "", topic, p), None);
-            assert_eq!(preferred_replica(&nodes, me, "nowhere", topic, p), None);
-            assert_eq!(replicas(&nodes, in_a, topic, p), [in_a, in_b]);
+            assert_eq!(preferred("a", p), Some(in_a));
+            assert_eq!(preferred("b", p), None);
+            assert_eq!(preferred("", p), None);
+            assert_eq!(preferred("nowhere", p), None);
+            assert_eq!(raw(for_a.place(topic, p).1), [in_a, in_b]);
             // The leader of a client without a zone may be the zoneless gateway.
-            let any = leader_id(&nodes, topic, p);
-            let r = replicas(&nodes, any, topic, p);
-            assert_eq!(r[0], any);
+            let (any, r) = for_any.place(topic, p);
+            let r = raw(r);
+            assert_eq!(r[0], any.0);
             assert!(r.contains(&in_a) && r.contains(&in_b));
         }
         // Without zones, a partition lists its leader alone, as before.
         let plain = [node(1), node(2)];
-        assert_eq!(replicas(&plain, 2, topic, 0), [2]);
+        let (lead, r) = Placement::new(&plain, None).place(topic, 0);
+        assert_eq!(raw(r), [lead.0]);
     }
 
     #[test]

@@ -28,7 +28,6 @@ use sluice_storage::faults::Faults;
 
 /// The HTTP listener's view of its process: from the moment it binds, while the process
 /// waits for metadata and the object store, until it stops.
-#[derive(Default)]
 pub struct Http {
     /// Set once the process has started.
     state: std::sync::OnceLock<Arc<HttpState>>,

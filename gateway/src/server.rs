@@ -73,28 +73,14 @@ impl Services {
     /// Whether the object store answers: a listing of the checkpoints.
     async fn probe_objects(&self) -> Result<(), MetaError> {
         let prefix = object_store::path::Path::from(sluice_storage::naming::CHECKPOINTS_PREFIX);
-        let unreachable = |why: String| {
-            MetaError::Unavailable(format!(
-                "object store {} unreachable: {why}",
-                self.object_store_url
-            ))
-        };
-        match tokio::time::timeout(
-            PROBE_TIMEOUT,
-            self.objects.list_with_delimiter(Some(&prefix)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
-            Err(_) => Err(unreachable(format!(
-                "no answer within {}s",
-                PROBE_TIMEOUT.as_secs()
-            ))),
-        }
+        self.objects
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(drop)
+            .map_err(|e| MetaError::Unavailable(e.to_string()))
     }
 
-    /// Runs `step` until it succeeds, while metadata or the object store cannot be
+    /// Runs `step` until it succeeds, while `service` (as log lines name it) cannot be
     /// reached: `/readyz` answers with why, a warning is logged when the reason changes
     /// (and every minute while it does not), and an error other than unavailability ends
     /// the wait.
@@ -102,6 +88,7 @@ impl Services {
         &self,
         http: &Http,
         what: &str,
+        service: &str,
         mut step: F,
     ) -> Result<T, MetaError>
     where
@@ -110,29 +97,18 @@ impl Services {
     {
         let mut logged: Option<(String, std::time::Instant)> = None;
         loop {
-            let attempt = match tokio::time::timeout(PROBE_TIMEOUT, step()).await {
-                Ok(r) => r,
-                Err(_) => Err(MetaError::Unavailable(format!(
-                    "metadata {} gave no answer within {}s",
-                    self.metadata_url,
-                    PROBE_TIMEOUT.as_secs()
-                ))),
-            };
-            let reason = match attempt {
-                Ok(v) => {
+            let reason = match tokio::time::timeout(PROBE_TIMEOUT, step()).await {
+                Ok(Ok(v)) => {
                     if logged.is_some() {
                         tracing::info!(what, "reachable again; starting");
                     }
                     return Ok(v);
                 }
-                Err(MetaError::Unavailable(e)) => e,
-                Err(e) => return Err(e),
+                Ok(Err(MetaError::Unavailable(e))) => e,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => format!("no answer within {}s", PROBE_TIMEOUT.as_secs()),
             };
-            let reason = if reason.starts_with("object store") {
-                reason
-            } else {
-                format!("metadata {} unavailable: {reason}", self.metadata_url)
-            };
+            let reason = format!("{service} unavailable: {reason}");
             let due = logged
                 .as_ref()
                 .is_none_or(|(last, at)| *last != reason || at.elapsed() >= PROBE_LOG_INTERVAL);
@@ -145,19 +121,38 @@ impl Services {
         }
     }
 
+    fn metadata_service(&self) -> String {
+        format!("metadata {}", self.metadata_url)
+    }
+
     /// The object store, then the log, once they can be reached.
     async fn start_following(
         &self,
         http: &Http,
         cancel: &CancellationToken,
     ) -> Result<Arc<Log>, MetaError> {
-        self.when_reachable(http, "the object store", || self.probe_objects())
+        let objects = format!("object store {}", self.object_store_url);
+        self.when_reachable(http, "the object store", &objects, || self.probe_objects())
             .await?;
-        self.when_reachable(http, "the metadata log", || {
+        self.when_reachable(http, "the metadata log", &self.metadata_service(), || {
             self.follow_log(cancel.child_token())
         })
         .await
     }
+}
+
+/// Serves HTTP on `tasks` until `cancel`, from now on: alive at once, ready (and so given
+/// connections by a load balancer) once the process has started and tells the returned
+/// front so.
+fn serve_http_early(
+    tasks: &mut JoinSet<()>,
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    cancel: &CancellationToken,
+) -> Arc<Http> {
+    let front = Http::new();
+    tasks.spawn(http::serve(front.clone(), listener, tls, cancel.clone()));
+    front
 }
 
 /// What every request handler shares.
@@ -357,22 +352,17 @@ impl Gateway {
             zone: config.zone.as_deref().map(Arc::from),
         };
         let cancel = CancellationToken::new();
-        // HTTP first: alive at once, ready (and so given connections by a load balancer)
-        // once metadata and the object store answer.
         let mut tasks = JoinSet::new();
-        let http_front = Http::new();
         let http_tls = config.http_tls.then(|| tls.clone()).flatten();
-        tasks.spawn(http::serve(
-            http_front.clone(),
-            http_listener,
-            http_tls,
-            cancel.clone(),
-        ));
+        let http_front = serve_http_early(&mut tasks, http_listener, http_tls, &cancel);
         let log = services.start_following(&http_front, &cancel).await?;
         let cluster_id = services
-            .when_reachable(&http_front, "the metadata store", || {
-                cluster_id(&services.store)
-            })
+            .when_reachable(
+                &http_front,
+                "the metadata store",
+                &services.metadata_service(),
+                || cluster_id(&services.store),
+            )
             .await?;
         if let Some((name, password)) = &config.admin_user {
             match crate::users::ensure(&services.store, name, password).await {
@@ -512,18 +502,9 @@ impl Gateway {
         })
     }
 
-    /// Stops accepting, drains connections and the write buffer.
-    pub fn shutdown(&self) {
-        self.cancel.cancel();
-    }
-
-    /// Waits until the gateway has stopped.
-    pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
-    }
-
-    /// Drains (see [`Self::shutdown`]) for at most `timeout`, or until `abandon`
-    /// resolves; what is left then is abandoned, and logged. Nothing acknowledged is ever
+    /// Stops accepting connections, lets them answer what they have in flight, flushes
+    /// the write buffer, for at most `timeout`, or until `abandon` resolves; what is left
+    /// then is abandoned, and logged. Nothing acknowledged is ever
     /// abandoned: a produce is answered once committed, a QoS 1/2 publish once stored.
     pub async fn drain(
         mut self,
@@ -815,16 +796,10 @@ impl CompactorProcess {
         })?;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let http_front = Http::new();
         if let Some(tls) = &tls {
             tasks.spawn(tls.clone().watch(cancel.clone()));
         }
-        tasks.spawn(http::serve(
-            http_front.clone(),
-            listener,
-            tls,
-            cancel.clone(),
-        ));
+        let http_front = serve_http_early(&mut tasks, listener, tls, &cancel);
         let log = services.start_following(&http_front, &cancel).await?;
         let compactor = Compactor::start(
             config,

@@ -93,7 +93,7 @@ def test_gateway_waits_for_the_bucket(tmp_dir, etcd):
     assert status == 503, body
     assert "s3://sluice-e2e/bucket" in body, body
     wait_for("the log line", lambda: "not ready: waiting for the object store" in gw.log_path.read_text(), timeout=60)
-    # Connections to the Kafka port wait in the backlog; nothing is answered yet.
+    # The Kafka port is bound already (connections wait in the listen backlog).
     with socket.create_connection(gw.listen["kafka"]["PLAINTEXT"].split(":"), timeout=5):
         pass
 

@@ -26,7 +26,7 @@ pub async fn handle(
     asker: &super::Asker<'_>,
 ) -> DescribeTopicPartitionsResponse {
     let nodes = asker.nodes(ctx);
-    let leaders = cluster::in_zone(&nodes, asker.zone);
+    let placement = cluster::Placement::new(&nodes, asker.zone);
     let mut budget = req.response_partition_limit.clamp(1, MAX_PARTITIONS) as usize;
     // Every topic when none is named; sorted by name either way.
     let mut names: Vec<String> = if req.topics.is_empty() {
@@ -80,7 +80,7 @@ pub async fn handle(
         let end = count.min(start.saturating_add(budget as i32));
         let partitions = (start..end)
             .map(|i| {
-                let (leader, replicas) = cluster::placement(&nodes, &leaders, id, i as u32);
+                let (leader, replicas) = placement.place(id, i as u32);
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(i)
                     .with_leader_id(leader)

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use object_store::path::Path;
 use sluice_cache::RangeCache;
 use sluice_metadata::log::{IndexEntry, PartitionLog};
@@ -90,6 +90,13 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
     let mut total = 0usize;
     let mut errors = false;
     let read_committed = req.isolation_level == 1;
+    // KIP-392: the gateways of the client's zone (its `client.rack`, Fetch v11+) when this
+    // one is in another; looked up once per pass, not per partition.
+    let read_replicas = if version >= 11 {
+        crate::cluster::read_replicas(&ctx.cluster.nodes(), ctx.cluster.me(), &req.rack_id)
+    } else {
+        Vec::new()
+    };
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let resolved = ctx.log.read(|s| {
@@ -107,7 +114,7 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1)
-                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(-1));
+                .with_preferred_read_replica(BrokerId(-1));
             let Some(topic_id) = &resolved else {
                 errors = true;
                 let code = if version >= 13 {
@@ -120,9 +127,8 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
             };
             // KIP-392: a client of another zone (its `client.rack`) is sent to a gateway
             // of its zone; the answer for the partition carries no records.
-            if version >= 11
-                && let Ok(partition) = u32::try_from(p.partition)
-                && let Some(replica) = zone_replica(ctx, req.rack_id.as_str(), *topic_id, partition)
+            if let Ok(partition) = u32::try_from(p.partition)
+                && let Some(replica) = crate::cluster::leader(&read_replicas, *topic_id, partition)
             {
                 let known = ctx.log.read(|s| {
                     s.partition(topic_id, partition)
@@ -133,7 +139,7 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
                         out.with_high_watermark(high_watermark)
                             .with_last_stable_offset(high_watermark)
                             .with_log_start_offset(log_start_offset)
-                            .with_preferred_read_replica(replica),
+                            .with_preferred_read_replica(BrokerId(replica.id)),
                     );
                     continue;
                 }
@@ -192,21 +198,6 @@ async fn read_once(ctx: &Ctx, req: &FetchRequest, version: i16) -> (FetchRespons
         .with_session_id(0)
         .with_responses(topics);
     (resp, total, errors)
-}
-
-/// The gateway a fetch from a client in zone `rack` should go to instead of this one.
-fn zone_replica(
-    ctx: &Ctx,
-    rack: &str,
-    topic: uuid::Uuid,
-    partition: u32,
-) -> Option<kafka_protocol::messages::BrokerId> {
-    if rack.is_empty() {
-        return None;
-    }
-    let nodes = ctx.cluster.nodes();
-    crate::cluster::preferred_replica(&nodes, ctx.cluster.me(), rack, topic, partition)
-        .map(kafka_protocol::messages::BrokerId)
 }
 
 /// The entries a read may touch: enough to fill `budget` bytes, at least one.

@@ -72,11 +72,7 @@ fn zone_coordinator(
     if ctx.cluster.me().zone.as_deref() == Some(zone) {
         return None;
     }
-    let nodes = ctx.cluster.nodes();
-    let local = crate::cluster::in_zone(&nodes, Some(zone));
-    if local.first()?.zone.as_deref() != Some(zone) {
-        return None;
-    }
+    let local = crate::cluster::zone_members(&ctx.cluster.nodes(), zone);
     let id = crate::cluster::chosen_for(&local, group.as_bytes())?.id;
     ctx.cluster.with_lease(id)
 }

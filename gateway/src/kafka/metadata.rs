@@ -11,15 +11,12 @@ use kafka_protocol::protocol::StrBytes;
 use sluice_metadata::log::TopicState;
 
 use super::authorized;
-use crate::cluster::{self, Cluster};
-use crate::groups::Node;
+use crate::cluster::{Cluster, Placement};
 use crate::server::Ctx;
 use crate::topics::{self, TopicError};
 
-/// `nodes`: the live gateways; `leaders`: those that may lead for this client.
 fn describe(
-    nodes: &[Node],
-    leaders: &[Node],
+    placement: &Placement,
     t: &TopicState,
     version: i16,
     ops: bool,
@@ -38,8 +35,7 @@ fn describe(
         .with_partitions(
             (0..t.partitions.len() as i32)
                 .map(|i| {
-                    let (leader, replicas) =
-                        cluster::placement(nodes, leaders, t.record.id, i as u32);
+                    let (leader, replicas) = placement.place(t.record.id, i as u32);
                     MetadataResponsePartition::default()
                         .with_partition_index(i)
                         .with_leader_id(leader)
@@ -66,7 +62,7 @@ pub async fn handle(
     asker: &super::Asker<'_>,
 ) -> MetadataResponse {
     let nodes = asker.nodes(ctx);
-    let leaders = cluster::in_zone(&nodes, asker.zone);
+    let placement = Placement::new(&nodes, asker.zone);
     // v8-v10 can ask for the cluster's operations, v8+ for each topic's.
     let topic_ops = version >= 8 && req.include_topic_authorized_operations;
     let cluster_ops = (8..=10).contains(&version) && req.include_cluster_authorized_operations;
@@ -79,7 +75,7 @@ pub async fn handle(
     let topics = match wanted {
         None => ctx.log.read(|s| {
             s.topics()
-                .map(|t| describe(&nodes, &leaders, t, version, topic_ops))
+                .map(|t| describe(&placement, t, version, topic_ops))
                 .collect()
         }),
         Some(list) => {
@@ -91,7 +87,7 @@ pub async fn handle(
                         Some(n) => s.topic(n),
                         None => s.topic_by_id(&t.topic_id),
                     };
-                    topic.map(|t| describe(&nodes, &leaders, t, version, topic_ops))
+                    topic.map(|t| describe(&placement, t, version, topic_ops))
                 });
                 if let Some(d) = known {
                     out.push(d);
@@ -119,7 +115,7 @@ pub async fn handle(
                     Ok(_) | Err(TopicError::Exists(_)) => {
                         let d = ctx.log.read(|s| {
                             s.topic(&name)
-                                .map(|t| describe(&nodes, &leaders, t, version, topic_ops))
+                                .map(|t| describe(&placement, t, version, topic_ops))
                         });
                         out.push(d.unwrap_or_else(|| {
                             error_topic(Some(&name), t.topic_id, ResponseError::LeaderNotAvailable)
