@@ -135,6 +135,16 @@ impl RangeCache {
     }
 
     /// Caches a whole object that was just written.
+    /// Writes out what the disk tier still buffers and stops its writers: called once a
+    /// process has finished with the cache, so its tasks do not end with the runtime.
+    pub async fn close(&self) {
+        if let Blocks::Hybrid(cache) = &self.blocks
+            && let Err(e) = cache.close().await
+        {
+            tracing::warn!(error = %e, "closing the disk cache failed");
+        }
+    }
+
     pub fn insert_object(&self, path: &Path, object: &Bytes) {
         let size = object.len() as u64;
         for b in 0..block_count(size) {

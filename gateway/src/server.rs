@@ -145,13 +145,16 @@ impl Services {
 /// connections by a load balancer) once the process has started and tells the returned
 /// front so.
 fn serve_http_early(
-    tasks: &mut JoinSet<()>,
+    tasks: &mut Tasks,
     listener: TcpListener,
     tls: Option<Arc<crate::tls::Tls>>,
     cancel: &CancellationToken,
 ) -> Arc<Http> {
     let front = Http::new();
-    tasks.spawn(http::serve(front.clone(), listener, tls, cancel.clone()));
+    tasks.spawn(
+        "http",
+        http::serve(front.clone(), listener, tls, cancel.clone()),
+    );
     front
 }
 
@@ -230,8 +233,40 @@ pub struct Gateway {
     /// The node id clients see for this gateway.
     pub node_id: i32,
     cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
     balance: Arc<crate::balance::Balance>,
+    cache: Arc<RangeCache>,
+}
+
+/// A process's long-running tasks, named so that a drain that does not finish can say
+/// which are still running.
+#[derive(Default)]
+struct Tasks {
+    set: JoinSet<()>,
+    names: Vec<(&'static str, tokio::task::AbortHandle)>,
+}
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let handle = self.set.spawn(task);
+        self.names.push((name, handle));
+    }
+
+    async fn join_all(&mut self) {
+        while self.set.join_next().await.is_some() {}
+    }
+
+    fn running(&self) -> Vec<&'static str> {
+        self.names
+            .iter()
+            .filter(|(_, h)| !h.is_finished())
+            .map(|(name, _)| *name)
+            .collect()
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -352,10 +387,15 @@ impl Gateway {
             zone: config.zone.as_deref().map(Arc::from),
         };
         let cancel = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let mut tasks = Tasks::default();
         let http_tls = config.http_tls.then(|| tls.clone()).flatten();
         let http_front = serve_http_early(&mut tasks, http_listener, http_tls, &cancel);
-        let log = services.start_following(&http_front, &cancel).await?;
+        // The log is followed until the drain's last flush is applied: a flush commits,
+        // then waits to see its commit applied before it answers.
+        let follow_cancel = CancellationToken::new();
+        let log = services
+            .start_following(&http_front, &follow_cancel)
+            .await?;
         let cluster_id = services
             .when_reachable(
                 &http_front,
@@ -437,7 +477,7 @@ impl Gateway {
             log,
             batcher,
             segments: Segments::new(services.cache.clone(), SEGMENT_MEMORY),
-            cache: services.cache,
+            cache: services.cache.clone(),
             cluster_id,
         });
         let http_state = Arc::new(HttpState {
@@ -447,46 +487,78 @@ impl Gateway {
             compactor,
             gateway: Some((ctx.clone(), cancel.clone())),
         });
-        tasks.spawn(crate::cluster::Cluster::watch(ctx.clone(), cancel.clone()));
+        tasks.spawn(
+            "cluster watch",
+            crate::cluster::Cluster::watch(ctx.clone(), cancel.clone()),
+        );
         if ctx.acl.enabled() {
-            tasks.spawn(crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()));
+            tasks.spawn(
+                "acl watch",
+                crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()),
+            );
         }
-        tasks.spawn(crate::quotas::Quotas::watch(ctx.clone(), cancel.clone()));
-        tasks.spawn(crate::balance::Balance::run(ctx.clone(), cancel.clone()));
-        tasks.spawn(Broker::watch_sessions(ctx.clone(), cancel.clone()));
-        tasks.spawn(Broker::sweep_sessions(ctx.clone(), cancel.clone()));
-        tasks.spawn(Broker::sweep_wills(ctx.clone(), cancel.clone()));
-        tasks.spawn(Broker::watch_shares(ctx.clone(), cancel.clone()));
-        tasks.spawn(Broker::watch_peers(ctx.clone(), cancel.clone()));
+        tasks.spawn(
+            "quota watch",
+            crate::quotas::Quotas::watch(ctx.clone(), cancel.clone()),
+        );
+        tasks.spawn(
+            "connection balance",
+            crate::balance::Balance::run(ctx.clone(), cancel.clone()),
+        );
+        tasks.spawn(
+            "mqtt session watch",
+            Broker::watch_sessions(ctx.clone(), cancel.clone()),
+        );
+        tasks.spawn(
+            "mqtt session expiry",
+            Broker::sweep_sessions(ctx.clone(), cancel.clone()),
+        );
+        tasks.spawn(
+            "mqtt will delay",
+            Broker::sweep_wills(ctx.clone(), cancel.clone()),
+        );
+        tasks.spawn(
+            "mqtt shared subscription watch",
+            Broker::watch_shares(ctx.clone(), cancel.clone()),
+        );
+        tasks.spawn(
+            "mqtt peer watch",
+            Broker::watch_peers(ctx.clone(), cancel.clone()),
+        );
         let on_commit = warmed.clone();
         ctx.log.on_commit(Box::new(move |path, digest| {
             on_commit.committed(path, digest)
         }));
-        tasks.spawn(crate::peers::serve(
-            warmed,
-            ctx.config.cluster_secret.clone(),
-            grpc_rx,
-            cancel.clone(),
-        ));
+        tasks.spawn(
+            "peer service",
+            crate::peers::serve(
+                warmed,
+                ctx.config.cluster_secret.clone(),
+                grpc_rx,
+                cancel.clone(),
+            ),
+        );
         ctx.batcher
             .on_flush(Box::new(crate::peers::Hook(Arc::downgrade(&ctx))));
         if let Some(tls) = &tls {
-            tasks.spawn(tls.clone().watch(cancel.clone()));
+            tasks.spawn("certificate reload", tls.clone().watch(cancel.clone()));
         }
         if let Some(oauth) = &oauth {
-            tasks.spawn(oauth.clone().watch(cancel.clone()));
+            tasks.spawn("token key reload", oauth.clone().watch(cancel.clone()));
         }
         let loops: Vec<_> = bound
             .into_iter()
             .map(|b| accept(ctx.clone(), b, cancel.clone()))
             .collect();
         let drained = ctx.clone();
-        tasks.spawn(async move {
+        tasks.spawn("connections and last flush", async move {
             futures::future::join_all(loops).await;
             // Every connection of every listener has answered what it had in flight.
+            tracing::debug!("connections closed; flushing what is buffered");
             batcher_cancel.cancel();
             // Let the batcher finish its last flush before the runtime goes away.
             drained.batcher.closed().await;
+            follow_cancel.cancel();
         });
         http_front.started(http_state);
         tracing::info!(kafka = ?kafka_addrs, http = %http_addr, advertised = ?listeners, node_id = ctx.node_id, cluster_id = %ctx.cluster_id, "gateway started");
@@ -499,6 +571,7 @@ impl Gateway {
             cancel,
             tasks,
             balance: ctx.balance.clone(),
+            cache: services.cache,
         })
     }
 
@@ -515,12 +588,13 @@ impl Gateway {
         self.cancel.cancel();
         let finished = tokio::select! {
             r = tokio::time::timeout(timeout, async {
-                while self.tasks.join_next().await.is_some() {}
+                self.tasks.join_all().await
             }) => r.is_ok(),
             _ = abandon => false,
         };
         let ms = started.elapsed().as_millis() as u64;
         if finished {
+            close_cache(&self.cache).await;
             tracing::info!(drain_ms = ms, "drained");
             return;
         }
@@ -529,9 +603,21 @@ impl Gateway {
             drain_ms = ms,
             kafka_connections = open.kafka,
             mqtt_connections = open.mqtt,
+            waiting_for = ?self.tasks.running(),
             "drain not finished in time: abandoning the connections still open; their requests in flight were not acknowledged, and MQTT wills not yet held back are lost"
         );
-        self.tasks.abort_all();
+        self.tasks.set.abort_all();
+        close_cache(&self.cache).await;
+    }
+}
+
+/// Closes the cache's disk tier, for a few seconds at most.
+async fn close_cache(cache: &RangeCache) {
+    if tokio::time::timeout(Duration::from_secs(5), cache.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("closing the disk cache took more than 5 s; left as it is");
     }
 }
 
@@ -769,7 +855,13 @@ async fn accept(ctx: Arc<Ctx>, bound: Bound, cancel: CancellationToken) {
         while conns.try_join_next().is_some() {}
     }
     drop(bound);
+    tracing::debug!(
+        listener = name,
+        open = conns.len(),
+        "listener closed; waiting for its connections"
+    );
     while conns.join_next().await.is_some() {}
+    tracing::debug!(listener = name, "listener's connections closed");
 }
 
 /// A compactor running as its own process: it follows the log, compacts, and serves HTTP
@@ -777,7 +869,8 @@ async fn accept(ctx: Arc<Ctx>, bound: Bound, cancel: CancellationToken) {
 pub struct CompactorProcess {
     pub http_addr: SocketAddr,
     cancel: CancellationToken,
-    tasks: JoinSet<()>,
+    tasks: Tasks,
+    cache: Arc<RangeCache>,
 }
 
 impl CompactorProcess {
@@ -795,12 +888,13 @@ impl CompactorProcess {
             source,
         })?;
         let cancel = CancellationToken::new();
-        let mut tasks = JoinSet::new();
+        let mut tasks = Tasks::default();
         if let Some(tls) = &tls {
-            tasks.spawn(tls.clone().watch(cancel.clone()));
+            tasks.spawn("certificate reload", tls.clone().watch(cancel.clone()));
         }
         let http_front = serve_http_early(&mut tasks, listener, tls, &cancel);
         let log = services.start_following(&http_front, &cancel).await?;
+        let cache = services.cache.clone();
         let compactor = Compactor::start(
             config,
             services.store,
@@ -821,6 +915,7 @@ impl CompactorProcess {
             http_addr,
             cancel,
             tasks,
+            cache,
         })
     }
 
@@ -829,6 +924,7 @@ impl CompactorProcess {
     }
 
     pub async fn wait(mut self) {
-        while self.tasks.join_next().await.is_some() {}
+        self.tasks.join_all().await;
+        close_cache(&self.cache).await;
     }
 }

@@ -1,9 +1,11 @@
 """A drain is bounded by --drain-timeout: what cannot finish in time is abandoned and
 logged, and only what was never acknowledged is abandoned."""
 
+import re
 import signal
 import time
 
+from confluent_kafka import Producer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
@@ -53,3 +55,40 @@ def test_a_drain_logs_how_long_it_took(sluice):
     sluice.proc.send_signal(signal.SIGTERM)
     sluice.proc.wait(timeout=30)
     assert "drained drain_ms=" in sluice.log_path.read_text()
+
+
+def test_a_produce_in_flight_when_the_drain_begins_is_acknowledged(tmp_dir):
+    """The drain's last flush commits and is seen applied before the process exits: the
+    producer gets its acknowledgement, not a timeout."""
+    s = Sluice(tmp_dir / "data", ["--fault-injection", "--default-partitions", "1"]).start()
+    delivered = []
+    producer = Producer({"bootstrap.servers": s.kafka, "acks": "all",
+                         "message.send.max.retries": 0, "linger.ms": 0})
+
+    def report(err, msg):
+        delivered.append((err, msg.offset()))
+    producer.produce("drained", b"before", on_delivery=report)
+    producer.flush(30)
+    assert delivered == [(None, 0)]
+    # The next object store write takes a second and a half: the drain begins meanwhile.
+    faults(s, "put_delay_ms=1500")
+    before = s.metric("sluice_bytes_in_total")
+    producer.produce("drained", b"in flight", on_delivery=report)
+    producer.poll(0)
+    wait_for("the produce in flight", lambda: s.metric("sluice_bytes_in_total") > before)
+    s.proc.send_signal(signal.SIGTERM)
+    producer.flush(30)
+    assert delivered == [(None, 0), (None, 1)], s.log_path.read_text()[-3000:]
+    s.proc.wait(timeout=30)
+    log = s.log_path.read_text()
+    drained = [int(ms) for ms in re.findall(r"drained drain_ms=(\d+)", log)]
+    assert drained and drained[0] < 10_000, log[-2000:]
+
+    s.start()
+    consumer = KafkaConsumer(bootstrap_servers=s.kafka, consumer_timeout_ms=5000)
+    tp = TopicPartition("drained", 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    assert [m.value for m in consumer] == [b"before", b"in flight"]
+    consumer.close()
+    s.stop()

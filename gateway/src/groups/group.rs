@@ -152,6 +152,10 @@ pub struct Group {
     pub offsets: BTreeMap<String, BTreeMap<i32, OffsetRecord>>,
     /// Set when a generation completed or the group emptied: the state must be persisted.
     pub dirty: bool,
+    /// Given up by this gateway (it drains, or lost its lease): a request that reached the
+    /// group in the meantime is answered NOT_COORDINATOR, not kept waiting for a rebalance
+    /// no one here will complete.
+    abandoned: bool,
 }
 
 impl Group {
@@ -170,6 +174,7 @@ impl Group {
             earliest_completion: None,
             offsets: BTreeMap::new(),
             dirty: false,
+            abandoned: false,
         }
     }
 
@@ -285,6 +290,12 @@ impl Group {
     }
 
     pub fn join(&mut self, a: JoinArgs, limits: &Limits, now: Instant) -> Reply<JoinResult> {
+        if self.abandoned {
+            return Reply::Now(JoinResult::error(
+                ResponseError::NotCoordinator,
+                &a.member_id,
+            ));
+        }
         if a.session_timeout < limits.min_session_timeout
             || a.session_timeout > limits.max_session_timeout
         {
@@ -614,6 +625,9 @@ impl Group {
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> Reply<SyncResult> {
+        if self.abandoned {
+            return Reply::Now(SyncResult::error(ResponseError::NotCoordinator));
+        }
         if let Err(e) = self.check_member(member_id, instance_id, generation) {
             return Reply::Now(SyncResult::error(e));
         }
@@ -673,6 +687,9 @@ impl Group {
         generation: i32,
         now: Instant,
     ) -> Option<ResponseError> {
+        if self.abandoned {
+            return Some(ResponseError::NotCoordinator);
+        }
         if let Err(e) = self.check_member(member_id, instance_id, generation) {
             return Some(e);
         }
@@ -766,6 +783,9 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Option<ResponseError> {
+        if self.abandoned {
+            return Some(ResponseError::NotCoordinator);
+        }
         if generation < 0 && member_id.is_empty() {
             return (!self.members.is_empty()).then_some(ResponseError::UnknownMemberId);
         }
@@ -777,6 +797,7 @@ impl Group {
 
     /// Tells every waiting member the group moved away from this gateway.
     pub fn abandon(&mut self) {
+        self.abandoned = true;
         for m in self.members.values_mut() {
             if let Some(w) = m.join_waiter.take() {
                 let _ = w.send(JoinResult::error(ResponseError::NotCoordinator, &m.id));

@@ -143,6 +143,9 @@ where
 {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+    // The API key of each request in `pending`, in the same order (for the drain's log).
+    let mut pending_keys = std::collections::VecDeque::new();
+    let mut drain_logged = false;
     let mut eof = false;
     // After a failed authentication: answer it, then close.
     let mut closing = false;
@@ -151,7 +154,11 @@ where
     let mut muted_until = tokio::time::Instant::now();
     loop {
         let mut muted = muted_until > tokio::time::Instant::now();
-        while !closing && !muted && pending.len() < MAX_IN_FLIGHT {
+        // Draining: what was started is answered, nothing new is started (a request that
+        // waits for others, such as a JoinGroup, would hold the drain up); the client sends
+        // it again elsewhere.
+        let draining = cancel.is_cancelled();
+        while !closing && !draining && !muted && pending.len() < MAX_IN_FLIGHT {
             let limit = if auth.is_done() {
                 ctx.config.max_request_bytes
             } else {
@@ -160,6 +167,7 @@ where
             let Some(frame) = take_frame(&mut buf, limit)? else {
                 break;
             };
+            pending_keys.push_back(peek_prefix(&frame).map_or(-1, |p| p.api_key));
             let started = start(ctx, frame, conn, &mut auth).await?;
             pending.push_back(started.reply);
             if started.close {
@@ -173,6 +181,10 @@ where
         }
         if eof && pending.is_empty() {
             return Ok(());
+        }
+        if draining && !pending.is_empty() && !drain_logged {
+            drain_logged = true;
+            tracing::debug!(conn = conn.id, peer = ?conn.peer, api_keys = ?pending_keys, "draining: answering the requests in flight");
         }
         tokio::select! {
             _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
@@ -188,12 +200,13 @@ where
                 return Err(ConnError::AuthTimeout(AUTH_TIMEOUT));
             }
             _ = tokio::time::sleep_until(muted_until), if muted => {}
-            n = socket.read_buf(&mut buf), if !eof && !muted && pending.len() < MAX_IN_FLIGHT => {
+            n = socket.read_buf(&mut buf), if !eof && !draining && !muted && pending.len() < MAX_IN_FLIGHT => {
                 if n? == 0 {
                     eof = true;
                 }
             }
             Some(response) = pending.next() => {
+                pending_keys.pop_front();
                 let reply = response?;
                 if let Some(bytes) = reply.out {
                     socket.write_all(&bytes).await?;

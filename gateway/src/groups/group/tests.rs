@@ -222,3 +222,32 @@ async fn a_session_runs_out_exactly_at_its_timeout() {
     assert_eq!(g.state, State::Empty);
     assert_eq!(g.next_deadline(), None);
 }
+
+#[tokio::test]
+async fn an_abandoned_group_answers_waiting_and_later_requests_not_coordinator() {
+    let now = Instant::now();
+    let mut g = Group::new("g".into());
+    let (a, ja) = join_new(&mut g, &["range"], now);
+    let ra = ja.await.expect("join");
+    now_result(g.sync(&a, None, ra.generation, vec![], now));
+    // A second member waits for the first to rejoin when the gateway gives the group up.
+    let (b, jb) = join_new(&mut g, &["range"], now);
+    g.abandon();
+    assert_eq!(
+        jb.await.expect("answered").error,
+        Some(ResponseError::NotCoordinator)
+    );
+    // A request that reached the group after it was given up does not wait either.
+    let rejoin = now_result(g.join(args(&a, &["range"]), &LIMITS, now));
+    assert_eq!(rejoin.error, Some(ResponseError::NotCoordinator));
+    let sync = now_result(g.sync(&b, None, ra.generation, vec![], now));
+    assert_eq!(sync.error, Some(ResponseError::NotCoordinator));
+    assert_eq!(
+        g.heartbeat(&a, None, ra.generation, now),
+        Some(ResponseError::NotCoordinator)
+    );
+    assert_eq!(
+        g.check_commit(&a, None, ra.generation),
+        Some(ResponseError::NotCoordinator)
+    );
+}
