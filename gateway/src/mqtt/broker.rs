@@ -601,6 +601,28 @@ impl Broker {
         outbox: &mut mpsc::Receiver<Box<Delivery>>,
         positions: bool,
     ) -> (Vec<TopicPosition>, Vec<Delivery>) {
+        let mut drained = Vec::new();
+        // Every followed tail is held still (a round in progress may wait on this
+        // connection's queue: keep taking) before the session leaves delivery, and its
+        // positions are read before they move again: a record is then either queued for
+        // it or at or after its position. A round that ran between the two would read
+        // records for others only and move the positions past them.
+        let mut tails = if positions {
+            self.followed()
+        } else {
+            Vec::new()
+        };
+        tails.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut held = Vec::with_capacity(tails.len());
+        for (name, tail) in &tails {
+            let state = loop {
+                tokio::select! {
+                    s = tail.state.lock() => break s,
+                    Some(d) = outbox.recv() => drained.push(*d),
+                }
+            };
+            held.push((name, state));
+        }
         lock(&self.live).remove(&live.session);
         self.changed();
         if let Some(task) = lock(&live.catchup_task).take() {
@@ -609,23 +631,15 @@ impl Broker {
         for f in filters {
             self.unsubscribe(live.session, f);
         }
-        let mut drained = Vec::new();
-        let mut out = Vec::new();
-        if positions {
-            for (name, tail) in self.followed() {
-                // A round in progress may wait on this connection's queue: keep taking.
-                let state = loop {
-                    tokio::select! {
-                        s = tail.state.lock() => break s,
-                        Some(d) = outbox.recv() => drained.push(*d),
-                    }
-                };
-                out.push(Self::position(live, &name, &state));
-            }
-        }
+        let out: Vec<TopicPosition> = held
+            .iter()
+            .map(|(name, state)| Self::position(live, name, state))
+            .collect();
+        drop(held);
         while let Ok(d) = outbox.try_recv() {
             drained.push(*d);
         }
+        tracing::debug!(client = %live.client_id, positions = ?out, queued = drained.len(), "mqtt session detached");
         (out, drained)
     }
 
@@ -1394,6 +1408,7 @@ async fn catch_up(ctx: Arc<Ctx>, live: Arc<Live>, tails: Vec<(String, Arc<Tail>)
                             .collect()
                     })
                     .unwrap_or_default();
+                tracing::debug!(client = %live.client_id, topic = %name, saved = ?pos.next, tail = ?state.next, "mqtt catch-up round");
                 if pending.is_empty() {
                     catchup.remove(&name); // live from here, atomically with the tail
                     ctx.mqtt.changed();
