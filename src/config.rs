@@ -48,6 +48,14 @@ pub enum Command {
         #[arg(long)]
         topic: Option<String>,
     },
+    /// Exit 0 when the server at this HTTP address is ready (`/readyz` answers 200), else
+    /// print why not and exit 1: a health check for images without a shell.
+    Ready {
+        /// The HTTP listener: by default the one the server in this environment listens on
+        /// (SLUICE_HTTP_LISTEN; 0.0.0.0 is asked on 127.0.0.1).
+        #[arg(long, env = "SLUICE_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+        server: String,
+    },
     /// Manage topics on a running broker.
     Topic {
         #[command(subcommand)]

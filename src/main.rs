@@ -55,6 +55,7 @@ fn main() -> Result<()> {
             Command::Serve(args) => serve(args, Role::All).await,
             Command::Gateway(args) => serve(args, Role::Gateway).await,
             Command::Compactor(args) => serve(args, Role::Compactor).await,
+            Command::Ready { server } => ready(&server).await,
             Command::Topic { action } => topic(action).await,
             Command::User { action } => user(action).await,
             Command::Compact {
@@ -372,13 +373,39 @@ async fn compact(server: &str, topic: Option<&str>, token: Option<&str>) -> Resu
         Some(t) => format!("/admin/compact?topic={t}"),
         None => "/admin/compact".to_string(),
     };
-    let (status, body) = admin::http_post(server, &path, token)
+    let (status, body) = admin::http_request(hyper::Method::POST, server, &path, token)
         .await
         .with_context(|| format!("asking {server} to compact"))?;
     if status != 200 {
         anyhow::bail!("{server} answered {status}: {}", body.trim());
     }
     print!("{body}");
+    Ok(())
+}
+
+async fn ready(server: &str) -> Result<()> {
+    let server = server.strip_prefix("http://").unwrap_or(server);
+    if server.starts_with("https://") {
+        anyhow::bail!(
+            "{server}: `sluice ready` asks plain HTTP; probe an HTTPS listener with a client that trusts its certificate"
+        );
+    }
+    let server = match server.strip_prefix("0.0.0.0:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => match server.strip_prefix("[::]:") {
+            Some(port) => format!("[::1]:{port}"),
+            None => server.to_string(),
+        },
+    };
+    let (status, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        admin::http_request(hyper::Method::GET, &server, "/readyz", None),
+    )
+    .await
+    .with_context(|| format!("{server} did not answer within 5 s"))??;
+    if status != 200 {
+        anyhow::bail!("not ready ({status}): {}", body.trim());
+    }
     Ok(())
 }
 

@@ -307,3 +307,7 @@ def gateways(tmp_dir, etcd, s3, count, namespace, extra=(), env_extra=None, each
         ], env={**s3.env(), **(env_extra or {})}, mode="gateway", **kwargs).start()
         for i in range(count)
     ]
+
+
+# Docker and the images built here, for the tests that run Sluice in containers.
+from docker_env import docker, images  # noqa: E402,F401
