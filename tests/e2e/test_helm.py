@@ -106,6 +106,19 @@ def test_every_option_renders_valid_manifests(tmp_dir):
     svc = docs[("Service", "t-sluice")]["spec"]
     assert svc["type"] == "LoadBalancer"
     assert {p["name"] for p in svc["ports"]} == {"kafka", "kafka-tls", "mqtt", "mqtts", "http"}
+    # Kafka clients outside the cluster: each gateway on its node's ports and address.
+    docs = render(tmp_dir, *EVERYTHING, "--set", "gateway.hostPort.enabled=true")
+    gw = container(docs, "gateway")
+    args = gw["args"]
+    assert args[args.index("--advertise") + 1] == "$(HOST_IP):9092,$(HOST_IP):9093"
+    assert {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}} in gw["env"]
+    ports = {p["name"]: p for p in gw["ports"]}
+    assert (ports["kafka"]["hostPort"], ports["kafka-tls"]["hostPort"]) == (9092, 9093)
+    assert "hostPort" not in ports["mqtt"]
+    docs = render(tmp_dir, *EVERYTHING, "--set", "gateway.hostPort.enabled=true",
+                  "--set", "gateway.hostPort.advertisedHost=$(NODE_NAME).kafka.example.com")
+    args = container(docs, "gateway")["args"]
+    assert args[args.index("--advertise") + 1].startswith("$(NODE_NAME).kafka.example.com:9092,")
     # TLS only, for a public load balancer: other gateways are then called over TLS.
     docs = render(tmp_dir, *EVERYTHING, "--set", "kafka.plaintext=false")
     args = container(docs, "gateway")["args"]
@@ -117,6 +130,8 @@ def test_every_option_renders_valid_manifests(tmp_dir):
     (["--set", "metadata.etcd=etcd:2379"], "objectStore.url"),
     ([*REQUIRED, "--set", "tls.enabled=true"], "tls.secretName"),
     ([*REQUIRED, "--set", "kafka.plaintext=false"], "kafka.plaintext"),
+    ([*REQUIRED, "--set", "gateway.hostPort.enabled=true", "--set", "gateway.hostPort.advertisedHost="],
+     "gateway.hostPort.advertisedHost"),
 ])
 def test_missing_values_are_named(values, named):
     out = helm("template", "t", str(CHART), *values)
