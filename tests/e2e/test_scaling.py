@@ -110,7 +110,9 @@ def test_scale_out_and_in_twice_under_load(tmp_dir, request):
             assert [p for p, n in q2.items() if n > 1] == [], sub.client_id
         for d in mqtt.devices():
             assert d.connects[0] is False and all(d.connects[1:]), (d.client_id, d.connects)
-        assert sum(len(d.connects) - 1 for d in mqtt.devices()) >= 2, "no device ever moved"
+        if env["SLUICE_REBALANCE_CONNECTIONS"] == "true":
+            # Sessions moved off the first gateway, and again when their gateways drained.
+            assert sum(len(d.connects) - 1 for d in mqtt.devices()) >= 2, "no device ever moved"
         mqtt.watcher.c.publish("scaling/wills/marker", b"marker", qos=1)
         wait_for("the watcher's marker", lambda: mqtt.watcher.messages, timeout=30)
         assert mqtt.watcher.messages == [("scaling/wills/marker", b"marker")]
