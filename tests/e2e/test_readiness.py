@@ -2,11 +2,13 @@
 can be reached, a gateway is alive but not ready, says why, and starts serving once they
 answer; losing etcd later makes it unready until etcd is back."""
 
+import os
 import socket
+import subprocess
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from conftest import S3, Etcd, Sluice, free_port, http_get, wait_for
+from conftest import BIN, S3, Etcd, Sluice, free_port, http_get, wait_for
 
 
 def readyz(sluice):
@@ -23,6 +25,13 @@ def fixed_listeners(s):
         "http": f"127.0.0.1:{free_port()}",
     }
     return s
+
+
+def ready_command(sluice):
+    """`sluice ready` with the server's HTTP listener in SLUICE_HTTP_LISTEN, as a container
+    configured through its environment runs it."""
+    return subprocess.run([str(BIN), "ready"], capture_output=True, text=True, timeout=30,
+                          env=dict(os.environ, SLUICE_HTTP_LISTEN=sluice.listen["http"]))
 
 
 def round_trip(sluice, topic):
@@ -53,11 +62,15 @@ def test_gateway_waits_for_etcd_and_serves_once_it_answers(tmp_dir, s3):
     assert http_get(f"http://{gw.listen['http']}/healthz")[0] == 200
     wait_for("the log line", lambda: "not ready: waiting for the metadata log" in gw.log_path.read_text())
     assert gw.proc.poll() is None
+    # `sluice ready`, the container health check, says the same, from the environment.
+    probe = ready_command(gw)
+    assert probe.returncode == 1 and "waiting for the metadata log" in probe.stderr, probe
 
     etcd = Etcd(tmp_dir, port=port)
     try:
         gw.ready()
         assert readyz(gw)[0] == 200
+        assert ready_command(gw).returncode == 0
         round_trip(gw, "after-etcd")
 
         # etcd goes away: not ready, still alive; back: ready again.
