@@ -10,7 +10,7 @@ import os
 import time
 from collections import Counter
 
-from conftest import Etcd, S3, wait_for
+from conftest import wait_for
 from docker_env import IMAGE
 from scaling import (SLOTS, Haproxy, KafkaLoad, MqttLoad, Processes, Swarm, cluster_env,
                      connections, drain_times_ms, percentile, port_prefixes)
@@ -34,19 +34,18 @@ def orchestrate(request, tmp_dir, prefixes, env):
     return Processes(tmp_dir, prefixes, env)
 
 
-def test_scale_out_and_in_twice_under_load(tmp_dir, request):
-    etcd, s3 = Etcd(tmp_dir), S3(tmp_dir)
+def test_scale_out_and_in_twice_under_load(tmp_dir, etcd, s3, request):
     secret = tmp_dir / "cluster-secret"
     secret.write_text("scaling e2e cluster secret\n")
     secret.chmod(0o644)
     prefixes = port_prefixes()
     env = cluster_env(etcd, s3, "scaling", str(secret))
     orchestrator = orchestrate(request, tmp_dir, prefixes, env)
-    lb = Haproxy(tmp_dir, prefixes)
-    kafka = mqtt = None
+    lb = kafka = mqtt = None
     steps = []
     spread = []
     try:
+        lb = Haproxy(tmp_dir, prefixes)
         orchestrator.scale(1)
         kafka = KafkaLoad(lb.kafka, "scaling")
         mqtt = MqttLoad(lb.mqtt)
@@ -133,9 +132,8 @@ def test_scale_out_and_in_twice_under_load(tmp_dir, request):
                 except Exception:
                     pass
         orchestrator.stop()
-        lb.stop()
-        s3.stop()
-        etcd.stop()
+        if lb:
+            lb.stop()
 
 
 def report(orchestrator, kafka, mqtt, steady_from, steps, drains, spread):
