@@ -256,6 +256,20 @@ impl Tasks {
         self.names.push((name, handle));
     }
 
+    /// Spawns `task(ctx, cancel)`, the shape of every watcher and sweeper of the gateway.
+    fn spawn_with<F, Fut>(
+        &mut self,
+        name: &'static str,
+        ctx: &Arc<Ctx>,
+        cancel: &CancellationToken,
+        task: F,
+    ) where
+        F: FnOnce(Arc<Ctx>, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.spawn(name, task(ctx.clone(), cancel.clone()));
+    }
+
     async fn join_all(&mut self) {
         while self.set.join_next().await.is_some() {}
     }
@@ -487,44 +501,32 @@ impl Gateway {
             compactor,
             gateway: Some((ctx.clone(), cancel.clone())),
         });
-        tasks.spawn(
+        tasks.spawn_with(
             "cluster watch",
-            crate::cluster::Cluster::watch(ctx.clone(), cancel.clone()),
+            &ctx,
+            &cancel,
+            crate::cluster::Cluster::watch,
         );
         if ctx.acl.enabled() {
-            tasks.spawn(
-                "acl watch",
-                crate::acl::Authorizer::watch(ctx.clone(), cancel.clone()),
-            );
+            tasks.spawn_with("acl watch", &ctx, &cancel, crate::acl::Authorizer::watch);
         }
-        tasks.spawn(
-            "quota watch",
-            crate::quotas::Quotas::watch(ctx.clone(), cancel.clone()),
-        );
-        tasks.spawn(
+        tasks.spawn_with("quota watch", &ctx, &cancel, crate::quotas::Quotas::watch);
+        tasks.spawn_with(
             "connection balance",
-            crate::balance::Balance::run(ctx.clone(), cancel.clone()),
+            &ctx,
+            &cancel,
+            crate::balance::Balance::run,
         );
-        tasks.spawn(
-            "mqtt session watch",
-            Broker::watch_sessions(ctx.clone(), cancel.clone()),
-        );
-        tasks.spawn(
-            "mqtt session expiry",
-            Broker::sweep_sessions(ctx.clone(), cancel.clone()),
-        );
-        tasks.spawn(
-            "mqtt will delay",
-            Broker::sweep_wills(ctx.clone(), cancel.clone()),
-        );
-        tasks.spawn(
+        tasks.spawn_with("mqtt session watch", &ctx, &cancel, Broker::watch_sessions);
+        tasks.spawn_with("mqtt session expiry", &ctx, &cancel, Broker::sweep_sessions);
+        tasks.spawn_with("mqtt will delay", &ctx, &cancel, Broker::sweep_wills);
+        tasks.spawn_with(
             "mqtt shared subscription watch",
-            Broker::watch_shares(ctx.clone(), cancel.clone()),
+            &ctx,
+            &cancel,
+            Broker::watch_shares,
         );
-        tasks.spawn(
-            "mqtt peer watch",
-            Broker::watch_peers(ctx.clone(), cancel.clone()),
-        );
+        tasks.spawn_with("mqtt peer watch", &ctx, &cancel, Broker::watch_peers);
         let on_commit = warmed.clone();
         ctx.log.on_commit(Box::new(move |path, digest| {
             on_commit.committed(path, digest)
@@ -594,19 +596,18 @@ impl Gateway {
         };
         let ms = started.elapsed().as_millis() as u64;
         if finished {
-            close_cache(&self.cache).await;
             tracing::info!(drain_ms = ms, "drained");
-            return;
+        } else {
+            let open = self.balance.load();
+            tracing::warn!(
+                drain_ms = ms,
+                kafka_connections = open.kafka,
+                mqtt_connections = open.mqtt,
+                waiting_for = ?self.tasks.running(),
+                "drain not finished in time: abandoning the connections still open; their requests in flight were not acknowledged, and MQTT wills not yet held back are lost"
+            );
+            self.tasks.set.abort_all();
         }
-        let open = self.balance.load();
-        tracing::warn!(
-            drain_ms = ms,
-            kafka_connections = open.kafka,
-            mqtt_connections = open.mqtt,
-            waiting_for = ?self.tasks.running(),
-            "drain not finished in time: abandoning the connections still open; their requests in flight were not acknowledged, and MQTT wills not yet held back are lost"
-        );
-        self.tasks.set.abort_all();
         close_cache(&self.cache).await;
     }
 }

@@ -143,8 +143,6 @@ where
 {
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
-    // The API key of each request in `pending`, in the same order (for the drain's log).
-    let mut pending_keys = std::collections::VecDeque::new();
     let mut drain_logged = false;
     let mut eof = false;
     // After a failed authentication: answer it, then close.
@@ -167,7 +165,6 @@ where
             let Some(frame) = take_frame(&mut buf, limit)? else {
                 break;
             };
-            pending_keys.push_back(peek_prefix(&frame).map_or(-1, |p| p.api_key));
             let started = start(ctx, frame, conn, &mut auth).await?;
             pending.push_back(started.reply);
             if started.close {
@@ -184,7 +181,7 @@ where
         }
         if draining && !pending.is_empty() && !drain_logged {
             drain_logged = true;
-            tracing::debug!(conn = conn.id, peer = ?conn.peer, api_keys = ?pending_keys, "draining: answering the requests in flight");
+            tracing::debug!(conn = conn.id, peer = ?conn.peer, in_flight = pending.len(), "draining: answering the requests in flight");
         }
         tokio::select! {
             _ = cancel.cancelled(), if pending.is_empty() => return Ok(()),
@@ -206,7 +203,6 @@ where
                 }
             }
             Some(response) = pending.next() => {
-                pending_keys.pop_front();
                 let reply = response?;
                 if let Some(bytes) = reply.out {
                     socket.write_all(&bytes).await?;
